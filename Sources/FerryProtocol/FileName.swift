@@ -1,0 +1,63 @@
+/// The naming rules of a Ferry library (SPEC.md §6).
+///
+/// The library is one flat folder, so a name may never say where a file lives, only what it is called:
+/// no separators, no `.`/`..`, nothing hidden, nothing a terminal would interpret. The rules are part of the
+/// protocol, not of one server, so a client refuses a bad name before sending it and refuses a bad name in
+/// a listing, and no peer can steer the other outside its folder.
+public enum FileName {
+    /// A rule a name broke. Its description is the sentence shown to the person who typed the name.
+    public enum Violation: Error, Hashable, Sendable, CustomStringConvertible {
+        case empty
+        case tooLong(byteCount: Int)
+        case notUTF8
+        case containsSlash
+        case containsBackslash
+        case containsNUL
+        case containsControlCharacter
+        case dotOrDotDot
+        case leadingDot
+
+        public var description: String {
+            switch self {
+            case .empty: "a name must not be empty"
+            case .tooLong(let count):
+                "a name must be at most \(ProtocolLimits.maximumNameLength) UTF-8 bytes (this one has \(count))"
+            case .notUTF8: "a name must be valid UTF-8"
+            case .containsSlash: "a name must not contain '/'"
+            case .containsBackslash: "a name must not contain '\\'"
+            case .containsNUL: "a name must not contain NUL"
+            case .containsControlCharacter: "a name must not contain control characters"
+            case .dotOrDotDot: "a name must not be '.' or '..'"
+            case .leadingDot: "a name must not start with '.'"
+            }
+        }
+    }
+
+    /// The first rule `bytes` breaks, or the valid name.
+    public static func validate(_ bytes: [UInt8]) -> Result<String, Violation> {
+        guard !bytes.isEmpty else { return .failure(.empty) }
+        guard bytes.count <= ProtocolLimits.maximumNameLength else {
+            return .failure(.tooLong(byteCount: bytes.count))
+        }
+        guard let name = String(validating: bytes, as: UTF8.self) else { return .failure(.notUTF8) }
+        if name == "." || name == ".." { return .failure(.dotOrDotDot) }
+        for scalar in name.unicodeScalars {
+            switch scalar {
+            case "/": return .failure(.containsSlash)
+            case "\\": return .failure(.containsBackslash)
+            case "\0": return .failure(.containsNUL)
+            default:
+                // Unicode's Cc category: C0, DEL and C1.
+                if scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) {
+                    return .failure(.containsControlCharacter)
+                }
+            }
+        }
+        if bytes.first == UInt8(ascii: ".") { return .failure(.leadingDot) }
+        return .success(name)
+    }
+
+    public static func validate(_ name: String) -> Result<String, Violation> {
+        self.validate(Array(name.utf8))
+    }
+}

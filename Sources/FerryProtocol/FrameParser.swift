@@ -1,0 +1,131 @@
+public import NIOCore
+
+/// Turns a byte stream into verified frames.
+///
+/// A plain value with no channel inside, so it is tested and fuzzed directly: ``append(bytes:)`` whatever
+/// arrived, then call ``nextFrame()`` until it returns `nil` ("need more bytes"). Input may be split at any
+/// byte and several frames may arrive in one read.
+///
+/// The declared payload length is checked against ``maximumPayloadLength`` as soon as the 10-byte header is
+/// in, before a single payload byte is waited for, so a corrupted or hostile length cannot make the receiver
+/// buffer more than one frame's worth. Consumed bytes are discarded, so the buffer never holds more than one
+/// frame plus what arrived with it.
+///
+/// After it has thrown, the parser stays failed: the stream has lost its framing and the connection must close.
+public struct FrameParser: Sendable {
+    /// The largest payload accepted; longer declarations fail with ``FerryProtocolError/Kind/frameTooLarge``.
+    /// A connection starts at the handshake limit and raises this once it has announced its own.
+    public var maximumPayloadLength: Int {
+        didSet { self.maximumPayloadLength = Self.clamp(self.maximumPayloadLength) }
+    }
+
+    private var buffer: ByteBuffer
+    private var failure: FerryProtocolError?
+
+    /// Consumed bytes are discarded once this many have accumulated, so a long connection does not grow
+    /// its buffer without end, yet a typical read is not memmoved for every frame.
+    private static let discardThreshold = 64 * 1024
+
+    public init(maximumPayloadLength: Int) {
+        self.maximumPayloadLength = Self.clamp(maximumPayloadLength)
+        self.buffer = ByteBuffer()
+    }
+
+    /// A `ByteBuffer` holds at most 4 GiB, and keeping the limit far below `Int.max` keeps every offset sum
+    /// in ``parseFrame()`` free of overflow.
+    private static func clamp(_ limit: Int) -> Int {
+        min(max(limit, 0), Int(UInt32.max) - FrameLayout.overhead)
+    }
+
+    /// Bytes received but not yet returned as frames.
+    public var bufferedByteCount: Int {
+        self.buffer.readableBytes
+    }
+
+    /// Whether a frame has been started but not completed, which is what an idle timer needs to know.
+    public var isInsideFrame: Bool {
+        self.buffer.readableBytes > 0
+    }
+
+    public mutating func append(bytes: ByteBuffer) {
+        if self.buffer.readableBytes == 0 {
+            // Take the read as it is: no copy for the common case of a frame arriving whole.
+            self.buffer = bytes
+        } else {
+            var bytes = bytes
+            self.buffer.writeBuffer(&bytes)
+        }
+    }
+
+    /// The next complete frame, or `nil` when more bytes are needed. Frames of unknown optional types are
+    /// verified and skipped here, so callers never see them.
+    public mutating func nextFrame() throws(FerryProtocolError) -> Frame? {
+        if let failure = self.failure {
+            throw failure
+        }
+        do throws(FerryProtocolError) {
+            while true {
+                guard let frame = try self.parseFrame() else {
+                    return nil
+                }
+                if frame.type.isKnown {
+                    return frame
+                }
+                if !frame.type.isOptional {
+                    throw FerryProtocolError.unknownFrameType(frame.type)
+                }
+            }
+        } catch {
+            self.failure = error
+            throw error
+        }
+    }
+
+    private mutating func parseFrame() throws(FerryProtocolError) -> Frame? {
+        let start = self.buffer.readerIndex
+        guard
+            let rawType = self.buffer.getInteger(at: start, as: UInt8.self),
+            let flags = self.buffer.getInteger(at: start + 1, as: UInt8.self),
+            let declaredLength = self.buffer.getInteger(at: start + 2, as: UInt64.self)
+        else {
+            return nil
+        }
+        guard declaredLength <= UInt64(self.maximumPayloadLength) else {
+            throw FerryProtocolError.frameTooLarge(declared: declaredLength, limit: self.maximumPayloadLength)
+        }
+        // Safe: the length is at most `maximumPayloadLength`, an `Int`.
+        let payloadLength = Int(declaredLength)
+        let coveredLength = FrameLayout.headerLength + payloadLength
+        guard let carried = self.buffer.getInteger(at: start + coveredLength, as: UInt32.self) else {
+            return nil
+        }
+        // One pass over the payload serves twice: the frame check combines the header's CRC with the
+        // payload's, and the payload's alone travels on in the frame for whole-file checksums.
+        let (headerCRC, payloadCRC) = self.buffer.withUnsafeReadableBytes { bytes in
+            var header = CRC32()
+            header.update(UnsafeRawBufferPointer(rebasing: bytes.prefix(FrameLayout.headerLength)))
+            var payload = CRC32()
+            payload.update(UnsafeRawBufferPointer(rebasing: bytes[FrameLayout.headerLength..<coveredLength]))
+            return (header.value, payload.value)
+        }
+        let computed = CRC32.combine(headerCRC, payloadCRC, secondLength: UInt64(payloadLength))
+        guard computed == carried else {
+            throw FerryProtocolError.badChecksum(type: rawType, expected: carried, actual: computed)
+        }
+        self.buffer.moveReaderIndex(forwardBy: FrameLayout.headerLength)
+        // Cannot fail: the CRC read above proved these bytes are present.
+        let payload = self.buffer.readSlice(length: payloadLength) ?? ByteBuffer()
+        self.buffer.moveReaderIndex(forwardBy: FrameLayout.trailerLength)
+        self.reclaimConsumedBytes()
+        return Frame(type: FrameType(rawValue: rawType), flags: flags, payload: payload, payloadCRC32: payloadCRC)
+    }
+
+    private mutating func reclaimConsumedBytes() {
+        if self.buffer.readableBytes == 0 {
+            // Drop the storage entirely: the returned payload keeps it alive only as long as it needs to.
+            self.buffer = ByteBuffer()
+        } else if self.buffer.readerIndex >= Self.discardThreshold {
+            self.buffer.discardReadBytes()
+        }
+    }
+}

@@ -1,0 +1,140 @@
+import NIOCore
+
+extension Message {
+    /// Interprets a verified frame.
+    ///
+    /// Bytes after the fields a type defines are ignored, so a later version can append fields that older
+    /// receivers skip (SPEC.md §5.1). Missing bytes are an error: a frame is never half-read.
+    public init(decoding frame: Frame) throws(FerryProtocolError) {
+        var payload = frame.payload
+        switch frame.type {
+        case .hello:
+            self = .hello(
+                Hello(
+                    minimumVersion: try payload.read(UInt16.self, in: frame),
+                    maximumVersion: try payload.read(UInt16.self, in: frame),
+                    maximumFramePayload: try payload.read(UInt64.self, in: frame),
+                    maximumFileSize: try payload.read(UInt64.self, in: frame)
+                )
+            )
+        case .list:
+            self = .list
+        case .retrieve:
+            let offset = try payload.read(UInt64.self, in: frame)
+            let name = try payload.readName(in: frame)
+            self = .retrieve(RetrieveRequest(name: name, offset: offset))
+        case .store:
+            let size = try payload.read(UInt64.self, in: frame)
+            let offset = try payload.read(UInt64.self, in: frame)
+            let options = StoreOptions(rawValue: try payload.read(UInt8.self, in: frame))
+            let name = try payload.readName(in: frame)
+            self = .store(StoreRequest(name: name, size: size, offset: offset, options: options))
+        case .exit:
+            self = .exit
+        case .ok:
+            self = .ok
+        case .error:
+            let code = ErrorCode(rawValue: try payload.read(UInt16.self, in: frame))
+            let message = try payload.readStringBytes(in: frame)
+            // The message is for people: a malformed sequence is shown repaired rather than refused.
+            self = .error(ErrorReply(code: code, message: String(decoding: message, as: UTF8.self)))
+        case .listEntries:
+            self = .listEntries(try Self.decodeEntries(&payload, in: frame))
+        case .listEnd:
+            self = .listEnd(ListEnd(count: try payload.read(UInt64.self, in: frame)))
+        case .fileInfo:
+            let info = FileInfo(
+                size: try payload.read(UInt64.self, in: frame),
+                offset: try payload.read(UInt64.self, in: frame),
+                modified: try payload.read(Int64.self, in: frame)
+            )
+            guard info.offset <= info.size else {
+                throw .malformed(frame.type, "offset \(info.offset) is beyond the size \(info.size)")
+            }
+            self = .fileInfo(info)
+        case .ready:
+            self = .ready(Ready(offset: try payload.read(UInt64.self, in: frame)))
+        case .data:
+            self = .data(DataChunk(bytes: frame.payload, crc32: frame.payloadCRC32))
+        case .end:
+            self = .end(
+                EndOfData(length: try payload.read(UInt64.self, in: frame), crc32: try payload.read(UInt32.self, in: frame))
+            )
+        case .abort:
+            self = .abort
+        default:
+            throw .unknownFrameType(frame.type)
+        }
+    }
+
+    private static func decodeEntries(
+        _ payload: inout ByteBuffer,
+        in frame: Frame
+    ) throws(FerryProtocolError) -> [ListEntry] {
+        let count = try payload.read(UInt32.self, in: frame)
+        // The smallest entry is 18 bytes, so a count the payload cannot hold is refused before any allocation.
+        let smallestEntry = 8 + 8 + 2
+        guard Int(count) <= payload.readableBytes / smallestEntry else {
+            throw .malformed(frame.type, "\(count) entries cannot fit in \(payload.readableBytes) bytes")
+        }
+        var entries: [ListEntry] = []
+        entries.reserveCapacity(Int(count))
+        for _ in 0..<count {
+            let size = try payload.read(UInt64.self, in: frame)
+            let modified = try payload.read(Int64.self, in: frame)
+            let bytes = try payload.readStringBytes(in: frame)
+            switch FileName.validate(bytes) {
+            case .success(let name):
+                entries.append(ListEntry(name: name, size: size, modified: modified))
+            case .failure(let violation):
+                throw .malformed(frame.type, "an entry's name breaks a naming rule: \(violation)")
+            }
+        }
+        return entries
+    }
+}
+
+extension ByteBuffer {
+    fileprivate mutating func read<Integer: FixedWidthInteger>(
+        _: Integer.Type,
+        in frame: Frame
+    ) throws(FerryProtocolError) -> Integer {
+        guard let value = self.readInteger(as: Integer.self) else {
+            throw .malformed(frame.type, "ends inside a \(Integer.bitWidth)-bit field")
+        }
+        return value
+    }
+
+    fileprivate mutating func readStringBytes(in frame: Frame) throws(FerryProtocolError) -> [UInt8] {
+        guard let bytes = self.readFerryStringBytes() else {
+            throw .malformed(frame.type, "ends inside a string field")
+        }
+        return bytes
+    }
+
+    /// A request's file name. A name that breaks a rule is a request error, not a malformed frame: the frame
+    /// was intact and the connection stays usable.
+    fileprivate mutating func readName(in frame: Frame) throws(FerryProtocolError) -> String {
+        let bytes = try self.readStringBytes(in: frame)
+        switch FileName.validate(bytes) {
+        case .success(let name):
+            return name
+        case .failure(let violation):
+            throw FerryProtocolError(.invalidName, "\(Self.quoted(bytes)) refused: \(violation)")
+        }
+    }
+
+    /// The name as a person can read it in an error message, with control bytes escaped and length capped.
+    private static func quoted(_ bytes: [UInt8]) -> String {
+        let shown = String(decoding: bytes.prefix(64), as: UTF8.self)
+        var escaped = ""
+        for scalar in shown.unicodeScalars {
+            if scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) {
+                escaped += "\\u{\(String(scalar.value, radix: 16))}"
+            } else {
+                escaped.unicodeScalars.append(scalar)
+            }
+        }
+        return "'" + escaped + (bytes.count > 64 ? "…'" : "'")
+    }
+}

@@ -1,0 +1,198 @@
+public import NIOCore
+
+/// Everything a Ferry peer can say, one case per frame type (SPEC.md §5).
+///
+/// Requests flow from client to server, replies from server to client; DATA, END and ABORT flow in whichever
+/// direction a file is moving. Which messages are allowed when is the business of the connection state
+/// machines, not of this type.
+public enum Message: Hashable, Sendable {
+    // Handshake
+    case hello(Hello)
+    // Requests
+    case list
+    case retrieve(RetrieveRequest)
+    case store(StoreRequest)
+    case exit
+    // Replies
+    case ok
+    case error(ErrorReply)
+    case listEntries([ListEntry])
+    case listEnd(ListEnd)
+    case fileInfo(FileInfo)
+    case ready(Ready)
+    // File data
+    case data(DataChunk)
+    case end(EndOfData)
+    case abort
+
+    public var frameType: FrameType {
+        switch self {
+        case .hello: .hello
+        case .list: .list
+        case .retrieve: .retrieve
+        case .store: .store
+        case .exit: .exit
+        case .ok: .ok
+        case .error: .error
+        case .listEntries: .listEntries
+        case .listEnd: .listEnd
+        case .fileInfo: .fileInfo
+        case .ready: .ready
+        case .data: .data
+        case .end: .end
+        case .abort: .abort
+        }
+    }
+}
+
+// MARK: - Payloads
+
+/// The first frame each side sends, right after the magic (SPEC.md §4).
+public struct Hello: Hashable, Sendable {
+    /// The oldest and newest protocol versions the sender speaks.
+    public var minimumVersion: UInt16
+    public var maximumVersion: UInt16
+    /// The largest frame payload the sender accepts; at least ``ProtocolLimits/minimumFramePayload``.
+    public var maximumFramePayload: UInt64
+    /// The largest file the sender accepts (a server: in STOR; a client: in RETR). `UInt64.max` for none.
+    public var maximumFileSize: UInt64
+
+    public init(minimumVersion: UInt16, maximumVersion: UInt16, maximumFramePayload: UInt64, maximumFileSize: UInt64) {
+        self.minimumVersion = minimumVersion
+        self.maximumVersion = maximumVersion
+        self.maximumFramePayload = maximumFramePayload
+        self.maximumFileSize = maximumFileSize
+    }
+}
+
+/// RETR: send me this file, starting at `offset` (0 for all of it; more to resume a download).
+public struct RetrieveRequest: Hashable, Sendable {
+    public var name: String
+    public var offset: UInt64
+
+    public init(name: String, offset: UInt64 = 0) {
+        self.name = name
+        self.offset = offset
+    }
+}
+
+/// STOR: I will send a file of `size` bytes under `name`.
+public struct StoreRequest: Hashable, Sendable {
+    public var name: String
+    /// The whole file's size, announced so the server can refuse what it cannot hold before any data moves.
+    public var size: UInt64
+    /// Where the data starts. Version 1 servers accept only 0; the field exists so resuming needs no new
+    /// message layout.
+    public var offset: UInt64
+    public var options: StoreOptions
+
+    public init(name: String, size: UInt64, offset: UInt64 = 0, options: StoreOptions = []) {
+        self.name = name
+        self.size = size
+        self.offset = offset
+        self.options = options
+    }
+}
+
+public struct StoreOptions: OptionSet, Hashable, Sendable {
+    public var rawValue: UInt8
+
+    public init(rawValue: UInt8) {
+        self.rawValue = rawValue
+    }
+
+    /// Replace a file of the same name instead of failing with ``ErrorCode/fileExists``.
+    public static let overwrite = StoreOptions(rawValue: 0x01)
+
+    /// The bits version 1 defines; a server refuses a request carrying any other with ``ErrorCode/unsupported``.
+    public static let known: StoreOptions = [.overwrite]
+}
+
+public struct ErrorReply: Hashable, Sendable, CustomStringConvertible {
+    public var code: ErrorCode
+    /// For people, not programs: programs switch on ``code``.
+    public var message: String
+
+    public init(code: ErrorCode, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String {
+        "error \(self.code.rawValue) (\(self.code.name)): \(self.message)"
+    }
+}
+
+public struct ListEntry: Hashable, Sendable {
+    public var name: String
+    public var size: UInt64
+    /// Last modification, in nanoseconds since 1970-01-01T00:00:00Z.
+    public var modified: Int64
+
+    public init(name: String, size: UInt64, modified: Int64) {
+        self.name = name
+        self.size = size
+        self.modified = modified
+    }
+}
+
+/// Closes a listing: how many entries the LIST_ENTRIES frames carried, so a receiver knows it has them all.
+public struct ListEnd: Hashable, Sendable {
+    public var count: UInt64
+
+    public init(count: UInt64) {
+        self.count = count
+    }
+}
+
+/// RETR's go-ahead: the file exists and `size - offset` bytes follow as DATA.
+public struct FileInfo: Hashable, Sendable {
+    public var size: UInt64
+    public var offset: UInt64
+    /// Last modification, in nanoseconds since 1970-01-01T00:00:00Z.
+    public var modified: Int64
+
+    public init(size: UInt64, offset: UInt64 = 0, modified: Int64) {
+        self.size = size
+        self.offset = offset
+        self.modified = modified
+    }
+}
+
+/// STOR's go-ahead: send the data, starting at `offset`.
+public struct Ready: Hashable, Sendable {
+    public var offset: UInt64
+
+    public init(offset: UInt64 = 0) {
+        self.offset = offset
+    }
+}
+
+/// Closes a transfer: the length and the CRC-32 of all the data sent in it, so the receiver verifies the
+/// file as a whole, not only each frame.
+public struct EndOfData: Hashable, Sendable {
+    public var length: UInt64
+    public var crc32: UInt32
+
+    public init(length: UInt64, crc32: UInt32) {
+        self.length = length
+        self.crc32 = crc32
+    }
+}
+
+/// The payload of one DATA frame with its CRC-32, computed once and used twice: for the frame's own check
+/// and, through ``CRC32/combine(_:_:secondLength:)``, for the whole file's.
+public struct DataChunk: Hashable, Sendable {
+    public let bytes: ByteBuffer
+    public let crc32: UInt32
+
+    public init(_ bytes: ByteBuffer) {
+        self.bytes = bytes
+        self.crc32 = CRC32.checksum(bytes)
+    }
+
+    init(bytes: ByteBuffer, crc32: UInt32) {
+        self.bytes = bytes
+        self.crc32 = crc32
+    }
+}

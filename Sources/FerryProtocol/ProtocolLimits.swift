@@ -1,0 +1,26 @@
+/// The limits every Ferry peer shares, and the defaults this implementation announces.
+///
+/// A limit that protects a receiver is checked *before* the bytes it governs are buffered, so a hostile or
+/// corrupted length costs the receiver nothing.
+public enum ProtocolLimits {
+    /// Every peer accepts frame payloads at least this large; a HELLO that announces less is refused.
+    /// It lets a client send its first requests without waiting for the server's limits.
+    public static let minimumFramePayload: UInt64 = 64 * 1024
+
+    /// The largest payload a peer accepts before the other side's HELLO has been read: HELLO itself, or an
+    /// ERROR sent instead of it.
+    public static let handshakeFramePayload = 4 * 1024
+
+    /// What this implementation announces as the largest frame payload it accepts.
+    public static let defaultMaximumFramePayload = 1024 * 1024
+
+    /// The payload size this implementation puts in each DATA frame (capped by the peer's limit).
+    public static let defaultDataChunkLength = 256 * 1024
+
+    /// The longest valid file name, in UTF-8 bytes.
+    public static let maximumNameLength = 255
+
+    /// The longest human-readable ERROR message a sender produces; longer ones are cut at a character
+    /// boundary. Receivers accept whatever fits the frame.
+    public static let maximumErrorMessageLength = 1024
+}

@@ -1,0 +1,122 @@
+import FerryProtocol
+import NIOCore
+import Testing
+
+@Suite("Message payloads")
+struct MessageDecodingTests {
+    private func frame(_ type: FrameType, _ payload: [UInt8]) -> Frame {
+        Frame(type: type, payload: ByteBuffer(bytes: payload))
+    }
+
+    private func decodeError(_ type: FrameType, _ payload: [UInt8]) -> FerryProtocolError? {
+        do {
+            _ = try Message(decoding: self.frame(type, payload))
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test(arguments: SampleMessages.all.filter { message in
+        if case .data = message { return false }
+        return true
+    })
+    func everyTruncationIsMalformed(_ message: Message) throws {
+        let bytes = SampleMessages.encoded(message)
+        let payload = Array(bytes[FrameLayout.headerLength..<(bytes.count - FrameLayout.trailerLength)])
+        for length in 0..<payload.count {
+            let error = self.decodeError(message.frameType, Array(payload.prefix(length)))
+            #expect(error?.kind == .malformedPayload, "\(message.frameType) cut to \(length) bytes: \(String(describing: error))")
+        }
+    }
+
+    @Test func trailingBytesAreIgnoredForExtensibility() throws {
+        var payload = Array(SampleMessages.encoded(.ready(Ready(offset: 5))).dropFirst(FrameLayout.headerLength).dropLast(4))
+        payload += [1, 2, 3]
+        #expect(try Message(decoding: self.frame(.ready, payload)) == .ready(Ready(offset: 5)))
+    }
+
+    @Test func impossibleEntryCountIsRefusedBeforeAllocating() {
+        // count = 4 billion in a 4-byte payload.
+        let error = self.decodeError(.listEntries, [0xFF, 0xFF, 0xFF, 0xFF])
+        #expect(error?.kind == .malformedPayload)
+    }
+
+    @Test func fileInfoOffsetBeyondSizeIsMalformed() {
+        var payload = ByteBuffer()
+        payload.writeInteger(UInt64(10))
+        payload.writeInteger(UInt64(11))
+        payload.writeInteger(Int64(0))
+        #expect(self.decodeError(.fileInfo, Array(payload.readableBytesView))?.kind == .malformedPayload)
+    }
+
+    @Test func listingWithAnInvalidNameIsMalformed() {
+        var payload = ByteBuffer()
+        payload.writeInteger(UInt32(1))
+        payload.writeInteger(UInt64(1))
+        payload.writeInteger(Int64(1))
+        payload.writeInteger(UInt16(4))
+        payload.writeString("../x")
+        #expect(self.decodeError(.listEntries, Array(payload.readableBytesView))?.kind == .malformedPayload)
+    }
+
+    static let badNames: [(name: [UInt8], rule: FileName.Violation)] = [
+        ([], .empty),
+        (Array("../x".utf8), .containsSlash),
+        (Array("/etc/passwd".utf8), .containsSlash),
+        (Array("a/b".utf8), .containsSlash),
+        (Array("a\\b".utf8), .containsBackslash),
+        (Array(".hidden".utf8), .leadingDot),
+        (Array(".".utf8), .dotOrDotDot),
+        (Array("..".utf8), .dotOrDotDot),
+        ([0x61, 0x00, 0x62], .containsNUL),
+        (Array("tab\there".utf8), .containsControlCharacter),
+        (Array("bell\u{7}".utf8), .containsControlCharacter),
+        (Array("del\u{7F}".utf8), .containsControlCharacter),
+        (Array("c1\u{85}".utf8), .containsControlCharacter),
+        ([0x66, 0xFF, 0x66], .notUTF8),
+        ([0xC3], .notUTF8),
+        (Array(repeating: 0x61, count: 256), .tooLong(byteCount: 256)),
+        (Array(repeating: 0x61, count: 300), .tooLong(byteCount: 300)),
+    ]
+
+    @Test func badNamesAreRefusedWithTheRuleTheyBroke() {
+        for (name, rule) in Self.badNames {
+            #expect(FileName.validate(name) == .failure(rule), "\(name)")
+            var payload = ByteBuffer()
+            payload.writeInteger(UInt64(0))
+            payload.writeInteger(UInt16(name.count))
+            payload.writeBytes(name)
+            let error = self.decodeError(.retrieve, Array(payload.readableBytesView))
+            #expect(error?.kind == .invalidName)
+            #expect(error?.errorCode == .invalidName)
+            #expect(error?.errorCode.closesConnection == false)
+            #expect(error?.detail.contains(rule.description) == true, "\(String(describing: error))")
+        }
+    }
+
+    @Test func goodNamesAreAccepted() {
+        for name in ["a", "report.pdf", "日本語", "x..y", "a.", "with space", "emoji🚢", String(repeating: "é", count: 127)] {
+            #expect(FileName.validate(name) == .success(name))
+        }
+    }
+
+    @Test func longErrorMessagesAreCutAtACharacterBoundary() throws {
+        let message = String(repeating: "é", count: 2_000)
+        let bytes = SampleMessages.encoded(.error(ErrorReply(code: .storageFailure, message: message)))
+        let decoded = try FrameParser.decodeAll(bytes, pieces: [bytes.count])
+        guard case .error(let reply) = decoded.first else {
+            Issue.record("expected ERROR")
+            return
+        }
+        #expect(reply.message.utf8.count == ProtocolLimits.maximumErrorMessageLength)
+        #expect(reply.message == String(repeating: "é", count: ProtocolLimits.maximumErrorMessageLength / 2))
+    }
+
+    @Test func errorCodeRangesDecideWhetherTheConnectionCloses() {
+        #expect(!ErrorCode.noSuchFile.closesConnection)
+        #expect(!ErrorCode(rawValue: 199).closesConnection)
+        #expect(ErrorCode.badChecksum.closesConnection)
+        #expect(ErrorCode(rawValue: 250).closesConnection)
+    }
+}

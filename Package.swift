@@ -11,9 +11,16 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "FerryProtocol", targets: ["FerryProtocol"]),
+        .library(name: "FerryServer", targets: ["FerryServer"]),
+        .library(name: "FerryClient", targets: ["FerryClient"]),
+        .executable(name: "ferryd", targets: ["ferryd"]),
+        .executable(name: "ferry", targets: ["ferry"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // MARK: - Protocol
@@ -30,6 +37,68 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        .target(
+            name: "FerryTransport",
+            dependencies: [
+                "FerryProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        // MARK: - Server
+        .target(
+            name: "FerryServer",
+            dependencies: [
+                "FerryProtocol",
+                "FerryTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "ferryd",
+            dependencies: [
+                "FerryServer",
+                "FerryTransport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        // MARK: - Client
+        .target(
+            name: "FerryClient",
+            dependencies: [
+                "FerryProtocol",
+                "FerryTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "ferry",
+            dependencies: [
+                "FerryClient",
+                "CEditLine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .systemLibrary(
+            name: "CEditLine",
+            pkgConfig: "libedit",
+            providers: [.apt(["libedit-dev"])]
+        ),
+
         // MARK: - Benchmarks
         .executableTarget(
             name: "CodecBenchmark",
@@ -42,6 +111,22 @@ let package = Package(
         ),
 
         // MARK: - Tests
+        .testTarget(
+            name: "FerryEndToEndTests",
+            dependencies: [
+                "FerryProtocol",
+                "FerryTransport",
+                "FerryServer",
+                "FerryClient",
+                "ferryd",
+                "ferry",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "FerryProtocolTests",
             dependencies: [

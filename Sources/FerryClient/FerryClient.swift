@@ -1,0 +1,80 @@
+import FerryProtocol
+import FerryTransport
+public import NIOCore
+public import NIOPosix
+
+/// Opens connections to a Ferry server.
+///
+/// ```swift
+/// let entries = try await FerryClient(host: "127.0.0.1", port: 8888).withConnection { connection in
+///     try await connection.list()
+/// }
+/// ```
+public struct FerryClient: Sendable {
+    public var host: String
+    public var port: Int
+    /// How long the connection may go without any byte moving before the client gives up on the server.
+    public var idleTimeout: Duration
+    public var eventLoopGroup: any EventLoopGroup
+
+    public init(
+        host: String = "127.0.0.1",
+        port: Int = 8888,
+        idleTimeout: Duration = .seconds(60),
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
+        self.host = host
+        self.port = port
+        self.idleTimeout = idleTimeout
+        self.eventLoopGroup = eventLoopGroup
+    }
+
+    var serverDescription: String {
+        self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+    }
+
+    /// Connects, completes the handshake, runs `body`, then says EXIT and closes, whatever `body` did.
+    public func withConnection<Result>(
+        _ body: (FerryConnection) async throws -> Result
+    ) async throws -> Result {
+        let idle = TimeAmount.nanoseconds(Int64(self.idleTimeout.components.seconds) * 1_000_000_000)
+        let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        do {
+            channel = try await ClientBootstrap(group: self.eventLoopGroup)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connectTimeout(.seconds(10))
+                .connect(host: self.host, port: self.port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandlers(
+                            IdleStateHandler(allTimeout: idle),
+                            IdleTimeoutHandler(lingerTimeout: .seconds(1))
+                        )
+                        return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                            wrappingChannelSynchronously: channel,
+                            configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8))
+                        )
+                    }
+                }
+        } catch {
+            throw FerryClientError.unreachable(server: self.serverDescription, reason: "\(error)")
+        }
+        let server = self.serverDescription
+        return try await channel.executeThenClose { inbound, outbound in
+            let connection = FerryConnection(
+                reader: MessageReader(inbound),
+                writer: MessageWriter(outbound, allocator: channel.channel.allocator),
+                server: server
+            )
+            try await connection.handshake()
+            let result: Result
+            do {
+                result = try await body(connection)
+            } catch {
+                await connection.exitQuietly()
+                throw error
+            }
+            await connection.exitQuietly()
+            return result
+        }
+    }
+}

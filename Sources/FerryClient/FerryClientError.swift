@@ -1,0 +1,47 @@
+public import FerryProtocol
+
+/// Everything that can go wrong for a client, each with the sentence a person should read.
+public enum FerryClientError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// No connection could be made.
+    case unreachable(server: String, reason: String)
+    /// The peer answered, but not in Ferry.
+    case notAFerryServer(server: String)
+    /// The server refused the request, or the connection (busy, shutting down). `reply.code` says which.
+    case refused(ErrorReply)
+    /// The connection broke before the operation finished.
+    case connectionLost(String)
+    /// The server broke the protocol; the connection was closed.
+    case protocolViolation(String)
+    /// A name that no Ferry server accepts, refused before sending it.
+    case invalidName(name: String, rule: FileName.Violation)
+    /// A problem with a local file: missing, unreadable, or in the way.
+    case localFile(String)
+    /// The data received did not match the length or CRC-32 the server declared; nothing was kept.
+    case verificationFailed(String)
+
+    public var description: String {
+        switch self {
+        case .unreachable(let server, let reason):
+            "server unreachable: cannot connect to \(server) (\(reason))"
+        case .notAFerryServer(let server):
+            "\(server) is not a Ferry server (it did not answer the Ferry handshake)"
+        case .refused(let reply):
+            reply.message.isEmpty ? reply.code.name : reply.message
+        case .connectionLost(let detail):
+            "connection lost: \(detail)"
+        case .protocolViolation(let detail):
+            "the server broke the protocol: \(detail)"
+        case .invalidName(let name, let rule):
+            "invalid name '\(name)': \(rule)"
+        case .localFile(let detail):
+            detail
+        case .verificationFailed(let detail):
+            "checksum mismatch: \(detail); nothing was kept"
+        }
+    }
+
+    /// The server's error code, when the server refused.
+    public var errorCode: ErrorCode? {
+        if case .refused(let reply) = self { reply.code } else { nil }
+    }
+}

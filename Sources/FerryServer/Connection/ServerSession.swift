@@ -1,0 +1,370 @@
+import FerryProtocol
+import FerryTransport
+import Logging
+import NIOCore
+import _NIOFileSystem
+
+/// One client's session, from the magic to the close (SPEC.md §4 and §7).
+///
+/// Requests are handled one after another by this task alone, so its state is the position in this code: waiting
+/// for a request, streaming a file out, or receiving one into staging. Request errors are answered and the loop
+/// goes on; anything that breaks the protocol is answered with a connection error and ends the session.
+struct ServerSession {
+    private var reader: MessageReader
+    private var writer: MessageWriter
+    private let library: FileLibrary
+    private let configuration: ServerConfiguration
+    private let quiescer: ConnectionQuiescer
+    private let channel: any Channel
+    private var logger: Logger
+    /// Whether our magic has gone out: errors after the peer's magic are frames, and frames follow our magic.
+    private var sentMagic = false
+
+    init(
+        inbound: NIOAsyncChannelInboundStream<ByteBuffer>,
+        outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+        channel: any Channel,
+        library: FileLibrary,
+        configuration: ServerConfiguration,
+        quiescer: ConnectionQuiescer,
+        logger: Logger
+    ) {
+        self.reader = MessageReader(inbound)
+        self.writer = MessageWriter(outbound, allocator: channel.allocator)
+        self.channel = channel
+        self.library = library
+        self.configuration = configuration
+        self.quiescer = quiescer
+        self.logger = logger
+    }
+
+    /// Runs the session to its end and returns why it ended, for the connection log line.
+    mutating func run() async -> String {
+        do {
+            guard try await self.handshake() else {
+                return "not a Ferry client"
+            }
+            while true {
+                let message: Message?
+                do {
+                    message = try await self.reader.next()
+                } catch let error as FerryProtocolError where error.kind == .invalidName {
+                    // The frame was intact; only the name is unacceptable.
+                    self.log(operation: "request", name: nil, bytes: 0, started: .now, result: error.detail)
+                    try await self.writer.write(.error(ErrorReply(code: .invalidName, message: error.detail)))
+                    continue
+                }
+                guard let message else {
+                    return "closed by the client"
+                }
+                self.quiescer.beginRequest()
+                let carryOn = try await self.handle(message)
+                let stopping = self.quiescer.endRequest()
+                guard carryOn else { return "EXIT" }
+                if stopping { throw ConnectionInterruption.shuttingDown }
+            }
+        } catch {
+            return await self.fail(with: error)
+        }
+    }
+
+    // MARK: - Handshake
+
+    /// `false` if the peer is not speaking Ferry (it has been told so).
+    private mutating func handshake() async throws -> Bool {
+        guard try await self.reader.readMagic() else {
+            try await self.writer.writeRaw(ByteBuffer(string: Handshake.notFerryReply))
+            self.writer.finish()
+            await self.linger()
+            return false
+        }
+        guard case .hello(let hello)? = try await self.reader.next() else {
+            throw FerryProtocolError(.badHandshake, "the first frame after the magic must be HELLO")
+        }
+        try Handshake.validate(hello)
+        _ = try Handshake.negotiateVersion(local: self.configuration.hello, remote: hello)
+        self.reader.maximumPayloadLength = self.configuration.maximumFramePayload
+        self.writer.peerMaximumPayloadLength = Int(clamping: min(hello.maximumFramePayload, UInt64(Int32.max)))
+        self.sentMagic = true
+        try await self.writer.writeMagic(then: .hello(self.configuration.hello))
+        return true
+    }
+
+    // MARK: - Requests
+
+    /// Handles one request; `false` when the session is over (EXIT).
+    private mutating func handle(_ message: Message) async throws -> Bool {
+        let started = ContinuousClock.now
+        switch message {
+        case .list:
+            try await self.list(started: started)
+        case .retrieve(let request):
+            try await self.retrieve(request, started: started)
+        case .store(let request):
+            try await self.store(request, started: started)
+        case .exit:
+            try await self.writer.write(.ok)
+            self.log(operation: "EXIT", name: nil, bytes: 0, started: started, result: "ok")
+            return false
+        default:
+            throw FerryProtocolError.unexpected(message.frameType, in: "when a request is expected")
+        }
+        return true
+    }
+
+    private func list(started: ContinuousClock.Instant) async throws {
+        let entries: [ListEntry]
+        do {
+            entries = try await self.library.list()
+        } catch let error as LibraryError {
+            try await self.refuse(error.errorCode, error.description, operation: "LIST", name: nil, started: started)
+            return
+        }
+        // Fill each LIST_ENTRIES frame up to the client's limit (and at most 256 KiB, to keep frames modest).
+        let budget = min(self.writer.peerMaximumPayloadLength, 256 * 1024) - ListEntry.batchHeaderLength
+        var messages: [Message] = []
+        var batch: [ListEntry] = []
+        var batchLength = 0
+        for entry in entries {
+            if batchLength + entry.encodedLength > budget, !batch.isEmpty {
+                messages.append(.listEntries(batch))
+                batch.removeAll(keepingCapacity: true)
+                batchLength = 0
+            }
+            batch.append(entry)
+            batchLength += entry.encodedLength
+        }
+        if !batch.isEmpty {
+            messages.append(.listEntries(batch))
+        }
+        messages.append(.listEnd(ListEnd(count: UInt64(entries.count))))
+        try await self.writer.write(messages)
+        self.log(operation: "LIST", name: nil, bytes: UInt64(entries.count), started: started, result: "ok")
+    }
+
+    private func retrieve(_ request: RetrieveRequest, started: ContinuousClock.Instant) async throws {
+        let file: ReadableFile
+        do {
+            file = try await self.library.openForReading(request.name)
+        } catch let error as LibraryError {
+            try await self.refuse(error.errorCode, error.description, operation: "RETR", name: request.name, started: started)
+            return
+        }
+        guard request.offset <= file.size else {
+            try? await file.handle.close()
+            try await self.refuse(
+                .invalidOffset,
+                "offset \(request.offset) is beyond the end of '\(request.name)' (\(file.size) bytes)",
+                operation: "RETR",
+                name: request.name,
+                started: started
+            )
+            return
+        }
+        var transfer = OutgoingTransfer()
+        do {
+            try await self.writer.write(.fileInfo(FileInfo(size: file.size, offset: request.offset, modified: file.modified)))
+            let chunks = file.handle.readChunks(
+                in: Int64(request.offset)..<Int64(file.size),
+                chunkLength: .bytes(Int64(self.writer.dataChunkLength))
+            )
+            do {
+                for try await bytes in chunks {
+                    let chunk = DataChunk(bytes)
+                    transfer.record(chunk)
+                    try await self.writer.write(chunk)
+                }
+            } catch let error as FileSystemError {
+                try? await file.handle.close()
+                try await self.refuse(.storageFailure, "reading '\(request.name)' failed: \(error.message)", operation: "RETR", name: request.name, started: started)
+                return
+            }
+            try? await file.handle.close()
+        } catch {
+            try? await file.handle.close()
+            throw error
+        }
+        guard transfer.sentLength == file.size - request.offset else {
+            // The file shrank while being read: END would be a lie.
+            try await self.refuse(.storageFailure, "'\(request.name)' changed while being sent", operation: "RETR", name: request.name, started: started)
+            return
+        }
+        try await self.writer.write(.end(transfer.end))
+        self.log(operation: "RETR", name: request.name, bytes: transfer.sentLength, started: started, result: "ok")
+    }
+
+    private mutating func store(_ request: StoreRequest, started: ContinuousClock.Instant) async throws {
+        let refusal: (ErrorCode, String)? =
+            if !StoreOptions.known.isSuperset(of: request.options) {
+                (.unsupported, "unknown STOR options 0x\(String(request.options.rawValue, radix: 16))")
+            } else if request.offset != 0 {
+                (.unsupported, "resuming an upload (offset \(request.offset)) is not supported by this server")
+            } else if request.size > self.configuration.maximumFileSize {
+                (.fileTooLarge, "\(request.size) bytes is more than this server accepts (\(self.configuration.maximumFileSize))")
+            } else if !request.options.contains(.overwrite), (try? await self.library.exists(request.name)) == true {
+                (.fileExists, LibraryError.fileExists(request.name).description)
+            } else {
+                nil
+            }
+        if let (code, message) = refusal {
+            try await self.refuse(code, message, operation: "STOR", name: request.name, started: started)
+            return
+        }
+        let staging: StagingFile
+        do {
+            staging = try await self.library.createStagingFile()
+        } catch let error as LibraryError {
+            try await self.refuse(error.errorCode, error.description, operation: "STOR", name: request.name, started: started)
+            return
+        }
+        var upload = Upload(staging: staging, transfer: IncomingTransfer(expectedLength: request.size))
+        do {
+            try await self.writer.write(.ready(Ready(offset: 0)))
+            try await self.receive(&upload, request: request, started: started)
+        } catch {
+            if upload.stagingOpen {
+                await self.library.discard(upload.staging)
+            }
+            self.log(operation: "STOR", name: request.name, bytes: upload.transfer.receivedLength, started: started, result: "failed: \(error)")
+            throw error
+        }
+    }
+
+    private struct Upload {
+        let staging: StagingFile
+        var transfer: IncomingTransfer
+        var stagingOpen = true
+        /// Set once the upload has failed and been answered: the rest of its frames are read and dropped.
+        var refused = false
+    }
+
+    /// Receives DATA until END or ABORT (SPEC.md §7.3).
+    private mutating func receive(_ upload: inout Upload, request: StoreRequest, started: ContinuousClock.Instant) async throws {
+        var offset: Int64 = 0
+        while true {
+            guard let message = try await self.reader.next() else {
+                throw TransportError.connectionClosed(midFrame: true)
+            }
+            switch message {
+            case .data(let chunk) where upload.refused:
+                _ = chunk
+            case .data(let chunk):
+                do {
+                    try upload.transfer.receive(chunk)
+                } catch {
+                    try await self.abandon(&upload, error.errorCode, error.description, request: request, started: started)
+                    continue
+                }
+                do {
+                    try await upload.staging.handle.write(contentsOf: chunk.bytes, toAbsoluteOffset: offset)
+                    offset += Int64(chunk.bytes.readableBytes)
+                } catch {
+                    try await self.abandon(&upload, .storageFailure, "writing the upload failed: \(error)", request: request, started: started)
+                }
+            case .end where upload.refused, .abort where upload.refused:
+                return
+            case .abort:
+                try await self.abandon(&upload, .aborted, "the upload of '\(request.name)' was aborted by the client", request: request, started: started)
+                return
+            case .end(let end):
+                do {
+                    try upload.transfer.verify(end)
+                } catch {
+                    try await self.abandon(&upload, error.errorCode, "'\(request.name)' not stored: \(error)", request: request, started: started)
+                    return
+                }
+                upload.stagingOpen = false
+                do {
+                    try await self.library.commit(upload.staging, as: request.name, overwrite: request.options.contains(.overwrite))
+                } catch let error as LibraryError {
+                    try await self.refuse(error.errorCode, error.description, operation: "STOR", name: request.name, started: started)
+                    return
+                }
+                try await self.writer.write(.ok)
+                self.log(operation: "STOR", name: request.name, bytes: upload.transfer.receivedLength, started: started, result: "ok")
+                return
+            default:
+                throw FerryProtocolError.unexpected(message.frameType, in: "during an upload")
+            }
+        }
+    }
+
+    /// Fails an upload in progress: removes its staging file and answers at once; later frames are dropped.
+    private func abandon(
+        _ upload: inout Upload,
+        _ code: ErrorCode,
+        _ message: String,
+        request: StoreRequest,
+        started: ContinuousClock.Instant
+    ) async throws {
+        upload.refused = true
+        if upload.stagingOpen {
+            upload.stagingOpen = false
+            await self.library.discard(upload.staging)
+        }
+        try await self.refuse(code, message, operation: "STOR", name: request.name, started: started)
+    }
+
+    // MARK: - Errors
+
+    private func refuse(
+        _ code: ErrorCode,
+        _ message: String,
+        operation: String,
+        name: String?,
+        started: ContinuousClock.Instant
+    ) async throws {
+        self.log(operation: operation, name: name, bytes: 0, started: started, result: "error \(code.rawValue): \(message)")
+        try await self.writer.write(.error(ErrorReply(code: code, message: message)))
+    }
+
+    /// Ends the session on a connection-level failure: tells the client why when it can, then closes.
+    private mutating func fail(with error: any Error) async -> String {
+        let reply: ErrorReply?
+        switch error {
+        case let error as FerryProtocolError:
+            reply = ErrorReply(code: error.errorCode, message: error.detail)
+        case ConnectionInterruption.idleTimeout:
+            reply = ErrorReply(code: .idleTimeout, message: "idle for longer than \(self.configuration.idleTimeout)")
+        case ConnectionInterruption.shuttingDown:
+            reply = ErrorReply(code: .shuttingDown, message: "the server is shutting down")
+        default:
+            // The connection itself failed (reset, closed mid-frame, cancelled): nobody is left to tell.
+            return "\(error)"
+        }
+        guard let reply else { return "\(error)" }
+        if self.sentMagic {
+            try? await self.writer.write(.error(reply))
+        } else {
+            self.sentMagic = true
+            try? await self.writer.writeMagic(then: .error(reply))
+        }
+        self.writer.finish()
+        await self.linger()
+        return reply.description
+    }
+
+    /// After the last word: read and drop what still arrives, for a bounded time, so the client reads our ERROR
+    /// instead of a connection reset.
+    private mutating func linger() async {
+        let channel = self.channel
+        channel.eventLoop.scheduleTask(in: TimeAmount(self.configuration.lingerTimeout)) {
+            channel.close(promise: nil)
+        }
+        await self.reader.drain(upTo: 1 << 20)
+    }
+
+    private func log(operation: String, name: String?, bytes: UInt64, started: ContinuousClock.Instant, result: String) {
+        let elapsed = ContinuousClock.now - started
+        var metadata: Logger.Metadata = [
+            "operation": "\(operation)",
+            "bytes": "\(bytes)",
+            "duration_ms": "\(elapsed.milliseconds)",
+            "result": "\(result)",
+        ]
+        if let name {
+            metadata["name"] = "\(name)"
+        }
+        self.logger.info("request", metadata: metadata)
+    }
+}

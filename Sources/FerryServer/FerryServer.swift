@@ -1,0 +1,159 @@
+import FerryProtocol
+import FerryTransport
+public import Logging
+public import NIOCore
+public import NIOPosix
+public import ServiceLifecycle
+import Synchronization
+
+/// The Ferry server as a `Service`: it listens, gives each connection a task of its own, and on graceful
+/// shutdown stops accepting, lets running transfers finish, and tells idle clients it is going (210).
+///
+/// One connection's failure stays in its task: it is caught there, logged, and never reaches the accept loop.
+public struct FerryServer: Service {
+    private let configuration: ServerConfiguration
+    private let library: FileLibrary
+    private let logger: Logger
+    private let eventLoopGroup: any EventLoopGroup
+    private let onListening: @Sendable (SocketAddress) -> Void
+
+    /// - Parameter onListening: called once with the bound address (the real port when `port` is 0).
+    public init(
+        configuration: ServerConfiguration,
+        library: FileLibrary,
+        logger: Logger,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        onListening: @escaping @Sendable (SocketAddress) -> Void = { _ in }
+    ) {
+        self.configuration = configuration
+        self.library = library
+        self.logger = logger
+        self.eventLoopGroup = eventLoopGroup
+        self.onListening = onListening
+    }
+
+    public func run() async throws {
+        let configuration = self.configuration
+        let serverChannel = try await ServerBootstrap(group: self.eventLoopGroup)
+            .serverChannelOption(.backlog, value: Int32(clamping: max(configuration.maximumConnections, 128)))
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: configuration.host, port: configuration.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        IdleStateHandler(allTimeout: TimeAmount(configuration.idleTimeout)),
+                        IdleTimeoutHandler(lingerTimeout: TimeAmount(configuration.lingerTimeout))
+                    )
+                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                        wrappingChannelSynchronously: channel,
+                        configuration: .init(
+                            backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8),
+                            isOutboundHalfClosureEnabled: true
+                        )
+                    )
+                }
+            }
+        if let address = serverChannel.channel.localAddress {
+            self.onListening(address)
+        }
+        let connections = ConnectionCounter()
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                do {
+                    try await serverChannel.executeThenClose { inbound in
+                        for try await connection in inbound {
+                            let admitted = connections.admit(limit: configuration.maximumConnections)
+                            group.addTask {
+                                if admitted {
+                                    await self.serve(connection)
+                                    connections.release()
+                                } else {
+                                    await self.turnAway(connection)
+                                }
+                            }
+                        }
+                    }
+                } catch {
+                    self.logger.error("accepting connections failed", metadata: ["error": "\(error)"])
+                }
+            }
+        } onGracefulShutdown: {
+            serverChannel.channel.close(promise: nil)
+        }
+        self.logger.info("server stopped")
+    }
+
+    private func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
+        var logger = self.logger
+        logger[metadataKey: "peer"] = "\(connection.channel.remoteAddress?.displayString ?? "unknown")"
+        logger.info("connection opened")
+        let quiescer = ConnectionQuiescer(channel: connection.channel)
+        let started = ContinuousClock.now
+        let reason: String
+        do {
+            reason = try await withGracefulShutdownHandler {
+                try await connection.executeThenClose { inbound, outbound in
+                    var session = ServerSession(
+                        inbound: inbound,
+                        outbound: outbound,
+                        channel: connection.channel,
+                        library: self.library,
+                        configuration: self.configuration,
+                        quiescer: quiescer,
+                        logger: logger
+                    )
+                    return await session.run()
+                }
+            } onGracefulShutdown: {
+                quiescer.requestShutdown()
+            }
+        } catch {
+            reason = "\(error)"
+        }
+        logger.info(
+            "connection closed",
+            metadata: ["reason": "\(reason)", "duration_ms": "\((ContinuousClock.now - started).milliseconds)"]
+        )
+    }
+
+    /// Answers a connection over the limit with "server busy" and closes it, without reading its requests.
+    private func turnAway(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
+        self.logger.warning(
+            "connection refused: server busy",
+            metadata: ["peer": "\(connection.channel.remoteAddress?.displayString ?? "unknown")"]
+        )
+        let channel = connection.channel
+        try? await connection.executeThenClose { inbound, outbound in
+            let writer = MessageWriter(outbound, allocator: channel.allocator)
+            let reply = ErrorReply(
+                code: .serverBusy,
+                message: "server busy: \(self.configuration.maximumConnections) connections already; try again later"
+            )
+            try await writer.writeMagic(then: .error(reply))
+            writer.finish()
+            channel.eventLoop.scheduleTask(in: TimeAmount(self.configuration.lingerTimeout)) {
+                channel.close(promise: nil)
+            }
+            var reader = MessageReader(inbound)
+            await reader.drain(upTo: 64 * 1024)
+        }
+    }
+}
+
+/// How many connections are being served, so the limit is enforced at accept time.
+private final class ConnectionCounter: Sendable {
+    private let count = Atomic<Int>(0)
+
+    func admit(limit: Int) -> Bool {
+        let now = self.count.add(1, ordering: .relaxed).newValue
+        if now > limit {
+            self.count.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func release() {
+        self.count.subtract(1, ordering: .relaxed)
+    }
+}

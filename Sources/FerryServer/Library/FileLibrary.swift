@@ -1,0 +1,283 @@
+import FerryProtocol
+import NIOCore
+public import NIOPosix
+public import _NIOFileSystem
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The folder a server shares: one flat directory of regular files.
+///
+/// Every path it touches is `root/name`, and names come from the protocol's validated ``FileName`` rules (no
+/// separators, no leading dot), so no request can reach outside the root. Final components are opened without
+/// following symbolic links, so a link placed in the library cannot lead out of it either.
+///
+/// Uploads are written to a hidden staging file (``stagingPrefix``) in the same folder, flushed to disk, and
+/// published by an atomic `link`/`rename` only after they are verified. File data moves through
+/// `_NIOFileSystem`; the few metadata calls (listing, commit, clean-up) run as single jobs on the I/O thread pool,
+/// so no event loop ever waits for the disk.
+public struct FileLibrary: Sendable {
+    public let root: FilePath
+    private let fileSystem: FileSystem
+    private let threadPool: NIOThreadPool
+
+    /// Staging files start with this; a dot-name is never valid, so staging is never listed or retrievable.
+    static let stagingPrefix = ".ferry-staging-"
+
+    /// Opens (creating if missing) the folder at `path`, and removes staging files a crash left behind.
+    public static func open(
+        at path: String,
+        threadPool: NIOThreadPool = .singleton,
+        fileSystem: FileSystem = .shared
+    ) async throws -> FileLibrary {
+        let root = try await threadPool.runIfActive { () throws -> FilePath in
+            if mkdir(path, 0o755) != 0, errno != EEXIST {
+                throw LibraryError.storage("cannot create the library folder '\(path)': \(Self.describeErrno())")
+            }
+            guard let resolved = realpath(path, nil) else {
+                throw LibraryError.storage("cannot resolve the library folder '\(path)': \(Self.describeErrno())")
+            }
+            defer { free(resolved) }
+            var info = stat()
+            guard stat(resolved, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+                throw LibraryError.storage("'\(path)' is not a folder")
+            }
+            return FilePath(String(cString: resolved))
+        }
+        let library = FileLibrary(root: root, fileSystem: fileSystem, threadPool: threadPool)
+        try await library.removeLeftoverStaging()
+        return library
+    }
+
+    private init(root: FilePath, fileSystem: FileSystem, threadPool: NIOThreadPool) {
+        self.root = root
+        self.fileSystem = fileSystem
+        self.threadPool = threadPool
+    }
+
+    private func path(_ name: String) -> FilePath {
+        self.root.appending(name)
+    }
+
+    // MARK: - Listing
+
+    /// Every regular file with a valid name, sorted by the bytes of its UTF-8 name. Folders, links, dot-files
+    /// and staging files are left out. One thread-pool job for the whole folder.
+    func list() async throws -> [ListEntry] {
+        let root = self.root.string
+        return try await self.threadPool.runIfActive {
+            guard let directory = opendir(root) else {
+                throw LibraryError.storage("cannot read the library folder: \(Self.describeErrno())")
+            }
+            defer { closedir(directory) }
+            let descriptor = dirfd(directory)
+            var entries: [(key: [UInt8], entry: ListEntry)] = []
+            while let record = readdir(directory) {
+                let nameBytes = withUnsafeBytes(of: record.pointee.d_name) { raw in
+                    Array(raw.prefix(while: { $0 != 0 }))
+                }
+                guard case .success(let name) = FileName.validate(nameBytes) else { continue }
+                var info = stat()
+                guard fstatat(descriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0,
+                    (info.st_mode & S_IFMT) == S_IFREG
+                else { continue }
+                let entry = ListEntry(
+                    name: name,
+                    size: UInt64(clamping: info.st_size),
+                    modified: Self.nanoseconds(seconds: Int64(info.st_mtim.tv_sec), nanoseconds: Int64(info.st_mtim.tv_nsec))
+                )
+                entries.append((nameBytes, entry))
+            }
+            entries.sort { $0.key.lexicographicallyPrecedes($1.key) }
+            return entries.map(\.entry)
+        }
+    }
+
+    // MARK: - Reading
+
+    /// Opens `name` for reading. Anything but a regular file (a link, a folder, a FIFO) is "no such file":
+    /// checked before opening, so that opening can never block on a FIFO or follow a link.
+    func openForReading(_ name: String) async throws -> ReadableFile {
+        let path = self.path(name)
+        let isRegular = try await self.threadPool.runIfActive { () -> Bool in
+            var info = stat()
+            return lstat(path.string, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+        }
+        guard isRegular else { throw LibraryError.noSuchFile(name) }
+        let handle: ReadFileHandle
+        do {
+            handle = try await self.fileSystem.openFile(
+                forReadingAt: path,
+                options: OpenOptions.Read(followSymbolicLinks: false, closeOnExec: true)
+            )
+        } catch let error as FileSystemError where error.code == .notFound {
+            throw LibraryError.noSuchFile(name)
+        } catch {
+            throw LibraryError.storage("cannot open '\(name)': \(error)")
+        }
+        do {
+            let info = try await handle.info()
+            guard info.type == .regular else {
+                try? await handle.close()
+                throw LibraryError.noSuchFile(name)
+            }
+            let modified = Self.nanoseconds(
+                seconds: Int64(info.lastDataModificationTime.seconds),
+                nanoseconds: Int64(info.lastDataModificationTime.nanoseconds)
+            )
+            return ReadableFile(handle: handle, size: UInt64(max(info.size, 0)), modified: modified)
+        } catch let error as LibraryError {
+            throw error
+        } catch {
+            try? await handle.close()
+            throw LibraryError.storage("cannot inspect '\(name)': \(error)")
+        }
+    }
+
+    /// Whether a visible file, link or folder of this name exists (links are not followed).
+    func exists(_ name: String) async throws -> Bool {
+        let path = self.path(name).string
+        return try await self.threadPool.runIfActive {
+            var info = stat()
+            return lstat(path, &info) == 0
+        }
+    }
+
+    // MARK: - Writing
+
+    /// A new, empty, hidden staging file for an upload.
+    func createStagingFile() async throws -> StagingFile {
+        var random = SystemRandomNumberGenerator()
+        let suffix = String(random.next(), radix: 16)
+        let name = Self.stagingPrefix + suffix
+        do {
+            let handle = try await self.fileSystem.openFile(
+                forWritingAt: self.path(name),
+                options: OpenOptions.Write(
+                    existingFile: .none,
+                    newFile: OpenOptions.NewFile(permissions: nil, transactionalCreation: false),
+                    followSymbolicLinks: false,
+                    closeOnExec: true
+                )
+            )
+            return StagingFile(handle: handle, path: self.path(name))
+        } catch {
+            throw LibraryError.storage("cannot create a staging file: \(error)")
+        }
+    }
+
+    /// Flushes the staging file to disk and publishes it as `name`.
+    ///
+    /// Without `overwrite`, `link(2)` creates the name only if it does not exist, atomically: of two uploads
+    /// racing for one new name exactly one succeeds. With it, `rename(2)` replaces the old file atomically, so a
+    /// reader sees the old file or the new one, never a mix. The folder is then flushed too, so the new name
+    /// survives a power cut. The staging file is gone afterwards whether this succeeds or throws.
+    func commit(_ staging: StagingFile, as name: String, overwrite: Bool) async throws {
+        do {
+            try await staging.handle.synchronize()
+            try await staging.handle.close()
+        } catch {
+            await self.discard(staging, alreadyClosed: false)
+            throw LibraryError.storage("cannot flush the upload to disk: \(error)")
+        }
+        let stagingPath = staging.path.string
+        let finalPath = self.path(name).string
+        let root = self.root.string
+        let outcome = try? await self.threadPool.runIfActive { () -> Int32 in
+            let failure: Int32
+            if overwrite {
+                failure = rename(stagingPath, finalPath) == 0 ? 0 : errno
+            } else {
+                failure = link(stagingPath, finalPath) == 0 ? 0 : errno
+                unlink(stagingPath)
+            }
+            if failure == 0 {
+                let directory = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                if directory >= 0 {
+                    fsync(directory)
+                    close(directory)
+                }
+            } else if overwrite {
+                unlink(stagingPath)
+            }
+            return failure
+        }
+        switch outcome {
+        case 0?:
+            return
+        case EEXIST?:
+            throw LibraryError.fileExists(name)
+        case let code?:
+            throw LibraryError.storage("cannot publish '\(name)': \(String(cString: strerror(code)))")
+        case nil:
+            unlink(stagingPath)
+            throw LibraryError.storage("cannot publish '\(name)': the server is stopping")
+        }
+    }
+
+    /// Closes and removes a staging file whose upload failed. Never throws: it runs on failure paths.
+    func discard(_ staging: StagingFile, alreadyClosed: Bool = false) async {
+        if !alreadyClosed {
+            try? await staging.handle.close()
+        }
+        let path = staging.path.string
+        let removed = try? await self.threadPool.runIfActive { unlink(path) }
+        if removed == nil {
+            // The pool is shutting down or the task was cancelled: one short syscall inline is the lesser evil
+            // compared with leaving a staging file behind.
+            unlink(path)
+        }
+    }
+
+    /// Removes staging files left by a crash. Runs at start-up, before any connection is accepted.
+    private func removeLeftoverStaging() async throws {
+        let root = self.root.string
+        let prefix = Array(Self.stagingPrefix.utf8)
+        try await self.threadPool.runIfActive {
+            guard let directory = opendir(root) else {
+                throw LibraryError.storage("cannot read the library folder: \(Self.describeErrno())")
+            }
+            defer { closedir(directory) }
+            let descriptor = dirfd(directory)
+            while let record = readdir(directory) {
+                let name = withUnsafeBytes(of: record.pointee.d_name) { raw in
+                    Array(raw.prefix(while: { $0 != 0 }))
+                }
+                guard name.starts(with: prefix) else { continue }
+                _ = name.withUnsafeBufferPointer { bytes in
+                    String(decoding: bytes, as: UTF8.self).withCString { unlinkat(descriptor, $0, 0) }
+                }
+            }
+        }
+    }
+
+    // MARK: - Helpers
+
+    static func nanoseconds(seconds: Int64, nanoseconds: Int64) -> Int64 {
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        guard !overflow else { return seconds < 0 ? .min : .max }
+        return scaled.addingReportingOverflow(nanoseconds).overflow ? .max : scaled + nanoseconds
+    }
+
+    private static func describeErrno() -> String {
+        String(cString: strerror(errno))
+    }
+}
+
+/// An open file being sent, with what FILE_INFO announces about it.
+struct ReadableFile: Sendable {
+    let handle: ReadFileHandle
+    let size: UInt64
+    let modified: Int64
+}
+
+/// An upload in progress: the open staging file and where it lives.
+struct StagingFile: Sendable {
+    let handle: WriteFileHandle
+    let path: FilePath
+}

@@ -1,0 +1,46 @@
+public import FerryProtocol
+
+/// Everything a server operator can set. The defaults are those SPEC.md §9 lists.
+public struct ServerConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    /// Connections beyond this are answered "server busy" (208) at once and closed.
+    public var maximumConnections: Int
+    /// A connection on which nothing moved in either direction for this long is closed (209). A transfer that
+    /// is moving is never idle; a frame stalled midway is.
+    public var idleTimeout: Duration
+    /// The largest upload accepted (103 above it).
+    public var maximumFileSize: UInt64
+    /// The largest frame payload accepted from clients, announced in HELLO.
+    public var maximumFramePayload: Int
+    /// How long a connection that hit a connection error may still send before it is closed: long enough for
+    /// the ERROR to be read rather than reset away.
+    public var lingerTimeout: Duration
+
+    public init(
+        host: String = "0.0.0.0",
+        port: Int = 8888,
+        maximumConnections: Int = 4096,
+        idleTimeout: Duration = .seconds(60),
+        maximumFileSize: UInt64 = 1 << 40,
+        maximumFramePayload: Int = ProtocolLimits.defaultMaximumFramePayload,
+        lingerTimeout: Duration = .seconds(2)
+    ) {
+        self.host = host
+        self.port = port
+        self.maximumConnections = maximumConnections
+        self.idleTimeout = idleTimeout
+        self.maximumFileSize = maximumFileSize
+        self.maximumFramePayload = maximumFramePayload
+        self.lingerTimeout = lingerTimeout
+    }
+
+    var hello: Hello {
+        Hello(
+            minimumVersion: Handshake.supportedVersions.lowerBound,
+            maximumVersion: Handshake.supportedVersions.upperBound,
+            maximumFramePayload: UInt64(self.maximumFramePayload),
+            maximumFileSize: self.maximumFileSize
+        )
+    }
+}

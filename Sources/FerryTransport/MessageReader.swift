@@ -1,0 +1,108 @@
+public import FerryProtocol
+public import NIOCore
+
+/// Reads Ferry messages from a channel's inbound byte stream: the magic first, then frames.
+///
+/// It owns the stream's iterator, so exactly one task reads a connection. The frame limit starts at the
+/// handshake limit and is raised once this side has announced its own.
+public struct MessageReader {
+    private var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+    private var parser: FrameParser
+    private var magic = MagicMatcher()
+    /// Bytes that arrived with the magic, to be parsed as frames.
+    private var leftover: ByteBuffer?
+
+    public init(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>) {
+        self.iterator = inbound.makeAsyncIterator()
+        self.parser = FrameParser(maximumPayloadLength: ProtocolLimits.handshakeFramePayload)
+    }
+
+    /// The largest frame payload accepted from the peer.
+    public var maximumPayloadLength: Int {
+        get { self.parser.maximumPayloadLength }
+        set { self.parser.maximumPayloadLength = newValue }
+    }
+
+    /// Whether part of a frame has arrived and the rest has not.
+    public var isInsideFrame: Bool {
+        self.parser.isInsideFrame || self.leftover.map { $0.readableBytes > 0 } == true
+    }
+
+    /// Reads the peer's 8-byte magic, consuming no more than that. `false` at the first byte that differs.
+    public mutating func readMagic() async throws -> Bool {
+        while true {
+            guard var bytes = try await self.iterator.next() else {
+                throw TransportError.connectionClosed(midFrame: false)
+            }
+            switch self.magic.consume(&bytes) {
+            case .matched:
+                self.leftover = bytes
+                return true
+            case .mismatch:
+                return false
+            case .needMoreBytes:
+                continue
+            }
+        }
+    }
+
+    /// The next message, or `nil` when the peer closed the connection cleanly between frames.
+    ///
+    /// Throws ``FerryProtocolError`` for bytes that break the protocol (the connection must close, except for
+    /// ``FerryProtocolError/Kind/invalidName``, whose frame was intact) and ``TransportError`` for a
+    /// connection that closed inside a frame.
+    public mutating func next() async throws -> Message? {
+        if let leftover = self.leftover.take() {
+            self.parser.append(bytes: leftover)
+        }
+        while true {
+            if let frame = try self.parser.nextFrame() {
+                return try Message(decoding: frame)
+            }
+            guard let bytes = try await self.iterator.next() else {
+                if self.parser.isInsideFrame {
+                    throw TransportError.connectionClosed(midFrame: true)
+                }
+                return nil
+            }
+            self.parser.append(bytes: bytes)
+        }
+    }
+
+    /// Reads and discards whatever the peer still sends, for at most `limit` bytes, until it closes: used after
+    /// a connection error so that the ERROR sent is not destroyed by a TCP reset.
+    public mutating func drain(upTo limit: Int) async {
+        var drained = 0
+        while drained < limit, let bytes = try? await self.iterator.next() {
+            drained += bytes.readableBytes
+        }
+    }
+}
+
+/// Failures of the connection itself rather than of the bytes on it.
+public enum TransportError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The peer closed the connection; `midFrame` when it did so inside a frame or a transfer.
+    case connectionClosed(midFrame: Bool)
+    /// The peer's first bytes were not Ferry's magic.
+    case notFerry
+    /// The peer sent a message that is not allowed at this point.
+    case unexpected(Message)
+
+    public var description: String {
+        switch self {
+        case .connectionClosed(let midFrame):
+            midFrame ? "connection lost in the middle of a message" : "connection closed by the peer"
+        case .notFerry:
+            "the peer does not speak the Ferry protocol"
+        case .unexpected(let message):
+            "unexpected \(message.frameType) frame"
+        }
+    }
+}
+
+extension Optional {
+    fileprivate mutating func take() -> Wrapped? {
+        defer { self = nil }
+        return self
+    }
+}

@@ -1,0 +1,65 @@
+public import FerryProtocol
+public import NIOCore
+
+/// Writes Ferry messages to a channel. Each call suspends while the channel is not writable, so a slow peer
+/// slows the sender down instead of making it buffer.
+public struct MessageWriter: Sendable {
+    private let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    private let allocator: ByteBufferAllocator
+
+    /// The largest frame payload the peer accepts: until its HELLO arrives, the minimum every peer accepts.
+    public var peerMaximumPayloadLength = Int(ProtocolLimits.minimumFramePayload)
+
+    public init(_ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, allocator: ByteBufferAllocator = ByteBufferAllocator()) {
+        self.outbound = outbound
+        self.allocator = allocator
+    }
+
+    /// The DATA payload size to use: the implementation's chunk size, capped by the peer's limit.
+    public var dataChunkLength: Int {
+        min(ProtocolLimits.defaultDataChunkLength, self.peerMaximumPayloadLength)
+    }
+
+    public func writeMagic(then message: Message) async throws {
+        var buffer = self.allocator.buffer(capacity: 64)
+        buffer.writeBytes(Handshake.magic)
+        FrameSerializer.serialize(message, into: &buffer)
+        try await self.outbound.write(buffer)
+    }
+
+    public func write(_ message: Message) async throws {
+        if case .data(let chunk) = message {
+            try await self.write(chunk)
+            return
+        }
+        var buffer = self.allocator.buffer(capacity: 64)
+        FrameSerializer.serialize(message, into: &buffer)
+        try await self.outbound.write(buffer)
+    }
+
+    /// Writes several messages with one flush.
+    public func write(_ messages: [Message]) async throws {
+        var buffer = self.allocator.buffer(capacity: 256)
+        for message in messages {
+            FrameSerializer.serialize(message, into: &buffer)
+        }
+        try await self.outbound.write(buffer)
+    }
+
+    /// Writes one DATA frame without copying its payload: header, payload and trailer go out as one vectored
+    /// write.
+    public func write(_ chunk: DataChunk) async throws {
+        let (header, trailer) = FrameSerializer.dataFrameEnvelope(for: chunk, allocator: self.allocator)
+        try await self.outbound.write(contentsOf: [header, chunk.bytes, trailer])
+    }
+
+    /// Writes raw bytes: the text line a server sends to a peer that is not speaking Ferry.
+    public func writeRaw(_ bytes: ByteBuffer) async throws {
+        try await self.outbound.write(bytes)
+    }
+
+    /// Closes the write side (TCP FIN) while still reading: the last message is delivered, not reset.
+    public func finish() {
+        self.outbound.finish()
+    }
+}

@@ -1,0 +1,26 @@
+import ArgumentParser
+import FerryClient
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Scripts get one line on stderr and a non-zero status for any failure.
+enum Failure {
+    static func report(_ error: any Error) {
+        let message = (error as? FerryClientError)?.description ?? "\(error)"
+        Terminal.writeError("ferry: \(message)\n")
+    }
+
+    /// Runs a one-shot command, turning any failure into a line on stderr and exit status 1.
+    static func exitOnFailure(_ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch {
+            self.report(error)
+            throw ExitCode.failure
+        }
+    }
+}

@@ -1,0 +1,19 @@
+import ArgumentParser
+import FerryClient
+
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the files in the server's library.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Flag(help: "Print a JSON array of {\"name\", \"size\", \"modified\"} (size in bytes, modified in RFC 3339).")
+    var json = false
+
+    func run() async throws {
+        try await Failure.exitOnFailure {
+            let client = FerryClient(host: self.connection.host, port: self.connection.port)
+            let entries = try await client.withConnection { try await $0.list() }
+            print(self.json ? ListingFormatter.json(entries) : ListingFormatter.table(entries), terminator: "")
+        }
+    }
+}

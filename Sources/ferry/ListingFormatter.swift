@@ -1,0 +1,85 @@
+import FerryProtocol
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// How `list` shows a library: an aligned table for people, JSON for programs.
+enum ListingFormatter {
+    static func table(_ entries: [ListEntry]) -> String {
+        guard !entries.isEmpty else { return "(the library is empty)\n" }
+        let sizes = entries.map { Sizes.describe($0.size) }
+        let sizeWidth = sizes.map(\.count).max() ?? 0
+        var output = ""
+        for (entry, size) in zip(entries, sizes) {
+            let padding = String(repeating: " ", count: sizeWidth - size.count)
+            output += "\(padding)\(size)  \(self.localTime(entry.modified))  \(entry.name)\n"
+        }
+        output += "\(entries.count) file\(entries.count == 1 ? "" : "s")\n"
+        return output
+    }
+
+    static func json(_ entries: [ListEntry]) -> String {
+        let items = entries.map { entry in
+            "{\"name\": \(self.jsonString(entry.name)), \"size\": \(entry.size), \"modified\": \"\(self.rfc3339(entry.modified))\"}"
+        }
+        return "[" + items.joined(separator: ",\n ") + "]\n"
+    }
+
+    /// RFC 3339 in UTC, with nanoseconds when the time has them: `2023-11-14T22:13:20Z`.
+    static func rfc3339(_ nanoseconds: Int64) -> String {
+        let (seconds, fraction) = self.split(nanoseconds)
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        let year = String(Int(parts.tm_year) + 1900)
+        var text = String(repeating: "0", count: Swift.max(0, 4 - year.count)) + year
+            + "-\(self.two(Int(parts.tm_mon) + 1))-\(self.two(Int(parts.tm_mday)))"
+            + "T\(self.two(Int(parts.tm_hour))):\(self.two(Int(parts.tm_min))):\(self.two(Int(parts.tm_sec)))"
+        if fraction > 0 {
+            let digits = String(fraction)
+            text += "." + String(repeating: "0", count: 9 - digits.count) + digits
+        }
+        return text + "Z"
+    }
+
+    private static func localTime(_ nanoseconds: Int64) -> String {
+        var time = time_t(self.split(nanoseconds).seconds)
+        var parts = tm()
+        localtime_r(&time, &parts)
+        return "\(Int(parts.tm_year) + 1900)-\(self.two(Int(parts.tm_mon) + 1))-\(self.two(Int(parts.tm_mday))) "
+            + "\(self.two(Int(parts.tm_hour))):\(self.two(Int(parts.tm_min)))"
+    }
+
+    private static func split(_ nanoseconds: Int64) -> (seconds: Int64, fraction: Int64) {
+        let seconds = nanoseconds >= 0 ? nanoseconds / 1_000_000_000 : (nanoseconds + 1) / 1_000_000_000 - 1
+        return (seconds, nanoseconds - seconds * 1_000_000_000)
+    }
+
+    private static func two(_ value: Int) -> String {
+        value < 10 ? "0\(value)" : "\(value)"
+    }
+
+    static func jsonString(_ string: String) -> String {
+        var escaped = "\""
+        for scalar in string.unicodeScalars {
+            switch scalar {
+            case "\"": escaped += "\\\""
+            case "\\": escaped += "\\\\"
+            case "\n": escaped += "\\n"
+            case "\r": escaped += "\\r"
+            case "\t": escaped += "\\t"
+            default:
+                if scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) {
+                    let hex = String(scalar.value, radix: 16)
+                    escaped += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    escaped.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return escaped + "\""
+    }
+}

@@ -1,0 +1,139 @@
+import ArgumentParser
+import FerryClient
+import FerryProtocol
+
+/// The interactive shell: a menu, a prompt, and one command per line (also from a pipe).
+///
+/// Each command opens its own connection, so a person can think for as long as they like without the server's
+/// idle timeout cutting them off, and a lost connection costs one command, not the session.
+struct Shell: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "shell",
+        abstract: "Interactive shell (the default): list, get NAME, put PATH, help, exit."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    static let menu = """
+        Commands:
+          list          show the files in the library
+          get NAME      download NAME into the current folder
+          put PATH      upload the local file PATH (stored under its own name)
+          help          show this menu
+          exit          leave (Ctrl-D works too)
+        """
+
+    func run() async throws {
+        let client = FerryClient(host: self.connection.host, port: self.connection.port)
+        let input = LineReader()
+        // Check the server is there before asking the person for anything.
+        do {
+            _ = try await client.withConnection { _ in }
+        } catch {
+            Failure.report(error)
+            throw ExitCode.failure
+        }
+        if input.interactive {
+            print("Connected to Ferry server \(self.connection.host):\(self.connection.port)")
+            print(Self.menu)
+        }
+        var failures = 0
+        while let line = input.next(prompt: "ferry> ") {
+            let trimmed = line.trimmingWhitespace()
+            guard !trimmed.isEmpty else { continue }
+            let (command, argument) = trimmed.splitCommand()
+            switch command.lowercased() {
+            case "exit", "quit", "bye":
+                try self.finish(failures: failures, interactive: input.interactive)
+                return
+            case "help", "?":
+                print(Self.menu)
+            case "list", "ls":
+                failures += await self.attempt { try await self.list(client) }
+            case "get":
+                failures += await self.attempt { try await self.get(argument, client) }
+            case "put":
+                failures += await self.attempt { try await self.put(argument, client) }
+            default:
+                print("unknown command '\(command)'. Type 'help' for the list of commands.")
+                failures += 1
+            }
+        }
+        if input.interactive { print("") }
+        try self.finish(failures: failures, interactive: input.interactive)
+    }
+
+    private func finish(failures: Int, interactive: Bool) throws {
+        // In a pipe, the exit status tells a script whether every command worked.
+        if failures > 0, !interactive {
+            throw ExitCode.failure
+        }
+    }
+
+    /// Runs one command; a failure is reported and counted, never fatal to the shell.
+    private func attempt(_ body: () async throws -> Void) async -> Int {
+        do {
+            try await body()
+            return 0
+        } catch is ShellUsage {
+            return 1
+        } catch {
+            Failure.report(error)
+            return 1
+        }
+    }
+
+    private func list(_ client: FerryClient) async throws {
+        let entries = try await client.withConnection { try await $0.list() }
+        print(ListingFormatter.table(entries), terminator: "")
+    }
+
+    private func get(_ name: String, _ client: FerryClient) async throws {
+        guard !name.isEmpty else {
+            print("usage: get NAME")
+            throw ShellUsage()
+        }
+        let progress = ProgressBar(label: name)
+        let bytes = try await client.withConnection { connection in
+            try await connection.get(name, to: name, overwrite: false, progress: progress.update)
+        }
+        progress.finish()
+        print("received \(name) (\(Sizes.describe(bytes)), verified)")
+    }
+
+    private func put(_ path: String, _ client: FerryClient) async throws {
+        guard !path.isEmpty else {
+            print("usage: put PATH")
+            throw ShellUsage()
+        }
+        let name = Self.lastComponent(of: path)
+        let progress = ProgressBar(label: name)
+        let bytes = try await client.withConnection { connection in
+            try await connection.put(path, as: name, overwrite: false, progress: progress.update)
+        }
+        progress.finish()
+        print("stored \(name) (\(Sizes.describe(bytes)), verified)")
+    }
+
+    static func lastComponent(of path: String) -> String {
+        let trimmed = path.hasSuffix("/") ? String(path.dropLast()) : path
+        return trimmed.split(separator: "/", omittingEmptySubsequences: false).last.map(String.init) ?? trimmed
+    }
+}
+
+/// A command typed without its argument: the usage line has been printed.
+private struct ShellUsage: Error, CustomStringConvertible {
+    var description: String { "missing argument" }
+}
+
+extension String {
+    fileprivate func trimmingWhitespace() -> String {
+        String(self.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
+    }
+
+    /// `get my file.txt` → ("get", "my file.txt"): names may contain spaces, so the argument is the rest of the line.
+    fileprivate func splitCommand() -> (String, String) {
+        guard let space = self.firstIndex(where: \.isWhitespace) else { return (self, "") }
+        return (String(self[..<space]), String(self[space...]).trimmingWhitespace())
+    }
+}

@@ -1,0 +1,102 @@
+import ArgumentParser
+import FerryServer
+import FerryTransport
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+@main
+struct Ferryd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ferryd",
+        abstract: "Serve a folder to Ferry clients.",
+        discussion: """
+            Clients list, download and upload the files of one flat folder. Every transfer is verified with \
+            CRC-32s; an upload becomes visible only once it is complete, verified and on disk. SIGINT or \
+            SIGTERM stops accepting connections and lets running transfers finish within the grace period.
+            """
+    )
+
+    @Option(help: "The folder to serve; created if missing.")
+    var root = "./library"
+
+    @Option(help: "The address to listen on: 0.0.0.0 for every IPv4 interface, :: for IPv6, 127.0.0.1 or ::1 for this machine only.")
+    var host = "0.0.0.0"
+
+    @Option(help: "The TCP port to listen on; 0 picks a free one.")
+    var port = 8888
+
+    @Option(help: "Connections served at once; further clients are told the server is busy.")
+    var maxConnections = 4096
+
+    @Option(help: "Seconds a connection may go without any byte moving in either direction before it is closed.")
+    var idleTimeout: Double = 60
+
+    @Option(help: "The largest upload accepted, in bytes.")
+    var maxFileSize: UInt64 = 1 << 40
+
+    @Option(help: "Seconds running transfers get to finish after SIGINT or SIGTERM.")
+    var gracePeriod: Double = 30
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+
+    func validate() throws {
+        guard (0...65_535).contains(self.port) else { throw ValidationError("--port must be between 0 and 65535") }
+        guard self.maxConnections > 0 else { throw ValidationError("--max-connections must be at least 1") }
+        guard self.idleTimeout > 0, self.gracePeriod >= 0 else {
+            throw ValidationError("--idle-timeout must be positive and --grace-period not negative")
+        }
+        guard Logger.Level(rawValue: self.logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: self.logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "ferryd")
+        Self.raiseOpenFileLimit(logger: logger)
+
+        let library = try await FileLibrary.open(at: self.root)
+        let configuration = ServerConfiguration(
+            host: self.host,
+            port: self.port,
+            maximumConnections: self.maxConnections,
+            idleTimeout: .milliseconds(Int64(self.idleTimeout * 1000)),
+            maximumFileSize: self.maxFileSize
+        )
+        let root = library.root.string
+        let server = FerryServer(configuration: configuration, library: library, logger: logger) { address in
+            print("ferryd: listening on \(address.displayString), serving \(root)")
+            fflush(nil)  // stdout may be a pipe: the line must go out now, not at exit
+        }
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [.init(service: server)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        )
+        groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(self.gracePeriod * 1000))
+        try await ServiceGroup(configuration: groupConfiguration).run()
+    }
+
+    /// Thousands of connections need thousands of descriptors; the soft limit is often 1024.
+    private static func raiseOpenFileLimit(logger: Logger) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) != 0 {
+            logger.warning("could not raise the open-file limit", metadata: ["limit": "\(limit.rlim_cur)"])
+        }
+    }
+}

@@ -37,7 +37,9 @@ public final class FerryConnection {
 
     func handshake() async throws {
         try await self.guarded {
-            try await self.writer.writeMagic(then: .hello(Self.hello))
+            // A server that is not Ferry may answer and close before our greeting is out: what it said, read
+            // next, tells more than the failed write.
+            try? await self.writer.writeMagic(then: .hello(Self.hello))
             let isFerry: Bool
             do {
                 isFerry = try await self.reader.readMagic()

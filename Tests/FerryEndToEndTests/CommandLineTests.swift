@@ -1,0 +1,140 @@
+import Foundation
+import Testing
+
+/// The two executables as people and scripts use them.
+@Suite("ferryd and ferry on the command line")
+struct CommandLineTests {
+    /// A running `ferryd` process on a free port, stopped with SIGTERM at the end.
+    struct Daemon {
+        let process: Process
+        let port: Int
+        let root: URL
+        let output: Pipe
+
+        static func start(host: String = "127.0.0.1", root: URL = Scratch.makeDirectory("library")) async throws -> Daemon {
+            let output = Pipe()
+            let process = try Binaries.launch(
+                "ferryd",
+                ["--root", root.path, "--host", host, "--port", "0"],
+                stdout: output
+            )
+            // The first line says where it listens.
+            var line = Data()
+            while !line.contains(UInt8(ascii: "\n")) {
+                let more = output.fileHandleForReading.availableData
+                guard !more.isEmpty else { throw TestFailure("ferryd exited before listening") }
+                line += more
+            }
+            let text = String(decoding: line, as: UTF8.self)
+            guard let range = text.range(of: "listening on "),
+                let port = text[range.upperBound...].split(separator: ",").first?.split(separator: ":").last.flatMap({ Int($0) })
+            else {
+                throw TestFailure("unexpected first line: \(text)")
+            }
+            #expect(text.contains(root.resolvingSymlinksInPath().path), "the line names the library: \(text)")
+            return Daemon(process: process, port: port, root: root, output: output)
+        }
+
+        func stop() -> Int32 {
+            self.process.terminate()
+            self.process.waitUntilExit()
+            return self.process.terminationStatus
+        }
+    }
+
+    @Test func ferrydListsItsFlags() async throws {
+        let help = try await Binaries.run("ferryd", ["--help"])
+        #expect(help.status == 0)
+        for flag in ["--root", "--host", "--port", "--max-connections", "--idle-timeout", "--max-file-size", "--grace-period"] {
+            #expect(help.stdout.contains(flag), "--help explains \(flag)")
+        }
+    }
+
+    @Test func ferrydServesOverIPv6AndStopsCleanlyOnSIGTERM() async throws {
+        let daemon = try await Daemon.start(host: "::1")
+        let listing = try await Binaries.run("ferry", ["list", "--host", "::1", "--port", "\(daemon.port)"])
+        #expect(listing.status == 0, "\(listing.stderr)")
+        #expect(listing.stdout.contains("empty"))
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test func ferrydRemovesStagingLeftByACrash() async throws {
+        let root = Scratch.makeDirectory("library")
+        try Data("partial".utf8).write(to: root.appendingPathComponent(".ferry-staging-deadbeef"))
+        try Data("kept".utf8).write(to: root.appendingPathComponent("kept"))
+        let daemon = try await Daemon.start(root: root)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root.path) == ["kept"])
+        _ = daemon.stop()
+    }
+
+    @Test func subcommandsForScripts() async throws {
+        let daemon = try await Daemon.start()
+        defer { _ = daemon.stop() }
+        let port = ["--port", "\(daemon.port)"]
+        let work = Scratch.makeDirectory("work")
+        try Data("hello ##".utf8).write(to: work.appendingPathComponent("greeting.txt"))
+
+        let put = try await Binaries.run("ferry", ["put", "greeting.txt"] + port, currentDirectory: work)
+        #expect(put.status == 0, "\(put.stderr)")
+        #expect(put.stderr.isEmpty, "no progress bar when stderr is not a terminal")
+        let again = try await Binaries.run("ferry", ["put", "greeting.txt"] + port, currentDirectory: work)
+        #expect(again.status != 0)
+        #expect(again.stderr.hasPrefix("ferry: file exists"))
+        #expect(again.stderr.filter { $0 == "\n" }.count == 1, "one line on stderr")
+        let renamed = try await Binaries.run("ferry", ["put", "greeting.txt", "--as", "copy.txt", "--overwrite"] + port, currentDirectory: work)
+        #expect(renamed.status == 0)
+
+        let json = try await Binaries.run("ferry", ["list", "--json"] + port)
+        #expect(json.status == 0)
+        let entries = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]]
+        #expect(entries?.compactMap { $0["name"] as? String } == ["copy.txt", "greeting.txt"])
+        #expect(entries?.compactMap { $0["size"] as? Int } == [8, 8])
+        let modified = entries?.first?["modified"] as? String ?? ""
+        #expect(modified.hasSuffix("Z") && modified.contains("T"), "RFC 3339: \(modified)")
+
+        let table = try await Binaries.run("ferry", ["list"] + port)
+        #expect(table.stdout.contains("8 B") && table.stdout.contains("greeting.txt"))
+
+        let get = try await Binaries.run("ferry", ["get", "greeting.txt", "--output", "back.txt"] + port, currentDirectory: work)
+        #expect(get.status == 0)
+        #expect(try Data(contentsOf: work.appendingPathComponent("back.txt")) == Data("hello ##".utf8))
+        let clobber = try await Binaries.run("ferry", ["get", "greeting.txt", "--output", "back.txt"] + port, currentDirectory: work)
+        #expect(clobber.status != 0, "an existing local file is not replaced without --force")
+        let forced = try await Binaries.run("ferry", ["get", "greeting.txt", "--output", "back.txt", "--force"] + port, currentDirectory: work)
+        #expect(forced.status == 0)
+
+        let missing = try await Binaries.run("ferry", ["get", "missing"] + port, currentDirectory: work)
+        #expect(missing.status != 0)
+        #expect(missing.stderr == "ferry: no such file: 'missing'\n")
+        let bad = try await Binaries.run("ferry", ["get", "../etc/passwd"] + port, currentDirectory: work)
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("invalid name"))
+
+        let unreachable = try await Binaries.run("ferry", ["list", "--port", "1"])
+        #expect(unreachable.status != 0)
+        #expect(unreachable.stderr.hasPrefix("ferry: server unreachable"))
+    }
+
+    @Test func theShellTakesCommandsFromAPipe() async throws {
+        let daemon = try await Daemon.start()
+        defer { _ = daemon.stop() }
+        let work = Scratch.makeDirectory("work")
+        try Data("piped".utf8).write(to: work.appendingPathComponent("p.txt"))
+        let session = try await Binaries.run(
+            "ferry",
+            ["--port", "\(daemon.port)"],
+            input: "help\nput p.txt\nlist\nget p.txt\nget nothing-here\nfrobnicate\nexit\n",
+            currentDirectory: work
+        )
+        #expect(session.stdout.contains("get NAME"), "help prints the menu")
+        #expect(session.stdout.contains("stored p.txt"))
+        #expect(session.stdout.contains("1 file"))
+        #expect(session.stderr.contains("'p.txt' already exists"), "get refuses to overwrite the local file")
+        #expect(session.stderr.contains("no such file: 'nothing-here'"))
+        #expect(session.stdout.contains("unknown command 'frobnicate'"))
+        #expect(session.status != 0, "a piped session with failures exits non-zero")
+
+        let clean = try await Binaries.run("ferry", ["--port", "\(daemon.port)"], input: "list\n")
+        #expect(clean.status == 0, "end of input ends the shell; all commands worked")
+    }
+}

@@ -1,0 +1,234 @@
+import FerryClient
+import FerryProtocol
+import FerryServer
+import Foundation
+import NIOCore
+import Testing
+
+/// Everything that can go wrong midway, and the promise that nothing half-done ever becomes visible.
+@Suite("Failures lose nothing")
+struct FailureTests {
+    /// STOR accepted, then the raw connection for the data.
+    private func startUpload(_ name: String, size: UInt64, server: TestServer) async throws -> RawConnection {
+        let connection = try await RawConnection.handshaken(port: server.port)
+        try await connection.send(.store(StoreRequest(name: name, size: size)))
+        guard case .ready? = try await connection.next() else { throw TestFailure("no READY") }
+        return connection
+    }
+
+    /// Waits until the server has cleaned up after a dropped connection (it learns of it asynchronously).
+    private func waitUntilFolder(_ server: TestServer, equals expected: [String]) async throws {
+        for _ in 0..<200 where try server.folderContents() != expected {
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        #expect(try server.folderContents() == expected)
+    }
+
+    @Test func aClientKilledMidUploadLeavesNothingAndARetrySucceeds() async throws {
+        try await TestServer.run { server in
+            let bytes = Scratch.randomBytes(1 << 20, seed: 1)
+            let connection = try await self.startUpload("victim", size: UInt64(bytes.count), server: server)
+            try await connection.send(.data(DataChunk(ByteBuffer(bytes: bytes[..<300_000]))))
+            // Half a frame, then the socket goes away, as when the process is killed.
+            try await connection.send(raw: Array(RawConnection.encode(.data(DataChunk(ByteBuffer(bytes: bytes[300_000..<400_000])))).prefix(5_000)))
+            #expect(try server.folderContents().contains { $0.hasPrefix(".ferry-staging-") }, "staging exists while uploading")
+            await connection.close()
+            try await self.waitUntilFolder(server, equals: [])
+
+            let scratch = Scratch.makeDirectory("client")
+            try Data(bytes).write(to: scratch.appendingPathComponent("victim"))
+            try await server.client.withConnection { _ = try await $0.put(scratch.appendingPathComponent("victim").path, as: "victim") }
+            #expect(try server.contents(of: "victim") == bytes)
+            #expect(try server.folderContents() == ["victim"])
+        }
+    }
+
+    @Test func aFerryPutProcessKilledMidUploadLeavesNothing() async throws {
+        try await TestServer.run { server in
+            let scratch = Scratch.makeDirectory("client")
+            let source = scratch.appendingPathComponent("big")
+            // Large enough that the upload is still running when the process is killed.
+            try Data(Scratch.randomBytes(128 << 20, seed: 2)).write(to: source)
+            let process = try Binaries.launch("ferry", ["put", source.path, "--port", "\(server.port)"])
+            for _ in 0..<400 where !(try server.folderContents().contains { $0.hasPrefix(".ferry-staging-") }) {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            try await self.waitUntilFolder(server, equals: [])
+        }
+    }
+
+    @Test func aFlippedBitInADataFrameIsRefusedAndNothingIsCommitted() async throws {
+        try await TestServer.run { server in
+            let bytes = Scratch.randomBytes(100_000, seed: 3)
+            let connection = try await self.startUpload("flipped", size: UInt64(bytes.count), server: server)
+            var frame = RawConnection.encode(.data(DataChunk(ByteBuffer(bytes: bytes))))
+            frame[50_000] ^= 0x04
+            try await connection.send(raw: frame)
+            try await connection.send(.end(EndOfData(length: UInt64(bytes.count), crc32: CRC32.checksum(bytes))))
+            #expect(try await connection.expectError() == .badChecksum)
+            #expect(try await connection.next() == nil, "the connection is closed after a protocol violation")
+            try await self.waitUntilFolder(server, equals: [])
+        }
+    }
+
+    @Test func aWrongWholeFileChecksumIsRefusedAndTheConnectionGoesOn() async throws {
+        try await TestServer.run { server in
+            let bytes = Scratch.randomBytes(10_000, seed: 4)
+            let connection = try await self.startUpload("wrong-crc", size: UInt64(bytes.count), server: server)
+            try await connection.send(.data(DataChunk(ByteBuffer(bytes: bytes))))
+            try await connection.send(.end(EndOfData(length: UInt64(bytes.count), crc32: CRC32.checksum(bytes) ^ 1)))
+            #expect(try await connection.expectError() == .checksumMismatch)
+            try await connection.send(.list)
+            guard case .listEnd(let end)? = try await connection.next() else { throw TestFailure("no listing") }
+            #expect(end.count == 0)
+            #expect(try server.folderContents() == [])
+            await connection.close()
+        }
+    }
+
+    @Test func tooMuchOrTooLittleDataIsALengthMismatch() async throws {
+        try await TestServer.run { server in
+            // Too much: refused as soon as it overflows; the rest of the upload is dropped.
+            let connection = try await self.startUpload("long", size: 10, server: server)
+            try await connection.send(.data(DataChunk(ByteBuffer(bytes: Array(repeating: 1, count: 11)))))
+            #expect(try await connection.expectError() == .lengthMismatch)
+            try await connection.send(.data(DataChunk(ByteBuffer(bytes: [1]))))
+            try await connection.send(.end(EndOfData(length: 12, crc32: 0)))
+            // Too little: refused at END.
+            try await connection.send(.store(StoreRequest(name: "short", size: 10)))
+            guard case .ready? = try await connection.next() else { throw TestFailure("no READY") }
+            let nine = Array(repeating: UInt8(2), count: 9)
+            try await connection.send(.data(DataChunk(ByteBuffer(bytes: nine))))
+            try await connection.send(.end(EndOfData(length: 9, crc32: CRC32.checksum(nine))))
+            #expect(try await connection.expectError() == .lengthMismatch)
+            #expect(try server.folderContents() == [])
+            await connection.close()
+        }
+    }
+
+    @Test func abortDropsTheUpload() async throws {
+        try await TestServer.run { server in
+            let connection = try await self.startUpload("aborted", size: 100, server: server)
+            try await connection.send(.data(DataChunk(ByteBuffer(bytes: Array(repeating: 7, count: 50)))))
+            try await connection.send(.abort)
+            #expect(try await connection.expectError() == .aborted)
+            #expect(try server.folderContents() == [])
+            await connection.close()
+        }
+    }
+
+    @Test func protocolViolationsGetAnErrorThenTheConnectionCloses() async throws {
+        try await TestServer.run { server in
+            // A frame too large for the server's limit, rejected after its header.
+            var connection = try await RawConnection.handshaken(port: server.port)
+            var header = ByteBuffer()
+            header.writeInteger(FrameType.data.rawValue)
+            header.writeInteger(UInt8(0))
+            header.writeInteger(UInt64(1) << 40)
+            try await connection.send(raw: Array(header.readableBytesView))
+            #expect(try await connection.expectError() == .frameTooLarge)
+            #expect(try await connection.next() == nil)
+
+            // DATA without an upload.
+            connection = try await RawConnection.handshaken(port: server.port)
+            try await connection.send(.data(DataChunk(ByteBuffer(bytes: [1, 2, 3]))))
+            #expect(try await connection.expectError() == .unexpectedFrame)
+            #expect(try await connection.next() == nil)
+
+            // An unknown critical frame type.
+            connection = try await RawConnection.handshaken(port: server.port)
+            var frame = ByteBuffer()
+            FrameSerializer.serialize(Frame(type: FrameType(rawValue: 0x55), payload: ByteBuffer()), into: &frame)
+            try await connection.send(raw: Array(frame.readableBytesView))
+            #expect(try await connection.expectError() == .unknownFrameType)
+
+            // A server never takes a reply from a client.
+            connection = try await RawConnection.handshaken(port: server.port)
+            try await connection.send(.ok)
+            #expect(try await connection.expectError() == .unexpectedFrame)
+        }
+    }
+
+    @Test func unknownOptionsResumedUploadsAndOversizedFilesAreRefused() async throws {
+        var configuration = ServerConfiguration()
+        configuration.maximumFileSize = 1000
+        try await TestServer.run(configuration: configuration) { server in
+            let connection = try await RawConnection.handshaken(port: server.port)
+            try await connection.send(.store(StoreRequest(name: "x", size: 1, options: StoreOptions(rawValue: 0x80))))
+            #expect(try await connection.expectError() == .unsupported)
+            try await connection.send(.store(StoreRequest(name: "x", size: 10, offset: 5)))
+            #expect(try await connection.expectError() == .unsupported)
+            try await connection.send(.store(StoreRequest(name: "x", size: 1001)))
+            #expect(try await connection.expectError() == .fileTooLarge)
+            try await connection.send(.store(StoreRequest(name: "x", size: 1000)))
+            guard case .ready? = try await connection.next() else { throw TestFailure("a 1000-byte upload was refused") }
+            await connection.close()
+        }
+    }
+
+    @Test func anIdleOrStalledConnectionIsClosedWithIdleTimeout() async throws {
+        var configuration = ServerConfiguration()
+        configuration.idleTimeout = .seconds(1)
+        try await TestServer.run(configuration: configuration) { server in
+            let idle = try await RawConnection.handshaken(port: server.port)
+            #expect(try await idle.expectError() == .idleTimeout)
+            #expect(try await idle.next() == nil)
+
+            // Stalled in the middle of a frame.
+            let stalled = try await RawConnection(port: server.port)
+            try await stalled.send(raw: Handshake.magic + RawConnection.encode(.hello(FerryConnectionDefaults.hello)) + RawConnection.encode(.list).prefix(6))
+            #expect(try await stalled.readRaw(count: 8) == Handshake.magic)
+            guard case .hello? = try await stalled.next() else { throw TestFailure("no HELLO") }
+            #expect(try await stalled.expectError() == .idleTimeout)
+        }
+    }
+
+    @Test func aTransferThatKeepsMovingIsNeverIdle() async throws {
+        var configuration = ServerConfiguration()
+        configuration.idleTimeout = .seconds(1)
+        try await TestServer.run(configuration: configuration) { server in
+            // 3 s of trickling, three times the timeout, one byte every 100 ms.
+            let bytes = Scratch.randomBytes(30, seed: 5)
+            let moving = try await self.startUploadTrickling(bytes, server: server)
+            #expect(try await moving.next() == .ok)
+            #expect(try server.contents(of: "trickle") == bytes)
+        }
+    }
+
+    private func startUploadTrickling(_ bytes: [UInt8], server: TestServer) async throws -> RawConnection {
+        let connection = try await self.startUpload("trickle", size: UInt64(bytes.count), server: server)
+        for byte in bytes {
+            try await connection.send(.data(DataChunk(ByteBuffer(bytes: [byte]))))
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        try await connection.send(.end(EndOfData(length: UInt64(bytes.count), crc32: CRC32.checksum(bytes))))
+        return connection
+    }
+
+    @Test func clientsBeyondTheLimitAreToldTheServerIsBusy() async throws {
+        var configuration = ServerConfiguration()
+        configuration.maximumConnections = 2
+        try await TestServer.run(configuration: configuration) { server in
+            let first = try await RawConnection.handshaken(port: server.port)
+            let second = try await RawConnection.handshaken(port: server.port)
+            do {
+                _ = try await server.client.withConnection { try await $0.list() }
+                Issue.record("a third connection was served")
+            } catch let error as FerryClientError {
+                #expect(error.errorCode == .serverBusy)
+                #expect(error.description.contains("server busy"))
+            }
+            await first.close()
+            // Once a slot frees up, clients are served again.
+            var served = false
+            for _ in 0..<100 where !served {
+                served = (try? await server.client.withConnection { try await $0.list() }) != nil
+                if !served { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(served)
+            await second.close()
+        }
+    }
+}

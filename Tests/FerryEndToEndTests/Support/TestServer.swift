@@ -1,0 +1,100 @@
+import FerryClient
+import FerryServer
+import Foundation
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// A real server on a loopback port, over a fresh temporary library, for the duration of one test.
+struct TestServer: Sendable {
+    let port: Int
+    let root: URL
+    let group: ServiceGroup
+
+    var client: FerryClient {
+        FerryClient(host: "127.0.0.1", port: self.port)
+    }
+
+    func path(_ name: String) -> String {
+        self.root.appendingPathComponent(name).path
+    }
+
+    /// Every name in the library folder, hidden ones included: what a test checks for leftovers.
+    func folderContents() throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: self.root.path).sorted()
+    }
+
+    func write(_ name: String, _ bytes: [UInt8]) throws {
+        try Data(bytes).write(to: self.root.appendingPathComponent(name))
+    }
+
+    func contents(of name: String) throws -> [UInt8] {
+        [UInt8](try Data(contentsOf: self.root.appendingPathComponent(name)))
+    }
+
+    static func run<Result: Sendable>(
+        configuration: ServerConfiguration = ServerConfiguration(host: "127.0.0.1", port: 0),
+        root: URL? = nil,
+        _ body: @Sendable (TestServer) async throws -> Result
+    ) async throws -> Result {
+        let root = root ?? Scratch.makeDirectory("library")
+        let library = try await FileLibrary.open(at: root.path)
+        let (addresses, continuation) = AsyncStream<SocketAddress>.makeStream()
+        var configuration = configuration
+        configuration.host = "127.0.0.1"
+        configuration.port = 0
+        let logger = Logger(label: "test-server", factory: { _ in SwiftLogNoOpLogHandler() })
+        let server = FerryServer(configuration: configuration, library: library, logger: logger) { address in
+            continuation.yield(address)
+            continuation.finish()
+        }
+        let group = ServiceGroup(services: [server], logger: logger)
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            var iterator = addresses.makeAsyncIterator()
+            guard let port = await iterator.next()?.port else {
+                throw TestFailure("the server did not start")
+            }
+            let testServer = TestServer(port: port, root: root, group: group)
+            do {
+                let result = try await body(testServer)
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+                return result
+            } catch {
+                await group.triggerGracefulShutdown()
+                tasks.cancelAll()
+                throw error
+            }
+        }
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Temporary folders under one per-run root, removed by the OS's tmp cleaning; tests never share one.
+enum Scratch {
+    static func makeDirectory(_ label: String) -> URL {
+        let url = FileManager.default.temporaryDirectory
+            .appendingPathComponent("ferry-tests-\(ProcessInfo.processInfo.processIdentifier)")
+            .appendingPathComponent("\(label)-\(UUID().uuidString.prefix(8))")
+        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    /// Random bytes from the kernel: fast even in a debug build, so tests do not hog the cooperative threads
+    /// that the in-process server shares with them.
+    static func randomBytes(_ count: Int, seed: UInt64 = 0) -> [UInt8] {
+        guard count > 0, let source = FileHandle(forReadingAtPath: "/dev/urandom") else { return [] }
+        defer { try? source.close() }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(count)
+        while bytes.count < count {
+            bytes += source.readData(ofLength: min(count - bytes.count, 16 << 20))
+        }
+        return bytes
+    }
+}

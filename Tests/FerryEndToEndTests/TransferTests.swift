@@ -1,0 +1,159 @@
+import FerryClient
+import FerryProtocol
+import Foundation
+import Testing
+
+@Suite("Uploads and downloads, byte for byte")
+struct TransferTests {
+    /// Uploads `bytes` with the client library, downloads them again, and checks every copy.
+    private func roundTrip(_ bytes: [UInt8], name: String, server: TestServer) async throws {
+        let scratch = Scratch.makeDirectory("client")
+        let source = scratch.appendingPathComponent("source")
+        let copy = scratch.appendingPathComponent("copy")
+        try Data(bytes).write(to: source)
+        let stored = try await server.client.withConnection { try await $0.put(source.path, as: name) }
+        #expect(stored == UInt64(bytes.count))
+        #expect(try server.contents(of: name) == bytes, "the stored file is identical")
+        let received = try await server.client.withConnection { try await $0.get(name, to: copy.path) }
+        #expect(received == UInt64(bytes.count))
+        #expect([UInt8](try Data(contentsOf: copy)) == bytes, "the downloaded file is identical")
+    }
+
+    @Test func emptyOneByteAndSixtyFourMebibyteFiles() async throws {
+        try await TestServer.run { server in
+            try await self.roundTrip([], name: "empty", server: server)
+            try await self.roundTrip([0x23], name: "one", server: server)
+            try await self.roundTrip(Scratch.randomBytes(64 << 20, seed: 64), name: "random-64MiB.bin", server: server)
+            #expect(try server.folderContents() == ["empty", "one", "random-64MiB.bin"], "no staging left behind")
+        }
+    }
+
+    @Test func theOldEndMarkerAtEveryPositionAroundChunkBoundaries() async throws {
+        let chunk = ProtocolLimits.defaultDataChunkLength
+        let length = 2 * chunk + 7
+        let positions = [0, 1, chunk - 2, chunk - 1, chunk, chunk + 1, 2 * chunk - 1, length - 3, length - 2]
+        try await TestServer.run { server in
+            for position in positions {
+                var bytes = Scratch.randomBytes(length, seed: UInt64(position))
+                bytes[position] = UInt8(ascii: "#")
+                bytes[position + 1] = UInt8(ascii: "#")
+                try await self.roundTrip(bytes, name: "hashes-at-\(position)", server: server)
+            }
+            // A file that is nothing but the marker, and one that ends with it exactly at a chunk boundary.
+            try await self.roundTrip(Array("##".utf8), name: "only-marker", server: server)
+            var ending = Scratch.randomBytes(chunk, seed: 9)
+            ending[chunk - 2] = UInt8(ascii: "#")
+            ending[chunk - 1] = UInt8(ascii: "#")
+            try await self.roundTrip(ending, name: "ends-with-marker", server: server)
+        }
+    }
+
+    @Test func everyByteValueSurvives() async throws {
+        try await TestServer.run { server in
+            try await self.roundTrip((0..<(256 * 1024 + 1)).map { UInt8(truncatingIfNeeded: $0) }, name: "bytes", server: server)
+        }
+    }
+
+    @Test func listShowsSizesAndTimesSortedAndHidesWhatIsNotAFile() async throws {
+        try await TestServer.run { server in
+            let empty = try await server.client.withConnection { try await $0.list() }
+            #expect(empty.isEmpty, "an empty library is an empty list, not an error")
+            try server.write("b.txt", Array("hello".utf8))
+            try server.write("a.txt", [])
+            try server.write("Z", [1, 2, 3])
+            try server.write(".hidden", [1])
+            try FileManager.default.createDirectory(atPath: server.path("folder"), withIntermediateDirectories: false)
+            let entries = try await server.client.withConnection { try await $0.list() }
+            #expect(entries.map(\.name) == ["Z", "a.txt", "b.txt"])
+            #expect(entries.map(\.size) == [3, 0, 5])
+            let now = Int64(Date().timeIntervalSince1970 * 1e9)
+            #expect(entries.allSatisfy { abs($0.modified - now) < 60_000_000_000 })
+        }
+    }
+
+    @Test func aLargeListingSpansSeveralFrames() async throws {
+        try await TestServer.run { server in
+            let names = (0..<3_000).map { "file-\(String(repeating: "x", count: 100))-\($0)" }
+            for name in names {
+                try server.write(name, [])
+            }
+            let entries = try await server.client.withConnection { try await $0.list() }
+            #expect(entries.map(\.name) == names.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) })
+        }
+    }
+
+    @Test func existingFilesAreKeptUnlessOverwriteIsAsked() async throws {
+        try await TestServer.run { server in
+            let scratch = Scratch.makeDirectory("client")
+            let source = scratch.appendingPathComponent("new")
+            try Data("new".utf8).write(to: source)
+            try server.write("kept", Array("old".utf8))
+            await #expect(throws: FerryClientError.self) {
+                try await server.client.withConnection { try await $0.put(source.path, as: "kept") }
+            }
+            do {
+                try await server.client.withConnection { _ = try await $0.put(source.path, as: "kept") }
+            } catch let error as FerryClientError {
+                #expect(error.errorCode == .fileExists)
+            }
+            #expect(try server.contents(of: "kept") == Array("old".utf8))
+            try await server.client.withConnection { _ = try await $0.put(source.path, as: "kept", overwrite: true) }
+            #expect(try server.contents(of: "kept") == Array("new".utf8))
+        }
+    }
+
+    @Test func aDownloadNeverTouchesAnExistingLocalFileWithoutForce() async throws {
+        try await TestServer.run { server in
+            try server.write("remote", Array("remote".utf8))
+            let scratch = Scratch.makeDirectory("client")
+            let target = scratch.appendingPathComponent("local")
+            try Data("local".utf8).write(to: target)
+            await #expect(throws: FerryClientError.self) {
+                try await server.client.withConnection { try await $0.get("remote", to: target.path) }
+            }
+            #expect(try Data(contentsOf: target) == Data("local".utf8))
+            try await server.client.withConnection { _ = try await $0.get("remote", to: target.path, overwrite: true) }
+            #expect(try Data(contentsOf: target) == Data("remote".utf8))
+            #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path) == ["local"], "no temporary left")
+        }
+    }
+
+    @Test func aMissingFileIsNoSuchFileAndTheConnectionStaysUsable() async throws {
+        try await TestServer.run { server in
+            try server.write("there", [1])
+            let scratch = Scratch.makeDirectory("client")
+            try await server.client.withConnection { connection in
+                do {
+                    try await connection.get("missing", to: scratch.appendingPathComponent("x").path)
+                    Issue.record("a missing file was downloaded")
+                } catch let error as FerryClientError {
+                    #expect(error.errorCode == .noSuchFile)
+                }
+                #expect(try await connection.list().map(\.name) == ["there"])
+            }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).isEmpty, "nothing written locally")
+        }
+    }
+
+    @Test func retrFromAnOffsetSendsTheRestWithItsOwnChecksum() async throws {
+        try await TestServer.run { server in
+            let bytes = Scratch.randomBytes(300_000, seed: 3)
+            try server.write("file", bytes)
+            let connection = try await RawConnection.handshaken(port: server.port)
+            try await connection.send(.retrieve(RetrieveRequest(name: "file", offset: 100_000)))
+            guard case .fileInfo(let info)? = try await connection.next() else { throw TestFailure("no FILE_INFO") }
+            #expect(info.size == 300_000 && info.offset == 100_000)
+            var received: [UInt8] = []
+            while case .data(let chunk)? = try await connection.next() {
+                received += Array(chunk.bytes.readableBytesView)
+                if received.count == 200_000 { break }
+            }
+            guard case .end(let end)? = try await connection.next() else { throw TestFailure("no END") }
+            #expect(received == Array(bytes[100_000...]))
+            #expect(end == EndOfData(length: 200_000, crc32: CRC32.checksum(bytes[100_000...])))
+            try await connection.send(.retrieve(RetrieveRequest(name: "file", offset: 300_001)))
+            #expect(try await connection.expectError() == .invalidOffset)
+            await connection.close()
+        }
+    }
+}

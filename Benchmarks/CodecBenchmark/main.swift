@@ -117,13 +117,17 @@ func median(_ values: [Double]) -> Double {
 }
 
 let crcRate = median(samples[0])
-print("chunk \(options.chunkLength) B, \((iterations * options.chunkLength) >> 20) MiB per run, median of \(options.rounds) rounds")
+print(
+    "chunk \(options.chunkLength) B, \((iterations * options.chunkLength) >> 20) MiB per run, median of \(options.rounds) rounds"
+)
 print("| measurement | GB/s | vs crc32 alone |")
 print("|---|---:|---:|")
 for (index, benchmark) in cases.enumerated() {
     let rate = median(samples[index])
     // encode+decode checksums every byte twice, so its fair reference is half crc32's rate.
     let reference = index == cases.count - 1 ? crcRate / 2 : crcRate
-    print("| \(benchmark.name) | \(String(format: "%.2f", rate)) | \(String(format: "%.0f%%", rate / reference * 100)) |")
+    print(
+        "| \(benchmark.name) | \(String(format: "%.2f", rate)) | \(String(format: "%.0f%%", rate / reference * 100)) |"
+    )
 }
 if sink == 42 { print("") }

@@ -42,6 +42,8 @@ public struct FerryClient: Sendable {
         do {
             channel = try await ClientBootstrap(group: self.eventLoopGroup)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.writeBufferWaterMark, value: ChannelTuning.writeBufferWaterMark)
+                .channelOption(.recvAllocator, value: ChannelTuning.receiveAllocator)
                 .connectTimeout(.seconds(10))
                 .connect(host: self.host, port: self.port) { channel in
                     channel.eventLoop.makeCompletedFuture {

@@ -78,7 +78,10 @@ public final class FerryConnection {
                     entries += batch
                 case .listEnd(let end):
                     guard end.count == UInt64(entries.count) else {
-                        throw FerryProtocolError(.malformedPayload, "LIST_END counts \(end.count) entries, \(entries.count) arrived")
+                        throw FerryProtocolError(
+                            .malformedPayload,
+                            "LIST_END counts \(end.count) entries, \(entries.count) arrived"
+                        )
                     }
                     return entries
                 case let other:
@@ -120,7 +123,11 @@ public final class FerryConnection {
             }
             let download = try await LocalDownload.create(beside: target)
             do {
-                let length = try await self.receive(into: download, expectedLength: info.size - info.offset, progress: progress)
+                let length = try await self.receive(
+                    into: download,
+                    expectedLength: info.size - info.offset,
+                    progress: progress
+                )
                 try await download.commit(to: target, overwrite: overwrite)
                 return length
             } catch {
@@ -178,7 +185,10 @@ public final class FerryConnection {
         let handle: ReadFileHandle
         let size: UInt64
         do {
-            handle = try await FileSystem.shared.openFile(forReadingAt: FilePath(source), options: .init(closeOnExec: true))
+            handle = try await FileSystem.shared.openFile(
+                forReadingAt: FilePath(source),
+                options: .init(closeOnExec: true)
+            )
             let info = try await handle.info()
             guard info.type == .regular else {
                 try? await handle.close()
@@ -193,7 +203,16 @@ public final class FerryConnection {
         let options: StoreOptions = overwrite ? [.overwrite] : []
         let outcome: Result<UInt64, any Error>
         do {
-            outcome = .success(try await self.upload(handle, size: size, as: name, options: options, source: source, progress: progress))
+            outcome = .success(
+                try await self.upload(
+                    handle,
+                    size: size,
+                    as: name,
+                    options: options,
+                    source: source,
+                    progress: progress
+                )
+            )
         } catch {
             outcome = .failure(error)
         }
@@ -220,7 +239,10 @@ public final class FerryConnection {
             var transfer = OutgoingTransfer()
             progress(0, size)
             do {
-                let chunks = handle.readChunks(in: 0..<Int64(size), chunkLength: .bytes(Int64(self.writer.dataChunkLength)))
+                let chunks = handle.readChunks(
+                    in: 0..<Int64(size),
+                    chunkLength: .bytes(Int64(self.writer.dataChunkLength))
+                )
                 for try await bytes in chunks {
                     let chunk = DataChunk(bytes)
                     transfer.record(chunk)

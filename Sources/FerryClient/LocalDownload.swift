@@ -34,7 +34,9 @@ final class LocalDownload {
             )
             return LocalDownload(handle: handle, path: path)
         } catch {
-            throw FerryClientError.localFile("cannot create a file beside '\(target)': \(FerryConnection.describe(error))")
+            throw FerryClientError.localFile(
+                "cannot create a file beside '\(target)': \(FerryConnection.describe(error))"
+            )
         }
     }
 
@@ -76,7 +78,9 @@ final class LocalDownload {
         case 0:
             return
         case EEXIST:
-            throw FerryClientError.localFile("'\(destination)' appeared during the download; it was left alone (use --force to replace it)")
+            throw FerryClientError.localFile(
+                "'\(destination)' appeared during the download; it was left alone (use --force to replace it)"
+            )
         default:
             throw FerryClientError.localFile("cannot create '\(destination)': \(String(cString: strerror(failure)))")
         }

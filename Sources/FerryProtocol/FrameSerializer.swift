@@ -32,7 +32,12 @@ public enum FrameSerializer {
 
     /// Appends `frame` as it is, flags included: for tests and tools that build frames by hand.
     public static func serialize(_ frame: Frame, into buffer: inout ByteBuffer) {
-        Self.writeHeader(type: frame.type, flags: frame.flags, payloadLength: frame.payload.readableBytes, into: &buffer)
+        Self.writeHeader(
+            type: frame.type,
+            flags: frame.flags,
+            payloadLength: frame.payload.readableBytes,
+            into: &buffer
+        )
         let headerCRC = Self.headerCRC(buffer)
         buffer.writeImmutableBuffer(frame.payload)
         let crc = CRC32.combine(headerCRC, frame.payloadCRC32, secondLength: UInt64(frame.payload.readableBytes))
@@ -55,7 +60,12 @@ public enum FrameSerializer {
 
     // MARK: - Parts
 
-    private static func writeHeader(type: FrameType, flags: UInt8 = 0, payloadLength: Int, into buffer: inout ByteBuffer) {
+    private static func writeHeader(
+        type: FrameType,
+        flags: UInt8 = 0,
+        payloadLength: Int,
+        into buffer: inout ByteBuffer
+    ) {
         buffer.writeInteger(type.rawValue)
         buffer.writeInteger(flags)
         buffer.writeInteger(UInt64(payloadLength))

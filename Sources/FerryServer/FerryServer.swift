@@ -38,6 +38,8 @@ public struct FerryServer: Service {
             .serverChannelOption(.backlog, value: Int32(clamping: max(configuration.maximumConnections, 128)))
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: ChannelTuning.writeBufferWaterMark)
+            .childChannelOption(.recvAllocator, value: ChannelTuning.receiveAllocator)
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(

@@ -10,7 +10,10 @@ public struct MessageWriter: Sendable {
     /// The largest frame payload the peer accepts: until its HELLO arrives, the minimum every peer accepts.
     public var peerMaximumPayloadLength = Int(ProtocolLimits.minimumFramePayload)
 
-    public init(_ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, allocator: ByteBufferAllocator = ByteBufferAllocator()) {
+    public init(
+        _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+        allocator: ByteBufferAllocator = ByteBufferAllocator()
+    ) {
         self.outbound = outbound
         self.allocator = allocator
     }

@@ -4,7 +4,8 @@ import FerryClient
 struct Get: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Download a file.",
-        discussion: "The file is written to a temporary file beside the target and renamed only once its length and CRC-32 are verified."
+        discussion:
+            "The file is written to a temporary file beside the target and renamed only once its length and CRC-32 are verified."
     )
 
     @OptionGroup var connection: ConnectionOptions

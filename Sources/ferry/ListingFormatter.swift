@@ -35,7 +35,8 @@ enum ListingFormatter {
         var parts = tm()
         gmtime_r(&time, &parts)
         let year = String(Int(parts.tm_year) + 1900)
-        var text = String(repeating: "0", count: Swift.max(0, 4 - year.count)) + year
+        var text =
+            String(repeating: "0", count: Swift.max(0, 4 - year.count)) + year
             + "-\(self.two(Int(parts.tm_mon) + 1))-\(self.two(Int(parts.tm_mday)))"
             + "T\(self.two(Int(parts.tm_hour))):\(self.two(Int(parts.tm_min))):\(self.two(Int(parts.tm_sec)))"
         if fraction > 0 {

@@ -30,7 +30,8 @@ final class ProgressBar {
         let filled = Int(fraction * Double(width))
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
         let percent = Int(fraction * 100)
-        let line = "\r\(self.label.prefix(24)) [\(bar)] \(percent)% \(Sizes.describe(done))/\(Sizes.describe(total)) "
+        let line =
+            "\r\(self.label.prefix(24)) [\(bar)] \(percent)% \(Sizes.describe(done))/\(Sizes.describe(total)) "
             + "\(Sizes.rate(rate)) ETA \(self.clock(remaining))\u{1B}[K"
         Terminal.writeError(line)
         self.drewSomething = true

@@ -4,7 +4,8 @@ import FerryClient
 struct Put: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Upload a file.",
-        discussion: "The server stores it only after verifying its length and CRC-32; an existing file is kept unless --overwrite is given."
+        discussion:
+            "The server stores it only after verifying its length and CRC-32; an existing file is kept unless --overwrite is given."
     )
 
     @OptionGroup var connection: ConnectionOptions

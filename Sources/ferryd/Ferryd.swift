@@ -26,7 +26,10 @@ struct Ferryd: AsyncParsableCommand {
     @Option(help: "The folder to serve; created if missing.")
     var root = "./library"
 
-    @Option(help: "The address to listen on: 0.0.0.0 for every IPv4 interface, :: for IPv6, 127.0.0.1 or ::1 for this machine only.")
+    @Option(
+        help:
+            "The address to listen on: 0.0.0.0 for every IPv4 interface, :: for IPv6, 127.0.0.1 or ::1 for this machine only."
+    )
     var host = "0.0.0.0"
 
     @Option(help: "The TCP port to listen on; 0 picks a free one.")

@@ -11,7 +11,10 @@ struct CommandLineTests {
         let root: URL
         let output: Pipe
 
-        static func start(host: String = "127.0.0.1", root: URL = Scratch.makeDirectory("library")) async throws -> Daemon {
+        static func start(
+            host: String = "127.0.0.1",
+            root: URL = Scratch.makeDirectory("library")
+        ) async throws -> Daemon {
             let output = Pipe()
             let process = try Binaries.launch(
                 "ferryd",
@@ -27,7 +30,9 @@ struct CommandLineTests {
             }
             let text = String(decoding: line, as: UTF8.self)
             guard let range = text.range(of: "listening on "),
-                let port = text[range.upperBound...].split(separator: ",").first?.split(separator: ":").last.flatMap({ Int($0) })
+                let port = text[range.upperBound...].split(separator: ",").first?.split(separator: ":").last.flatMap({
+                    Int($0)
+                })
             else {
                 throw TestFailure("unexpected first line: \(text)")
             }
@@ -45,7 +50,9 @@ struct CommandLineTests {
     @Test func ferrydListsItsFlags() async throws {
         let help = try await Binaries.run("ferryd", ["--help"])
         #expect(help.status == 0)
-        for flag in ["--root", "--host", "--port", "--max-connections", "--idle-timeout", "--max-file-size", "--grace-period"] {
+        for flag in [
+            "--root", "--host", "--port", "--max-connections", "--idle-timeout", "--max-file-size", "--grace-period",
+        ] {
             #expect(help.stdout.contains(flag), "--help explains \(flag)")
         }
     }
@@ -81,7 +88,11 @@ struct CommandLineTests {
         #expect(again.status != 0)
         #expect(again.stderr.hasPrefix("ferry: file exists"))
         #expect(again.stderr.filter { $0 == "\n" }.count == 1, "one line on stderr")
-        let renamed = try await Binaries.run("ferry", ["put", "greeting.txt", "--as", "copy.txt", "--overwrite"] + port, currentDirectory: work)
+        let renamed = try await Binaries.run(
+            "ferry",
+            ["put", "greeting.txt", "--as", "copy.txt", "--overwrite"] + port,
+            currentDirectory: work
+        )
         #expect(renamed.status == 0)
 
         let json = try await Binaries.run("ferry", ["list", "--json"] + port)
@@ -95,12 +106,24 @@ struct CommandLineTests {
         let table = try await Binaries.run("ferry", ["list"] + port)
         #expect(table.stdout.contains("8 B") && table.stdout.contains("greeting.txt"))
 
-        let get = try await Binaries.run("ferry", ["get", "greeting.txt", "--output", "back.txt"] + port, currentDirectory: work)
+        let get = try await Binaries.run(
+            "ferry",
+            ["get", "greeting.txt", "--output", "back.txt"] + port,
+            currentDirectory: work
+        )
         #expect(get.status == 0)
         #expect(try Data(contentsOf: work.appendingPathComponent("back.txt")) == Data("hello ##".utf8))
-        let clobber = try await Binaries.run("ferry", ["get", "greeting.txt", "--output", "back.txt"] + port, currentDirectory: work)
+        let clobber = try await Binaries.run(
+            "ferry",
+            ["get", "greeting.txt", "--output", "back.txt"] + port,
+            currentDirectory: work
+        )
         #expect(clobber.status != 0, "an existing local file is not replaced without --force")
-        let forced = try await Binaries.run("ferry", ["get", "greeting.txt", "--output", "back.txt", "--force"] + port, currentDirectory: work)
+        let forced = try await Binaries.run(
+            "ferry",
+            ["get", "greeting.txt", "--output", "back.txt", "--force"] + port,
+            currentDirectory: work
+        )
         #expect(forced.status == 0)
 
         let missing = try await Binaries.run("ferry", ["get", "missing"] + port, currentDirectory: work)

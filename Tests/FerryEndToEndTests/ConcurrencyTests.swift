@@ -59,7 +59,10 @@ struct ConcurrencyTests {
                         group.addTask {
                             do {
                                 try await server.client.withConnection {
-                                    _ = try await $0.put(scratch.appendingPathComponent("source-\(index)").path, as: name)
+                                    _ = try await $0.put(
+                                        scratch.appendingPathComponent("source-\(index)").path,
+                                        as: name
+                                    )
                                 }
                                 return nil
                             } catch let error as FerryClientError {

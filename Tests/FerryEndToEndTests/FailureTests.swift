@@ -30,14 +30,23 @@ struct FailureTests {
             let connection = try await self.startUpload("victim", size: UInt64(bytes.count), server: server)
             try await connection.send(.data(DataChunk(ByteBuffer(bytes: bytes[..<300_000]))))
             // Half a frame, then the socket goes away, as when the process is killed.
-            try await connection.send(raw: Array(RawConnection.encode(.data(DataChunk(ByteBuffer(bytes: bytes[300_000..<400_000])))).prefix(5_000)))
-            #expect(try server.folderContents().contains { $0.hasPrefix(".ferry-staging-") }, "staging exists while uploading")
+            try await connection.send(
+                raw: Array(
+                    RawConnection.encode(.data(DataChunk(ByteBuffer(bytes: bytes[300_000..<400_000])))).prefix(5_000)
+                )
+            )
+            #expect(
+                try server.folderContents().contains { $0.hasPrefix(".ferry-staging-") },
+                "staging exists while uploading"
+            )
             await connection.close()
             try await self.waitUntilFolder(server, equals: [])
 
             let scratch = Scratch.makeDirectory("client")
             try Data(bytes).write(to: scratch.appendingPathComponent("victim"))
-            try await server.client.withConnection { _ = try await $0.put(scratch.appendingPathComponent("victim").path, as: "victim") }
+            try await server.client.withConnection {
+                _ = try await $0.put(scratch.appendingPathComponent("victim").path, as: "victim")
+            }
             #expect(try server.contents(of: "victim") == bytes)
             #expect(try server.folderContents() == ["victim"])
         }
@@ -163,7 +172,9 @@ struct FailureTests {
             try await connection.send(.store(StoreRequest(name: "x", size: 1001)))
             #expect(try await connection.expectError() == .fileTooLarge)
             try await connection.send(.store(StoreRequest(name: "x", size: 1000)))
-            guard case .ready? = try await connection.next() else { throw TestFailure("a 1000-byte upload was refused") }
+            guard case .ready? = try await connection.next() else {
+                throw TestFailure("a 1000-byte upload was refused")
+            }
             await connection.close()
         }
     }
@@ -178,7 +189,10 @@ struct FailureTests {
 
             // Stalled in the middle of a frame.
             let stalled = try await RawConnection(port: server.port)
-            try await stalled.send(raw: Handshake.magic + RawConnection.encode(.hello(FerryConnectionDefaults.hello)) + RawConnection.encode(.list).prefix(6))
+            try await stalled.send(
+                raw: Handshake.magic + RawConnection.encode(.hello(FerryConnectionDefaults.hello))
+                    + RawConnection.encode(.list).prefix(6)
+            )
             #expect(try await stalled.readRaw(count: 8) == Handshake.magic)
             guard case .hello? = try await stalled.next() else { throw TestFailure("no HELLO") }
             #expect(try await stalled.expectError() == .idleTimeout)

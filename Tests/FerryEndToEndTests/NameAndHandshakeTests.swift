@@ -45,7 +45,11 @@ struct NameAndHandshakeTests {
             try await connection.send(.list)
             guard case .listEnd? = try await connection.next() else { throw TestFailure("the connection broke") }
             #expect(try server.folderContents() == [])
-            #expect(!FileManager.default.fileExists(atPath: server.root.deletingLastPathComponent().appendingPathComponent("x").path))
+            #expect(
+                !FileManager.default.fileExists(
+                    atPath: server.root.deletingLastPathComponent().appendingPathComponent("x").path
+                )
+            )
             await connection.close()
         }
     }
@@ -109,7 +113,9 @@ struct NameAndHandshakeTests {
         try await TestServer.run { server in
             let connection = try await RawConnection(port: server.port)
             try await connection.send(raw: Handshake.magic)
-            try await connection.send(.hello(Hello(minimumVersion: 2, maximumVersion: 9, maximumFramePayload: 1 << 20, maximumFileSize: 0)))
+            try await connection.send(
+                .hello(Hello(minimumVersion: 2, maximumVersion: 9, maximumFramePayload: 1 << 20, maximumFileSize: 0))
+            )
             #expect(try await connection.readRaw(count: 8) == Handshake.magic)
             #expect(try await connection.expectError() == .versionMismatch)
             #expect(try await connection.next() == nil)

@@ -50,7 +50,11 @@ struct TransferTests {
 
     @Test func everyByteValueSurvives() async throws {
         try await TestServer.run { server in
-            try await self.roundTrip((0..<(256 * 1024 + 1)).map { UInt8(truncatingIfNeeded: $0) }, name: "bytes", server: server)
+            try await self.roundTrip(
+                (0..<(256 * 1024 + 1)).map { UInt8(truncatingIfNeeded: $0) },
+                name: "bytes",
+                server: server
+            )
         }
     }
 
@@ -131,7 +135,10 @@ struct TransferTests {
                 }
                 #expect(try await connection.list().map(\.name) == ["there"])
             }
-            #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).isEmpty, "nothing written locally")
+            #expect(
+                try FileManager.default.contentsOfDirectory(atPath: scratch.path).isEmpty,
+                "nothing written locally"
+            )
         }
     }
 

@@ -142,7 +142,10 @@ struct FrameCodecTests {
 
     @Test func unknownCriticalTypeFailsAndUnknownOptionalTypeIsSkipped() throws {
         var stream = ByteBuffer()
-        FrameSerializer.serialize(Frame(type: FrameType(rawValue: 0xC7), payload: ByteBuffer(string: "hint")), into: &stream)
+        FrameSerializer.serialize(
+            Frame(type: FrameType(rawValue: 0xC7), payload: ByteBuffer(string: "hint")),
+            into: &stream
+        )
         FrameSerializer.serialize(.list, into: &stream)
         var parser = FrameParser.permissive()
         parser.append(bytes: stream)

@@ -43,14 +43,21 @@ struct HandshakeTests {
 
     @Test func versionNegotiationPicksTheNewestCommonVersion() throws {
         func hello(_ range: ClosedRange<UInt16>) -> Hello {
-            Hello(minimumVersion: range.lowerBound, maximumVersion: range.upperBound, maximumFramePayload: 1 << 16, maximumFileSize: 0)
+            Hello(
+                minimumVersion: range.lowerBound,
+                maximumVersion: range.upperBound,
+                maximumFramePayload: 1 << 16,
+                maximumFileSize: 0
+            )
         }
         #expect(try Handshake.negotiateVersion(local: hello(1...1), remote: hello(1...1)) == 1)
         // A newer client meets an older server, and the other way round.
         #expect(try Handshake.negotiateVersion(local: hello(1...3), remote: hello(1...1)) == 1)
         #expect(try Handshake.negotiateVersion(local: hello(1...1), remote: hello(1...3)) == 1)
         #expect(try Handshake.negotiateVersion(local: hello(2...4), remote: hello(3...9)) == 4)
-        #expect(throws: FerryProtocolError.self) { try Handshake.negotiateVersion(local: hello(1...1), remote: hello(2...3)) }
+        #expect(throws: FerryProtocolError.self) {
+            try Handshake.negotiateVersion(local: hello(1...1), remote: hello(2...3))
+        }
         do {
             _ = try Handshake.negotiateVersion(local: hello(1...1), remote: hello(2...3))
         } catch {
@@ -58,18 +65,36 @@ struct HandshakeTests {
             #expect(error.errorCode == .versionMismatch)
         }
         do {
-            _ = try Handshake.negotiateVersion(local: hello(1...1), remote: Hello(minimumVersion: 3, maximumVersion: 1, maximumFramePayload: 1 << 16, maximumFileSize: 0))
+            _ = try Handshake.negotiateVersion(
+                local: hello(1...1),
+                remote: Hello(minimumVersion: 3, maximumVersion: 1, maximumFramePayload: 1 << 16, maximumFileSize: 0)
+            )
         } catch {
             #expect(error.kind == .badHandshake)
         }
     }
 
     @Test func aFrameLimitBelowTheMinimumIsABadHandshake() {
-        let small = Hello(minimumVersion: 1, maximumVersion: 1, maximumFramePayload: ProtocolLimits.minimumFramePayload - 1, maximumFileSize: 0)
-        #expect(throws: FerryProtocolError(.badHandshake, "HELLO announces a 65535-byte frame limit; at least 65536 is required")) {
+        let small = Hello(
+            minimumVersion: 1,
+            maximumVersion: 1,
+            maximumFramePayload: ProtocolLimits.minimumFramePayload - 1,
+            maximumFileSize: 0
+        )
+        #expect(
+            throws: FerryProtocolError(
+                .badHandshake,
+                "HELLO announces a 65535-byte frame limit; at least 65536 is required"
+            )
+        ) {
             try Handshake.validate(small)
         }
-        let enough = Hello(minimumVersion: 1, maximumVersion: 1, maximumFramePayload: ProtocolLimits.minimumFramePayload, maximumFileSize: 0)
+        let enough = Hello(
+            minimumVersion: 1,
+            maximumVersion: 1,
+            maximumFramePayload: ProtocolLimits.minimumFramePayload,
+            maximumFileSize: 0
+        )
         #expect(throws: Never.self) { try Handshake.validate(enough) }
     }
 

@@ -17,21 +17,28 @@ struct MessageDecodingTests {
         }
     }
 
-    @Test(arguments: SampleMessages.all.filter { message in
-        if case .data = message { return false }
-        return true
-    })
+    @Test(
+        arguments: SampleMessages.all.filter { message in
+            if case .data = message { return false }
+            return true
+        }
+    )
     func everyTruncationIsMalformed(_ message: Message) throws {
         let bytes = SampleMessages.encoded(message)
         let payload = Array(bytes[FrameLayout.headerLength..<(bytes.count - FrameLayout.trailerLength)])
         for length in 0..<payload.count {
             let error = self.decodeError(message.frameType, Array(payload.prefix(length)))
-            #expect(error?.kind == .malformedPayload, "\(message.frameType) cut to \(length) bytes: \(String(describing: error))")
+            #expect(
+                error?.kind == .malformedPayload,
+                "\(message.frameType) cut to \(length) bytes: \(String(describing: error))"
+            )
         }
     }
 
     @Test func trailingBytesAreIgnoredForExtensibility() throws {
-        var payload = Array(SampleMessages.encoded(.ready(Ready(offset: 5))).dropFirst(FrameLayout.headerLength).dropLast(4))
+        var payload = Array(
+            SampleMessages.encoded(.ready(Ready(offset: 5))).dropFirst(FrameLayout.headerLength).dropLast(4)
+        )
         payload += [1, 2, 3]
         #expect(try Message(decoding: self.frame(.ready, payload)) == .ready(Ready(offset: 5)))
     }
@@ -96,7 +103,9 @@ struct MessageDecodingTests {
     }
 
     @Test func goodNamesAreAccepted() {
-        for name in ["a", "report.pdf", "日本語", "x..y", "a.", "with space", "emoji🚢", String(repeating: "é", count: 127)] {
+        for name in [
+            "a", "report.pdf", "日本語", "x..y", "a.", "with space", "emoji🚢", String(repeating: "é", count: 127),
+        ] {
             #expect(FileName.validate(name) == .success(name))
         }
     }

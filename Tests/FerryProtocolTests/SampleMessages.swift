@@ -1,5 +1,6 @@
 import FerryProtocol
 import NIOCore
+import Testing
 
 /// One or more values of every message type, edge cases included, shared by the codec tests.
 enum SampleMessages {
@@ -78,5 +79,3 @@ extension FrameParser {
         return messages
     }
 }
-
-import Testing

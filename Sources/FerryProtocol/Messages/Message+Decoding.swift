@@ -58,7 +58,10 @@ extension Message {
             self = .data(DataChunk(bytes: frame.payload, crc32: frame.payloadCRC32))
         case .end:
             self = .end(
-                EndOfData(length: try payload.read(UInt64.self, in: frame), crc32: try payload.read(UInt32.self, in: frame))
+                EndOfData(
+                    length: try payload.read(UInt64.self, in: frame),
+                    crc32: try payload.read(UInt32.self, in: frame)
+                )
             )
         case .abort:
             self = .abort

@@ -147,7 +147,13 @@ struct ServerSession {
         do {
             file = try await self.library.openForReading(request.name)
         } catch let error as LibraryError {
-            try await self.refuse(error.errorCode, error.description, operation: "RETR", name: request.name, started: started)
+            try await self.refuse(
+                error.errorCode,
+                error.description,
+                operation: "RETR",
+                name: request.name,
+                started: started
+            )
             return
         }
         guard request.offset <= file.size else {
@@ -163,7 +169,9 @@ struct ServerSession {
         }
         var transfer = OutgoingTransfer()
         do {
-            try await self.writer.write(.fileInfo(FileInfo(size: file.size, offset: request.offset, modified: file.modified)))
+            try await self.writer.write(
+                .fileInfo(FileInfo(size: file.size, offset: request.offset, modified: file.modified))
+            )
             let chunks = file.handle.readChunks(
                 in: Int64(request.offset)..<Int64(file.size),
                 chunkLength: .bytes(Int64(self.writer.dataChunkLength))
@@ -176,7 +184,13 @@ struct ServerSession {
                 }
             } catch let error as FileSystemError {
                 try? await file.handle.close()
-                try await self.refuse(.storageFailure, "reading '\(request.name)' failed: \(error.message)", operation: "RETR", name: request.name, started: started)
+                try await self.refuse(
+                    .storageFailure,
+                    "reading '\(request.name)' failed: \(error.message)",
+                    operation: "RETR",
+                    name: request.name,
+                    started: started
+                )
                 return
             }
             try? await file.handle.close()
@@ -186,7 +200,13 @@ struct ServerSession {
         }
         guard transfer.sentLength == file.size - request.offset else {
             // The file shrank while being read: END would be a lie.
-            try await self.refuse(.storageFailure, "'\(request.name)' changed while being sent", operation: "RETR", name: request.name, started: started)
+            try await self.refuse(
+                .storageFailure,
+                "'\(request.name)' changed while being sent",
+                operation: "RETR",
+                name: request.name,
+                started: started
+            )
             return
         }
         try await self.writer.write(.end(transfer.end))
@@ -200,7 +220,10 @@ struct ServerSession {
             } else if request.offset != 0 {
                 (.unsupported, "resuming an upload (offset \(request.offset)) is not supported by this server")
             } else if request.size > self.configuration.maximumFileSize {
-                (.fileTooLarge, "\(request.size) bytes is more than this server accepts (\(self.configuration.maximumFileSize))")
+                (
+                    .fileTooLarge,
+                    "\(request.size) bytes is more than this server accepts (\(self.configuration.maximumFileSize))"
+                )
             } else if !request.options.contains(.overwrite), (try? await self.library.exists(request.name)) == true {
                 (.fileExists, LibraryError.fileExists(request.name).description)
             } else {
@@ -214,7 +237,13 @@ struct ServerSession {
         do {
             staging = try await self.library.createStagingFile()
         } catch let error as LibraryError {
-            try await self.refuse(error.errorCode, error.description, operation: "STOR", name: request.name, started: started)
+            try await self.refuse(
+                error.errorCode,
+                error.description,
+                operation: "STOR",
+                name: request.name,
+                started: started
+            )
             return
         }
         var upload = Upload(staging: staging, transfer: IncomingTransfer(expectedLength: request.size))
@@ -225,7 +254,13 @@ struct ServerSession {
             if upload.stagingOpen {
                 await self.library.discard(upload.staging)
             }
-            self.log(operation: "STOR", name: request.name, bytes: upload.transfer.receivedLength, started: started, result: "failed: \(error)")
+            self.log(
+                operation: "STOR",
+                name: request.name,
+                bytes: upload.transfer.receivedLength,
+                started: started,
+                result: "failed: \(error)"
+            )
             throw error
         }
     }
@@ -239,7 +274,11 @@ struct ServerSession {
     }
 
     /// Receives DATA until END or ABORT (SPEC.md §7.3).
-    private mutating func receive(_ upload: inout Upload, request: StoreRequest, started: ContinuousClock.Instant) async throws {
+    private mutating func receive(
+        _ upload: inout Upload,
+        request: StoreRequest,
+        started: ContinuousClock.Instant
+    ) async throws {
         var offset: Int64 = 0
         while true {
             guard let message = try await self.reader.next() else {
@@ -252,36 +291,76 @@ struct ServerSession {
                 do {
                     try upload.transfer.receive(chunk)
                 } catch {
-                    try await self.abandon(&upload, error.errorCode, error.description, request: request, started: started)
+                    try await self.abandon(
+                        &upload,
+                        error.errorCode,
+                        error.description,
+                        request: request,
+                        started: started
+                    )
                     continue
                 }
                 do {
                     try await upload.staging.handle.write(contentsOf: chunk.bytes, toAbsoluteOffset: offset)
                     offset += Int64(chunk.bytes.readableBytes)
                 } catch {
-                    try await self.abandon(&upload, .storageFailure, "writing the upload failed: \(error)", request: request, started: started)
+                    try await self.abandon(
+                        &upload,
+                        .storageFailure,
+                        "writing the upload failed: \(error)",
+                        request: request,
+                        started: started
+                    )
                 }
             case .end where upload.refused, .abort where upload.refused:
                 return
             case .abort:
-                try await self.abandon(&upload, .aborted, "the upload of '\(request.name)' was aborted by the client", request: request, started: started)
+                try await self.abandon(
+                    &upload,
+                    .aborted,
+                    "the upload of '\(request.name)' was aborted by the client",
+                    request: request,
+                    started: started
+                )
                 return
             case .end(let end):
                 do {
                     try upload.transfer.verify(end)
                 } catch {
-                    try await self.abandon(&upload, error.errorCode, "'\(request.name)' not stored: \(error)", request: request, started: started)
+                    try await self.abandon(
+                        &upload,
+                        error.errorCode,
+                        "'\(request.name)' not stored: \(error)",
+                        request: request,
+                        started: started
+                    )
                     return
                 }
                 upload.stagingOpen = false
                 do {
-                    try await self.library.commit(upload.staging, as: request.name, overwrite: request.options.contains(.overwrite))
+                    try await self.library.commit(
+                        upload.staging,
+                        as: request.name,
+                        overwrite: request.options.contains(.overwrite)
+                    )
                 } catch let error as LibraryError {
-                    try await self.refuse(error.errorCode, error.description, operation: "STOR", name: request.name, started: started)
+                    try await self.refuse(
+                        error.errorCode,
+                        error.description,
+                        operation: "STOR",
+                        name: request.name,
+                        started: started
+                    )
                     return
                 }
                 try await self.writer.write(.ok)
-                self.log(operation: "STOR", name: request.name, bytes: upload.transfer.receivedLength, started: started, result: "ok")
+                self.log(
+                    operation: "STOR",
+                    name: request.name,
+                    bytes: upload.transfer.receivedLength,
+                    started: started,
+                    result: "ok"
+                )
                 return
             default:
                 throw FerryProtocolError.unexpected(message.frameType, in: "during an upload")
@@ -314,7 +393,13 @@ struct ServerSession {
         name: String?,
         started: ContinuousClock.Instant
     ) async throws {
-        self.log(operation: operation, name: name, bytes: 0, started: started, result: "error \(code.rawValue): \(message)")
+        self.log(
+            operation: operation,
+            name: name,
+            bytes: 0,
+            started: started,
+            result: "error \(code.rawValue): \(message)"
+        )
         try await self.writer.write(.error(ErrorReply(code: code, message: message)))
     }
 
@@ -354,7 +439,8 @@ struct ServerSession {
         await self.reader.drain(upTo: 1 << 20)
     }
 
-    private func log(operation: String, name: String?, bytes: UInt64, started: ContinuousClock.Instant, result: String) {
+    private func log(operation: String, name: String?, bytes: UInt64, started: ContinuousClock.Instant, result: String)
+    {
         let elapsed = ContinuousClock.now - started
         var metadata: Logger.Metadata = [
             "operation": "\(operation)",

@@ -89,7 +89,10 @@ public struct FileLibrary: Sendable {
                 let entry = ListEntry(
                     name: name,
                     size: UInt64(clamping: info.st_size),
-                    modified: Self.nanoseconds(seconds: Int64(info.st_mtim.tv_sec), nanoseconds: Int64(info.st_mtim.tv_nsec))
+                    modified: Self.nanoseconds(
+                        seconds: Int64(info.st_mtim.tv_sec),
+                        nanoseconds: Int64(info.st_mtim.tv_nsec)
+                    )
                 )
                 entries.append((nameBytes, entry))
             }

@@ -54,7 +54,14 @@ enum Binaries {
         let stdin = Pipe()
         let stdout = Pipe()
         let stderr = Pipe()
-        let process = try self.launch(name, arguments, currentDirectory: currentDirectory, stdin: stdin, stdout: stdout, stderr: stderr)
+        let process = try self.launch(
+            name,
+            arguments,
+            currentDirectory: currentDirectory,
+            stdin: stdin,
+            stdout: stdout,
+            stderr: stderr
+        )
         if let input {
             stdin.fileHandleForWriting.write(Data(input.utf8))
         }

@@ -1,0 +1,23 @@
+import FerryProtocol
+public import NIOCore
+
+/// Socket settings server and client share, chosen for streaming large frames.
+public enum ChannelTuning {
+    /// NIO's default (32/64 KiB) is smaller than one DATA frame, so a sender would stop after every frame and
+    /// wait for the socket to drain completely: keeping about two frames queued lets the next file read overlap
+    /// the network write, while still bounding what a slow reader can make us hold.
+    public static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(
+        low: ProtocolLimits.defaultDataChunkLength,
+        high: 2 * ProtocolLimits.defaultDataChunkLength
+    )
+
+    /// Reads grow up to a quarter of a DATA frame at a time when data streams in, and stay small on idle
+    /// connections (NIO's adaptive default stops at 64 KiB).
+    public static var receiveAllocator: AdaptiveRecvByteBufferAllocator {
+        AdaptiveRecvByteBufferAllocator(
+            minimum: 1024,
+            initial: 16 * 1024,
+            maximum: ProtocolLimits.defaultDataChunkLength
+        )
+    }
+}

@@ -42,6 +42,7 @@ let package = Package(
             dependencies: [
                 "FerryProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),

@@ -236,24 +236,15 @@ public final class FerryConnection {
             case let other:
                 throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to STOR")
             }
-            var transfer = OutgoingTransfer()
             progress(0, size)
+            let transfer: OutgoingTransfer
             do {
-                let chunks = handle.readChunks(
-                    in: 0..<Int64(size),
-                    chunkLength: .bytes(Int64(self.writer.dataChunkLength))
-                )
-                for try await bytes in chunks {
-                    let chunk = DataChunk(bytes)
-                    transfer.record(chunk)
-                    try await self.writer.write(chunk)
-                    progress(transfer.sentLength, size)
-                }
-            } catch let error as FileSystemError {
+                transfer = try await self.writer.sendFile(handle, from: 0, to: size) { progress($0, size) }
+            } catch let error as FileReadError {
                 // Our own file failed us: tell the server to drop what it has, then report.
                 try await self.writer.write(.abort)
                 _ = try? await self.nextReply()
-                throw FerryClientError.localFile("reading '\(source)' failed: \(error.message)")
+                throw FerryClientError.localFile("reading '\(source)' failed: \(error)")
             }
             try await self.writer.write(.end(transfer.end))
             switch try await self.nextReply() {

@@ -167,33 +167,23 @@ struct ServerSession {
             )
             return
         }
-        var transfer = OutgoingTransfer()
+        let transfer: OutgoingTransfer
         do {
             try await self.writer.write(
                 .fileInfo(FileInfo(size: file.size, offset: request.offset, modified: file.modified))
             )
-            let chunks = file.handle.readChunks(
-                in: Int64(request.offset)..<Int64(file.size),
-                chunkLength: .bytes(Int64(self.writer.dataChunkLength))
-            )
-            do {
-                for try await bytes in chunks {
-                    let chunk = DataChunk(bytes)
-                    transfer.record(chunk)
-                    try await self.writer.write(chunk)
-                }
-            } catch let error as FileSystemError {
-                try? await file.handle.close()
-                try await self.refuse(
-                    .storageFailure,
-                    "reading '\(request.name)' failed: \(error.message)",
-                    operation: "RETR",
-                    name: request.name,
-                    started: started
-                )
-                return
-            }
+            transfer = try await self.writer.sendFile(file.handle, from: request.offset, to: file.size)
             try? await file.handle.close()
+        } catch let error as FileReadError {
+            try? await file.handle.close()
+            try await self.refuse(
+                .storageFailure,
+                "reading '\(request.name)' failed: \(error)",
+                operation: "RETR",
+                name: request.name,
+                started: started
+            )
+            return
         } catch {
             try? await file.handle.close()
             throw error

@@ -110,7 +110,9 @@ public final class FerryConnection {
         try Self.validateName(name)
         let target = FilePath(destination)
         if !overwrite, Self.localItemExists(target) {
-            throw FerryClientError.localFile("'\(destination)' already exists (use --force to replace it)")
+            throw FerryClientError.localFile(
+                "'\(destination)' already exists locally; not replaced (use --force to replace it)"
+            )
         }
         return try await self.guarded {
             try await self.writer.write(.retrieve(RetrieveRequest(name: name)))

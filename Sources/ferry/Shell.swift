@@ -17,8 +17,8 @@ struct Shell: AsyncParsableCommand {
     static let menu = """
         Commands:
           list          show the files in the library
-          get NAME      download NAME into the current folder
-          put PATH      upload the local file PATH (stored under its own name)
+          get NAME      download NAME into the current folder (add --force to replace a local file)
+          put PATH      upload the local file PATH under its own name (add --overwrite to replace)
           help          show this menu
           exit          leave (Ctrl-D works too)
         """
@@ -51,9 +51,11 @@ struct Shell: AsyncParsableCommand {
             case "list", "ls":
                 failures += await self.attempt { try await self.list(client) }
             case "get":
-                failures += await self.attempt { try await self.get(argument, client) }
+                let (name, force) = argument.strippingFlag("--force")
+                failures += await self.attempt { try await self.get(name, force: force, client) }
             case "put":
-                failures += await self.attempt { try await self.put(argument, client) }
+                let (path, overwrite) = argument.strippingFlag("--overwrite")
+                failures += await self.attempt { try await self.put(path, overwrite: overwrite, client) }
             default:
                 print("unknown command '\(command)'. Type 'help' for the list of commands.")
                 failures += 1
@@ -88,20 +90,20 @@ struct Shell: AsyncParsableCommand {
         print(ListingFormatter.table(entries), terminator: "")
     }
 
-    private func get(_ name: String, _ client: FerryClient) async throws {
+    private func get(_ name: String, force: Bool, _ client: FerryClient) async throws {
         guard !name.isEmpty else {
             print("usage: get NAME")
             throw ShellUsage()
         }
         let progress = ProgressBar(label: name)
         let bytes = try await client.withConnection { connection in
-            try await connection.get(name, to: name, overwrite: false, progress: progress.update)
+            try await connection.get(name, to: name, overwrite: force, progress: progress.update)
         }
         progress.finish()
         print("received \(name) (\(Sizes.describe(bytes)), verified)")
     }
 
-    private func put(_ path: String, _ client: FerryClient) async throws {
+    private func put(_ path: String, overwrite: Bool, _ client: FerryClient) async throws {
         guard !path.isEmpty else {
             print("usage: put PATH")
             throw ShellUsage()
@@ -109,7 +111,7 @@ struct Shell: AsyncParsableCommand {
         let name = Self.lastComponent(of: path)
         let progress = ProgressBar(label: name)
         let bytes = try await client.withConnection { connection in
-            try await connection.put(path, as: name, overwrite: false, progress: progress.update)
+            try await connection.put(path, as: name, overwrite: overwrite, progress: progress.update)
         }
         progress.finish()
         print("stored \(name) (\(Sizes.describe(bytes)), verified)")
@@ -129,6 +131,12 @@ private struct ShellUsage: Error, CustomStringConvertible {
 extension String {
     fileprivate func trimmingWhitespace() -> String {
         String(self.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
+    }
+
+    /// `my file.txt --force` → ("my file.txt", true): the flag may only come last, as names may contain spaces.
+    fileprivate func strippingFlag(_ flag: String) -> (String, Bool) {
+        guard self == flag || self.hasSuffix(" " + flag) else { return (self, false) }
+        return (String(self.dropLast(flag.count)).trimmingWhitespace(), true)
     }
 
     /// `get my file.txt` → ("get", "my file.txt"): names may contain spaces, so the argument is the rest of the line.

@@ -146,13 +146,19 @@ struct CommandLineTests {
         let session = try await Binaries.run(
             "ferry",
             ["--port", "\(daemon.port)"],
-            input: "help\nput p.txt\nlist\nget p.txt\nget nothing-here\nfrobnicate\nexit\n",
+            input:
+                "help\nput p.txt\nlist\nget p.txt\nget p.txt --force\nput p.txt --overwrite\nget nothing-here\nfrobnicate\nexit\n",
             currentDirectory: work
         )
         #expect(session.stdout.contains("get NAME"), "help prints the menu")
         #expect(session.stdout.contains("stored p.txt"))
         #expect(session.stdout.contains("1 file"))
         #expect(session.stderr.contains("'p.txt' already exists"), "get refuses to overwrite the local file")
+        #expect(session.stdout.contains("received p.txt"), "--force replaces the local file")
+        #expect(
+            session.stdout.components(separatedBy: "stored p.txt").count == 3,
+            "--overwrite replaces the remote one"
+        )
         #expect(session.stderr.contains("no such file: 'nothing-here'"))
         #expect(session.stdout.contains("unknown command 'frobnicate'"))
         #expect(session.status != 0, "a piped session with failures exits non-zero")

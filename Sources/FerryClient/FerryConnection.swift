@@ -193,7 +193,7 @@ public final class FerryConnection {
             )
             let info = try await handle.info()
             guard info.type == .regular else {
-                try? await handle.close()
+                try? await handle.closeRegardlessOfCancellation()
                 throw FerryClientError.localFile("'\(source)' is not a regular file")
             }
             size = UInt64(max(info.size, 0))
@@ -218,7 +218,7 @@ public final class FerryConnection {
         } catch {
             outcome = .failure(error)
         }
-        try? await handle.close()
+        try? await handle.closeRegardlessOfCancellation()
         return try outcome.get()
     }
 

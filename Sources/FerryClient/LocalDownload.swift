@@ -1,4 +1,5 @@
 import FerryProtocol
+import FerryTransport
 import NIOCore
 import _NIOFileSystem
 
@@ -59,7 +60,7 @@ final class LocalDownload {
     func commit(to target: FilePath, overwrite: Bool) async throws {
         do {
             try await self.handle.synchronize()
-            try await self.handle.close()
+            try await self.handle.closeRegardlessOfCancellation()
             self.open = false
         } catch {
             throw FerryClientError.localFile("cannot flush '\(self.path)': \(FerryConnection.describe(error))")
@@ -89,7 +90,7 @@ final class LocalDownload {
     /// Removes the temporary file. Never throws: it runs on failure paths.
     func discard() async {
         if self.open {
-            try? await self.handle.close(makeChangesVisible: false)
+            try? await self.handle.closeRegardlessOfCancellation()
             self.open = false
         }
         let temporary = self.path.string

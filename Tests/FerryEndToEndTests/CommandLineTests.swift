@@ -1,4 +1,6 @@
+import FerryProtocol
 import Foundation
+import NIOCore
 import Testing
 
 /// The two executables as people and scripts use them.
@@ -13,12 +15,13 @@ struct CommandLineTests {
 
         static func start(
             host: String = "127.0.0.1",
-            root: URL = Scratch.makeDirectory("library")
+            root: URL = Scratch.makeDirectory("library"),
+            extraArguments: [String] = []
         ) async throws -> Daemon {
             let output = Pipe()
             let process = try Binaries.launch(
                 "ferryd",
-                ["--root", root.path, "--host", host, "--port", "0"],
+                ["--root", root.path, "--host", host, "--port", "0"] + extraArguments,
                 stdout: output
             )
             // The first line says where it listens.
@@ -63,6 +66,21 @@ struct CommandLineTests {
         #expect(listing.status == 0, "\(listing.stderr)")
         #expect(listing.stdout.contains("empty"))
         #expect(daemon.stop() == 0)
+    }
+
+    @Test func anUploadStillRunningWhenTheGracePeriodEndsLeavesNothing() async throws {
+        let root = Scratch.makeDirectory("library")
+        let daemon = try await Daemon.start(root: root, extraArguments: ["--grace-period", "0.5"])
+        let stalled = try await RawConnection.handshaken(port: daemon.port)
+        try await stalled.send(.store(StoreRequest(name: "unfinished", size: 1000)))
+        guard case .ready? = try await stalled.next() else { throw TestFailure("no READY") }
+        try await stalled.send(.data(DataChunk(ByteBuffer(bytes: Array(repeating: 1, count: 500)))))
+        // The upload never finishes: SIGTERM, then the grace period runs out and ferryd exits on its own.
+        let started = ContinuousClock.now
+        #expect(daemon.stop() == 0)
+        #expect(ContinuousClock.now - started < .seconds(10))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root.path) == [], "no staging, nothing visible")
+        await stalled.close()
     }
 
     @Test func ferrydRemovesStagingLeftByACrash() async throws {

@@ -157,7 +157,7 @@ struct ServerSession {
             return
         }
         guard request.offset <= file.size else {
-            try? await file.handle.close()
+            try? await file.handle.closeRegardlessOfCancellation()
             try await self.refuse(
                 .invalidOffset,
                 "offset \(request.offset) is beyond the end of '\(request.name)' (\(file.size) bytes)",
@@ -173,9 +173,9 @@ struct ServerSession {
                 .fileInfo(FileInfo(size: file.size, offset: request.offset, modified: file.modified))
             )
             transfer = try await self.writer.sendFile(file.handle, from: request.offset, to: file.size)
-            try? await file.handle.close()
+            try? await file.handle.closeRegardlessOfCancellation()
         } catch let error as FileReadError {
-            try? await file.handle.close()
+            try? await file.handle.closeRegardlessOfCancellation()
             try await self.refuse(
                 .storageFailure,
                 "reading '\(request.name)' failed: \(error)",
@@ -185,7 +185,7 @@ struct ServerSession {
             )
             return
         } catch {
-            try? await file.handle.close()
+            try? await file.handle.closeRegardlessOfCancellation()
             throw error
         }
         guard transfer.sentLength == file.size - request.offset else {

@@ -1,4 +1,5 @@
 import FerryProtocol
+import FerryTransport
 import NIOCore
 public import NIOPosix
 public import _NIOFileSystem
@@ -126,7 +127,7 @@ public struct FileLibrary: Sendable {
         do {
             let info = try await handle.info()
             guard info.type == .regular else {
-                try? await handle.close()
+                try? await handle.closeRegardlessOfCancellation()
                 throw LibraryError.noSuchFile(name)
             }
             let modified = Self.nanoseconds(
@@ -137,7 +138,7 @@ public struct FileLibrary: Sendable {
         } catch let error as LibraryError {
             throw error
         } catch {
-            try? await handle.close()
+            try? await handle.closeRegardlessOfCancellation()
             throw LibraryError.storage("cannot inspect '\(name)': \(error)")
         }
     }
@@ -183,7 +184,7 @@ public struct FileLibrary: Sendable {
     func commit(_ staging: StagingFile, as name: String, overwrite: Bool) async throws {
         do {
             try await staging.handle.synchronize()
-            try await staging.handle.close()
+            try await staging.handle.closeRegardlessOfCancellation()
         } catch {
             await self.discard(staging, alreadyClosed: false)
             throw LibraryError.storage("cannot flush the upload to disk: \(error)")
@@ -226,7 +227,7 @@ public struct FileLibrary: Sendable {
     /// Closes and removes a staging file whose upload failed. Never throws: it runs on failure paths.
     func discard(_ staging: StagingFile, alreadyClosed: Bool = false) async {
         if !alreadyClosed {
-            try? await staging.handle.close()
+            try? await staging.handle.closeRegardlessOfCancellation()
         }
         let path = staging.path.string
         let removed = try? await self.threadPool.runIfActive { unlink(path) }

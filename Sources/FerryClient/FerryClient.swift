@@ -60,8 +60,19 @@ public struct FerryClient: Sendable {
         } catch {
             throw FerryClientError.unreachable(server: self.serverDescription, reason: "\(error)")
         }
-        let server = self.serverDescription
-        return try await channel.executeThenClose { inbound, outbound in
+        return try await Self.withConnection(over: channel, server: self.serverDescription, body)
+    }
+
+    /// Runs a session over a channel that is already connected: the same handshake, checks and EXIT as
+    /// ``withConnection(_:)``, for transports set up elsewhere and for in-memory channels in tests and fuzzing.
+    ///
+    /// - Parameter server: how to name the peer in error messages.
+    public static func withConnection<Result>(
+        over channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>,
+        server: String,
+        _ body: (FerryConnection) async throws -> Result
+    ) async throws -> Result {
+        try await channel.executeThenClose { inbound, outbound in
             let connection = FerryConnection(
                 reader: MessageReader(inbound),
                 writer: MessageWriter(outbound, allocator: channel.channel.allocator),

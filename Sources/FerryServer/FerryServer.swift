@@ -38,6 +38,8 @@ public struct FerryServer: Service {
             .serverChannelOption(.backlog, value: Int32(clamping: max(configuration.maximumConnections, 128)))
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // A client may shut down its sending side after its last request and still read the answers.
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.writeBufferWaterMark, value: ChannelTuning.writeBufferWaterMark)
             .childChannelOption(.recvAllocator, value: ChannelTuning.receiveAllocator)
             .bind(host: configuration.host, port: configuration.port) { channel in
@@ -85,7 +87,12 @@ public struct FerryServer: Service {
         self.logger.info("server stopped")
     }
 
-    private func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
+    /// Serves one connection from handshake to close; never throws, whatever the peer does.
+    ///
+    /// ``run()`` calls this for every accepted connection within the limit. It is public so that a connection
+    /// accepted elsewhere, or an in-memory channel in tests and fuzzing, gets exactly the same handling. The channel
+    /// should have its outbound half-closure enabled, so that a connection error is delivered before the close.
+    public func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
         var logger = self.logger
         logger[metadataKey: "peer"] = "\(connection.channel.remoteAddress?.displayString ?? "unknown")"
         logger.info("connection opened")

@@ -142,6 +142,24 @@ struct TransferTests {
         }
     }
 
+    @Test func aClientThatStopsSendingStillGetsItsAnswers() async throws {
+        try await TestServer.run { server in
+            try server.write("f", [1, 2, 3])
+            let connection = try await RawConnection.handshaken(port: server.port)
+            try await connection.send(.retrieve(RetrieveRequest(name: "f")))
+            try await connection.send(.list)
+            try await connection.finishSending()
+            guard case .fileInfo? = try await connection.next() else { throw TestFailure("no FILE_INFO") }
+            guard case .data(let chunk)? = try await connection.next() else { throw TestFailure("no DATA") }
+            #expect(Array(chunk.bytes.readableBytesView) == [1, 2, 3])
+            guard case .end? = try await connection.next() else { throw TestFailure("no END") }
+            guard case .listEntries(let entries)? = try await connection.next() else { throw TestFailure("no list") }
+            #expect(entries.map(\.name) == ["f"])
+            guard case .listEnd? = try await connection.next() else { throw TestFailure("no LIST_END") }
+            #expect(try await connection.next() == nil, "then the server closes")
+        }
+    }
+
     @Test func retrFromAnOffsetSendsTheRestWithItsOwnChecksum() async throws {
         try await TestServer.run { server in
             let bytes = Scratch.randomBytes(300_000, seed: 3)

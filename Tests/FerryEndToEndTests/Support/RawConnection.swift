@@ -95,6 +95,11 @@ final class RawConnection {
         return reply.code
     }
 
+    /// Shuts down the sending side only (TCP FIN), as a client does after its last request.
+    func finishSending() async throws {
+        try await self.channel.close(mode: .output)
+    }
+
     func close() async {
         try? await self.channel.close()
     }

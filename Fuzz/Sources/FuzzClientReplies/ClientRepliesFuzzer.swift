@@ -1,0 +1,70 @@
+// Harness 5: the client library facing arbitrary server replies (valid frames mostly, see WireScript), over an
+// in-memory channel, downloading into and uploading from a real folder.
+//
+// Invariants: the client never traps; nothing appears outside its folder; no temporary download survives; the
+// download target either does not exist or holds a file whose length and CRC-32 match an END the server sent;
+// the file it uploads is never modified.
+import FerryClient
+import FerryProtocol
+import Foundation
+import FuzzSupport
+import NIOCore
+
+private let sandbox = Sandbox(label: "client")
+private let uploadName = "upload.bin"
+private let uploadBytes = Data((0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+private let uploadSummary = EndOfData(length: 3000, crc32: CRC32.checksum([UInt8](uploadBytes)))
+
+/// Runs one empty session before fuzzing starts, so that process-wide singletons (NIO's thread pools, this file's
+/// globals) are created here and not mistaken for leaks of the first input.
+@_cdecl("LLVMFuzzerInitialize")
+public func initialize(
+    _ argc: UnsafeMutablePointer<CInt>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>
+) -> CInt {
+    var empty: [UInt8] = [4, 0, 0]
+    _ = fuzzClientReplies(&empty, empty.count)
+    return 0
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzClientReplies(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
+    var input = FuzzInput(start, count)
+    let operations = input.byte()
+    let script = WireScript(&input)
+    sandbox.reset(keeping: [uploadName])
+    let upload = sandbox.inner.appendingPathComponent(uploadName)
+    if sandbox.summary(of: uploadName) != uploadSummary {
+        try? uploadBytes.write(to: upload)
+    }
+    let target = sandbox.inner.appendingPathComponent("target").path
+    runBlocking {
+        guard let connection = try? await InMemoryConnection.make() else { fatalError("no in-memory channel") }
+        await connection.deliver(script.reads)
+        _ = try? await FerryClient.withConnection(over: connection.asyncChannel, server: "fuzz") { client in
+            // Up to four operations, chosen by the input, each allowed to fail.
+            for step in 0..<4 {
+                switch (operations >> (2 * step)) & 3 {
+                case 0: _ = try? await client.list()
+                case 1: _ = try? await client.get("file", to: target)
+                case 2: _ = try? await client.put(upload.path, as: "remote")
+                default: _ = try? await client.get("file", to: target, overwrite: true)
+                }
+            }
+        }
+        await connection.tearDown()
+    }
+    sandbox.checkNothingEscaped()
+    for name in sandbox.contents() {
+        switch name {
+        case uploadName:
+            precondition(sandbox.summary(of: uploadName) == uploadSummary, "the uploaded file changed")
+        case "target":
+            guard let summary = sandbox.summary(of: name) else { continue }
+            precondition(script.declaredEnds.contains(summary), "an unverified download was kept")
+        default:
+            preconditionFailure("an unexpected file was left behind: \(name)")
+        }
+    }
+    return 0
+}

@@ -1,0 +1,48 @@
+// Harness 1: the frame parser, fed arbitrary bytes at arbitrary splits.
+//
+// Invariants: it never traps; it never holds more than one frame plus the bytes not yet parsed; every frame it
+// returns re-serializes to exactly the bytes it came from (so nothing is invented or lost).
+import FerryProtocol
+import FuzzSupport
+import NIOCore
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzFrameParser(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
+    var input = FuzzInput(start, count)
+    // The first bytes choose the frame limit and the read sizes; the rest is the stream.
+    let limit = Int(input.integer(UInt16.self)) * 16
+    let splitSeed = Int(input.byte()) + 1
+    let stream = input.rest()
+
+    var parser = FrameParser(maximumPayloadLength: limit)
+    var position = 0
+    var read = 0
+    outer: while position < stream.count {
+        read += 1
+        let length = min(stream.count - position, (read * splitSeed) % 97 + 1)
+        parser.append(bytes: ByteBuffer(bytes: stream[position..<(position + length)]))
+        position += length
+        while true {
+            let frame: Frame?
+            do {
+                frame = try parser.nextFrame()
+            } catch {
+                break outer
+            }
+            guard let frame else { break }
+            precondition(frame.payload.readableBytes <= limit, "a frame above the limit was returned")
+            // The frame just returned ends where the unparsed bytes begin (optional frames the parser skipped may
+            // lie before it), and must re-serialize to exactly those bytes.
+            var reencoded = ByteBuffer()
+            FrameSerializer.serialize(frame, into: &reencoded)
+            let end = position - parser.bufferedByteCount
+            precondition(
+                Array(stream[(end - reencoded.readableBytes)..<end]) == Array(reencoded.readableBytesView),
+                "a frame differs from the bytes it was parsed from"
+            )
+            _ = try? Message(decoding: frame)
+        }
+        precondition(parser.bufferedByteCount <= max(limit, 0) + FrameLayout.overhead + 97, "the parser holds more than one frame")
+    }
+    return 0
+}

@@ -47,9 +47,8 @@ public struct FerryClient: Sendable {
                 .connectTimeout(.seconds(10))
                 .connect(host: self.host, port: self.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandlers(
-                            IdleStateHandler(allTimeout: idle),
-                            IdleTimeoutHandler(lingerTimeout: .seconds(1))
+                        try channel.pipeline.syncOperations.addHandler(
+                            IdleTimeoutHandler(timeout: idle, lingerTimeout: .seconds(1))
                         )
                         return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
                             wrappingChannelSynchronously: channel,

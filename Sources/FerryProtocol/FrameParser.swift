@@ -22,10 +22,6 @@ public struct FrameParser: Sendable {
     private var buffer: ByteBuffer
     private var failure: FerryProtocolError?
 
-    /// Consumed bytes are discarded once this many have accumulated, so a long connection does not grow
-    /// its buffer without end, yet a typical read is not memmoved for every frame.
-    private static let discardThreshold = 64 * 1024
-
     public init(maximumPayloadLength: Int) {
         self.maximumPayloadLength = Self.clamp(maximumPayloadLength)
         self.buffer = ByteBuffer()
@@ -66,6 +62,7 @@ public struct FrameParser: Sendable {
         do throws(FerryProtocolError) {
             while true {
                 guard let frame = try self.parseFrame() else {
+                    self.compact()
                     return nil
                 }
                 if frame.type.isKnown {
@@ -122,10 +119,33 @@ public struct FrameParser: Sendable {
 
     private mutating func reclaimConsumedBytes() {
         if self.buffer.readableBytes == 0 {
-            // Drop the storage entirely: the returned payload keeps it alive only as long as it needs to.
+            // Drop the storage entirely: the returned payloads keep it alive only as long as they need to.
             self.buffer = ByteBuffer()
-        } else if self.buffer.readerIndex >= Self.discardThreshold {
-            self.buffer.discardReadBytes()
         }
+    }
+
+    /// Called when only part of a frame is buffered: moves that part to storage of its own, sized for the whole
+    /// frame once its header is in. The reads that complete the frame are then copied exactly once, the storage
+    /// shared with payloads already returned is released, and the buffer never holds more than one frame.
+    private mutating func compact() {
+        guard self.buffer.readerIndex > 0 || self.buffer.capacity < self.expectedFrameLength else { return }
+        var partial = self.buffer
+        // Reserve for the whole frame up to the size of a normal DATA frame: a peer that announces a large frame and
+        // then trickles cannot make every connection hold the maximum in advance.
+        let reserve = min(self.expectedFrameLength, ProtocolLimits.defaultDataChunkLength + FrameLayout.overhead)
+        var fresh = ByteBufferAllocator().buffer(capacity: max(partial.readableBytes, reserve))
+        fresh.writeBuffer(&partial)
+        self.buffer = fresh
+    }
+
+    /// The whole size of the frame being received, once its header is in (and within the limit); otherwise what
+    /// is buffered.
+    private var expectedFrameLength: Int {
+        guard let declared = self.buffer.getInteger(at: self.buffer.readerIndex + 2, as: UInt64.self),
+            declared <= UInt64(self.maximumPayloadLength)
+        else {
+            return self.buffer.readableBytes
+        }
+        return FrameLayout.overhead + Int(declared)
     }
 }

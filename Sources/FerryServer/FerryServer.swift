@@ -44,9 +44,11 @@ public struct FerryServer: Service {
             .childChannelOption(.recvAllocator, value: ChannelTuning.receiveAllocator)
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers(
-                        IdleStateHandler(allTimeout: TimeAmount(configuration.idleTimeout)),
-                        IdleTimeoutHandler(lingerTimeout: TimeAmount(configuration.lingerTimeout))
+                    try channel.pipeline.syncOperations.addHandler(
+                        IdleTimeoutHandler(
+                            timeout: TimeAmount(configuration.idleTimeout),
+                            lingerTimeout: TimeAmount(configuration.lingerTimeout)
+                        )
                     )
                     return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
                         wrappingChannelSynchronously: channel,

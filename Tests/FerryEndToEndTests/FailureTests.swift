@@ -181,7 +181,7 @@ struct FailureTests {
 
     @Test func anIdleOrStalledConnectionIsClosedWithIdleTimeout() async throws {
         var configuration = ServerConfiguration()
-        configuration.idleTimeout = .seconds(1)
+        configuration.idleTimeout = .seconds(2)
         try await TestServer.run(configuration: configuration) { server in
             let idle = try await RawConnection.handshaken(port: server.port)
             #expect(try await idle.expectError() == .idleTimeout)
@@ -201,10 +201,10 @@ struct FailureTests {
 
     @Test func aTransferThatKeepsMovingIsNeverIdle() async throws {
         var configuration = ServerConfiguration()
-        configuration.idleTimeout = .seconds(1)
+        configuration.idleTimeout = .seconds(2)
         try await TestServer.run(configuration: configuration) { server in
-            // 3 s of trickling, three times the timeout, one byte every 100 ms.
-            let bytes = Scratch.randomBytes(30, seed: 5)
+            // 5 s of trickling, two and a half times the timeout, one byte every 100 ms.
+            let bytes = Scratch.randomBytes(50, seed: 5)
             let moving = try await self.startUploadTrickling(bytes, server: server)
             #expect(try await moving.next() == .ok)
             #expect(try server.contents(of: "trickle") == bytes)

@@ -50,7 +50,7 @@ struct ServerSession {
                     message = try await self.reader.next()
                 } catch let error as FerryProtocolError where error.kind == .invalidName {
                     // The frame was intact; only the name is unacceptable.
-                    self.log(operation: "request", name: nil, bytes: 0, started: .now, result: error.detail)
+                    self.log(RequestRecord(operation: "request", name: nil), bytes: 0, result: error.detail)
                     try await self.writer.write(.error(ErrorReply(code: .invalidName, message: error.detail)))
                     continue
                 }
@@ -94,17 +94,16 @@ struct ServerSession {
 
     /// Handles one request; `false` when the session is over (EXIT).
     private mutating func handle(_ message: Message) async throws -> Bool {
-        let started = ContinuousClock.now
         switch message {
         case .list:
-            try await self.list(started: started)
+            try await self.list(RequestRecord(operation: "LIST", name: nil))
         case .retrieve(let request):
-            try await self.retrieve(request, started: started)
+            try await self.retrieve(request, RequestRecord(operation: "RETR", name: request.name))
         case .store(let request):
-            try await self.store(request, started: started)
+            try await self.store(request, RequestRecord(operation: "STOR", name: request.name))
         case .exit:
             try await self.writer.write(.ok)
-            self.log(operation: "EXIT", name: nil, bytes: 0, started: started, result: "ok")
+            self.log(RequestRecord(operation: "EXIT", name: nil), bytes: 0, result: "ok")
             return false
         default:
             throw FerryProtocolError.unexpected(message.frameType, in: "when a request is expected")
@@ -112,12 +111,12 @@ struct ServerSession {
         return true
     }
 
-    private func list(started: ContinuousClock.Instant) async throws {
+    private func list(_ record: RequestRecord) async throws {
         let entries: [ListEntry]
         do {
             entries = try await self.library.list()
         } catch let error as LibraryError {
-            try await self.refuse(error.errorCode, error.description, operation: "LIST", name: nil, started: started)
+            try await self.refuse(error, record)
             return
         }
         // Fill each LIST_ENTRIES frame up to the client's limit (and at most 256 KiB, to keep frames modest).
@@ -139,21 +138,15 @@ struct ServerSession {
         }
         messages.append(.listEnd(ListEnd(count: UInt64(entries.count))))
         try await self.writer.write(messages)
-        self.log(operation: "LIST", name: nil, bytes: UInt64(entries.count), started: started, result: "ok")
+        self.log(record, bytes: UInt64(entries.count), result: "ok")
     }
 
-    private func retrieve(_ request: RetrieveRequest, started: ContinuousClock.Instant) async throws {
+    private func retrieve(_ request: RetrieveRequest, _ record: RequestRecord) async throws {
         let file: ReadableFile
         do {
             file = try await self.library.openForReading(request.name)
         } catch let error as LibraryError {
-            try await self.refuse(
-                error.errorCode,
-                error.description,
-                operation: "RETR",
-                name: request.name,
-                started: started
-            )
+            try await self.refuse(error, record)
             return
         }
         guard request.offset <= file.size else {
@@ -161,9 +154,7 @@ struct ServerSession {
             try await self.refuse(
                 .invalidOffset,
                 "offset \(request.offset) is beyond the end of '\(request.name)' (\(file.size) bytes)",
-                operation: "RETR",
-                name: request.name,
-                started: started
+                record
             )
             return
         }
@@ -176,13 +167,7 @@ struct ServerSession {
             try? await file.handle.closeRegardlessOfCancellation()
         } catch let error as FileReadError {
             try? await file.handle.closeRegardlessOfCancellation()
-            try await self.refuse(
-                .storageFailure,
-                "reading '\(request.name)' failed: \(error)",
-                operation: "RETR",
-                name: request.name,
-                started: started
-            )
+            try await self.refuse(.storageFailure, "reading '\(request.name)' failed: \(error)", record)
             return
         } catch {
             try? await file.handle.closeRegardlessOfCancellation()
@@ -190,20 +175,14 @@ struct ServerSession {
         }
         guard transfer.sentLength == file.size - request.offset else {
             // The file shrank while being read: END would be a lie.
-            try await self.refuse(
-                .storageFailure,
-                "'\(request.name)' changed while being sent",
-                operation: "RETR",
-                name: request.name,
-                started: started
-            )
+            try await self.refuse(.storageFailure, "'\(request.name)' changed while being sent", record)
             return
         }
         try await self.writer.write(.end(transfer.end))
-        self.log(operation: "RETR", name: request.name, bytes: transfer.sentLength, started: started, result: "ok")
+        self.log(record, bytes: transfer.sentLength, result: "ok")
     }
 
-    private mutating func store(_ request: StoreRequest, started: ContinuousClock.Instant) async throws {
+    private mutating func store(_ request: StoreRequest, _ record: RequestRecord) async throws {
         let refusal: (ErrorCode, String)? =
             if !StoreOptions.known.isSuperset(of: request.options) {
                 (.unsupported, "unknown STOR options 0x\(String(request.options.rawValue, radix: 16))")
@@ -220,37 +199,25 @@ struct ServerSession {
                 nil
             }
         if let (code, message) = refusal {
-            try await self.refuse(code, message, operation: "STOR", name: request.name, started: started)
+            try await self.refuse(code, message, record)
             return
         }
         let staging: StagingFile
         do {
             staging = try await self.library.createStagingFile()
         } catch let error as LibraryError {
-            try await self.refuse(
-                error.errorCode,
-                error.description,
-                operation: "STOR",
-                name: request.name,
-                started: started
-            )
+            try await self.refuse(error, record)
             return
         }
         var upload = Upload(staging: staging, transfer: IncomingTransfer(expectedLength: request.size))
         do {
             try await self.writer.write(.ready(Ready(offset: 0)))
-            try await self.receive(&upload, request: request, started: started)
+            try await self.receive(&upload, request: request, record)
         } catch {
             if upload.stagingOpen {
                 await self.library.discard(upload.staging)
             }
-            self.log(
-                operation: "STOR",
-                name: request.name,
-                bytes: upload.transfer.receivedLength,
-                started: started,
-                result: "failed: \(error)"
-            )
+            self.log(record, bytes: upload.transfer.receivedLength, result: "failed: \(error)")
             throw error
         }
     }
@@ -267,7 +234,7 @@ struct ServerSession {
     private mutating func receive(
         _ upload: inout Upload,
         request: StoreRequest,
-        started: ContinuousClock.Instant
+        _ record: RequestRecord
     ) async throws {
         var offset: Int64 = 0
         while true {
@@ -285,8 +252,7 @@ struct ServerSession {
                         &upload,
                         error.errorCode,
                         error.description,
-                        request: request,
-                        started: started
+                        record
                     )
                     continue
                 }
@@ -298,8 +264,7 @@ struct ServerSession {
                         &upload,
                         .storageFailure,
                         "writing the upload failed: \(error)",
-                        request: request,
-                        started: started
+                        record
                     )
                 }
             case .end where upload.refused, .abort where upload.refused:
@@ -309,8 +274,7 @@ struct ServerSession {
                     &upload,
                     .aborted,
                     "the upload of '\(request.name)' was aborted by the client",
-                    request: request,
-                    started: started
+                    record
                 )
                 return
             case .end(let end):
@@ -321,8 +285,7 @@ struct ServerSession {
                         &upload,
                         error.errorCode,
                         "'\(request.name)' not stored: \(error)",
-                        request: request,
-                        started: started
+                        record
                     )
                     return
                 }
@@ -334,23 +297,11 @@ struct ServerSession {
                         overwrite: request.options.contains(.overwrite)
                     )
                 } catch let error as LibraryError {
-                    try await self.refuse(
-                        error.errorCode,
-                        error.description,
-                        operation: "STOR",
-                        name: request.name,
-                        started: started
-                    )
+                    try await self.refuse(error, record)
                     return
                 }
                 try await self.writer.write(.ok)
-                self.log(
-                    operation: "STOR",
-                    name: request.name,
-                    bytes: upload.transfer.receivedLength,
-                    started: started,
-                    result: "ok"
-                )
+                self.log(record, bytes: upload.transfer.receivedLength, result: "ok")
                 return
             default:
                 throw FerryProtocolError.unexpected(message.frameType, in: "during an upload")
@@ -363,34 +314,26 @@ struct ServerSession {
         _ upload: inout Upload,
         _ code: ErrorCode,
         _ message: String,
-        request: StoreRequest,
-        started: ContinuousClock.Instant
+        _ record: RequestRecord
     ) async throws {
         upload.refused = true
         if upload.stagingOpen {
             upload.stagingOpen = false
             await self.library.discard(upload.staging)
         }
-        try await self.refuse(code, message, operation: "STOR", name: request.name, started: started)
+        try await self.refuse(code, message, record)
     }
 
     // MARK: - Errors
 
-    private func refuse(
-        _ code: ErrorCode,
-        _ message: String,
-        operation: String,
-        name: String?,
-        started: ContinuousClock.Instant
-    ) async throws {
-        self.log(
-            operation: operation,
-            name: name,
-            bytes: 0,
-            started: started,
-            result: "error \(code.rawValue): \(message)"
-        )
+    /// Answers a request with a request error: the connection stays usable.
+    private func refuse(_ code: ErrorCode, _ message: String, _ record: RequestRecord) async throws {
+        self.log(record, bytes: 0, result: "error \(code.rawValue): \(message)")
         try await self.writer.write(.error(ErrorReply(code: code, message: message)))
+    }
+
+    private func refuse(_ error: LibraryError, _ record: RequestRecord) async throws {
+        try await self.refuse(error.errorCode, error.description, record)
     }
 
     /// Ends the session on a connection-level failure: tells the client why when it can, then closes.
@@ -429,18 +372,25 @@ struct ServerSession {
         await self.reader.drain(upTo: 1 << 20)
     }
 
-    private func log(operation: String, name: String?, bytes: UInt64, started: ContinuousClock.Instant, result: String)
-    {
-        let elapsed = ContinuousClock.now - started
+    /// The request's log line: peer (in the logger's metadata), operation, name, bytes, duration and result.
+    private func log(_ record: RequestRecord, bytes: UInt64, result: String) {
+        let elapsed = ContinuousClock.now - record.started
         var metadata: Logger.Metadata = [
-            "operation": "\(operation)",
+            "operation": "\(record.operation)",
             "bytes": "\(bytes)",
             "duration_ms": "\(elapsed.milliseconds)",
             "result": "\(result)",
         ]
-        if let name {
+        if let name = record.name {
             metadata["name"] = "\(name)"
         }
         self.logger.info("request", metadata: metadata)
     }
+}
+
+/// What a request's log line says about it, gathered as the request is handled.
+private struct RequestRecord {
+    let operation: String
+    let name: String?
+    let started = ContinuousClock.now
 }

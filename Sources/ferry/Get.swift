@@ -3,32 +3,53 @@ import FerryClient
 
 struct Get: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Download a file.",
-        discussion:
-            "The file is written to a temporary file beside the target and renamed only once its length and CRC-32 are verified."
+        abstract: "Download one or more files, over one connection.",
+        discussion: """
+            Each file is written to a temporary file beside its target and renamed only once its length and CRC-32 \
+            are verified. With several names, --output names a folder.
+            """
     )
 
     @OptionGroup var connection: ConnectionOptions
 
-    @Argument(help: "The name of the file on the server.")
-    var name: String
+    @Argument(help: "The names of the files on the server.")
+    var names: [String]
 
-    @Option(name: [.short, .long], help: "Where to write it (default: the same name in the current folder).")
+    @Option(
+        name: [.short, .long],
+        help: "Where to write the file (default: the same name in the current folder); a folder with several names."
+    )
     var output: String?
 
-    @Flag(help: "Replace the local file if it exists.")
+    @Flag(help: "Replace local files that exist.")
     var force = false
+
+    func validate() throws {
+        guard !self.names.isEmpty else { throw ValidationError("name at least one file to download") }
+    }
+
+    func destination(for name: String) -> String {
+        guard let output = self.output else { return name }
+        return self.names.count == 1 ? output : output + "/" + name
+    }
 
     func run() async throws {
         try await Failure.exitOnFailure {
             let client = FerryClient(host: self.connection.host, port: self.connection.port)
-            let destination = self.output ?? self.name
-            let progress = ProgressBar(label: self.name)
-            let bytes = try await client.withConnection { connection in
-                try await connection.get(self.name, to: destination, overwrite: self.force, progress: progress.update)
+            try await client.withConnection { connection in
+                for name in self.names {
+                    let destination = self.destination(for: name)
+                    let progress = ProgressBar(label: name)
+                    let bytes = try await connection.get(
+                        name,
+                        to: destination,
+                        overwrite: self.force,
+                        progress: progress.update
+                    )
+                    progress.finish()
+                    print("received \(name) → \(destination) (\(Sizes.describe(bytes)), verified)")
+                }
             }
-            progress.finish()
-            print("received \(self.name) → \(destination) (\(Sizes.describe(bytes)), verified)")
         }
     }
 }

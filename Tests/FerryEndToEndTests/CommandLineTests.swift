@@ -151,6 +151,32 @@ struct CommandLineTests {
         #expect(bad.status != 0)
         #expect(bad.stderr.contains("invalid name"))
 
+        // Several files in one session each way.
+        for index in 0..<3 {
+            try Data("file \(index)".utf8).write(to: work.appendingPathComponent("many-\(index)"))
+        }
+        let putMany = try await Binaries.run(
+            "ferry",
+            ["put", "many-0", "many-1", "many-2"] + port,
+            currentDirectory: work
+        )
+        #expect(putMany.status == 0, "\(putMany.stderr)")
+        try FileManager.default.createDirectory(
+            at: work.appendingPathComponent("back"),
+            withIntermediateDirectories: true
+        )
+        let getMany = try await Binaries.run(
+            "ferry",
+            ["get", "many-0", "many-1", "many-2", "-o", "back"] + port,
+            currentDirectory: work
+        )
+        #expect(getMany.status == 0, "\(getMany.stderr)")
+        for index in 0..<3 {
+            #expect(
+                try Data(contentsOf: work.appendingPathComponent("back/many-\(index)")) == Data("file \(index)".utf8)
+            )
+        }
+
         let unreachable = try await Binaries.run("ferry", ["list", "--port", "1"])
         #expect(unreachable.status != 0)
         #expect(unreachable.stderr.hasPrefix("ferry: server unreachable"))

@@ -1,0 +1,596 @@
+#!/usr/bin/env python3
+"""Ferry against the seed, vsftpd and pyftpdlib: same machine, same run, interleaved, medians.
+
+Run through Benchmarks/run.sh, which installs the peers and builds Ferry. Each measurement runs every system in
+turn (A B C D, A B C D, ...) `--rounds` times and reports medians; only ratios from one run mean anything on a
+shared machine. Every client writes what it downloads to a file on the same filesystem as the server's library.
+"""
+import argparse, hashlib, json, os, platform, shutil, signal, socket, statistics, struct, subprocess, sys
+import tempfile, threading, time, zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+MiB = 1 << 20
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def run(args, cwd=None, stdin=None, check=True):
+    result = subprocess.run(args, cwd=cwd, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, args[:3]))}… failed: {result.stderr.decode(errors='replace')[-300:]}")
+    return result
+
+
+def tree_rss_kib(pid):
+    """Resident memory of a process and all its descendants (vsftpd forks one per session)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                children.setdefault(int(fields[1]), []).append(int(entry))
+            except OSError:
+                pass
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+        stack += children.get(current, [])
+    return total
+
+
+class PeakSampler:
+    """Samples a process tree's RSS every 20 ms while a block runs."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.running = pid, 0, True
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def loop(self):
+        while self.running:
+            self.peak = max(self.peak, tree_rss_kib(self.pid))
+            time.sleep(0.02)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, tree_rss_kib(self.pid))
+
+
+# MARK: - Systems
+
+class System:
+    name = "?"
+
+    def __init__(self, work):
+        self.library = os.path.join(work, self.name, "library")
+        self.client = os.path.join(work, self.name, "client")
+        os.makedirs(self.library)
+        os.makedirs(self.client)
+        os.chmod(self.library, 0o777)
+        self.port = free_port()
+        self.process = None
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def clear_client(self):
+        shutil.rmtree(self.client)
+        os.makedirs(self.client)
+
+
+class Ferry(System):
+    name = "ferry"
+
+    def __init__(self, work, bin_dir):
+        super().__init__(work)
+        self.bin = bin_dir
+        self.process = subprocess.Popen(
+            [os.path.join(bin_dir, "ferryd"), "--root", self.library, "--host", "127.0.0.1", "--port",
+             str(self.port), "--log-level", "error"], stdout=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def ferry(self, *args, cwd=None):
+        return run([os.path.join(self.bin, "ferry")] + list(args) + ["--port", str(self.port)], cwd=cwd)
+
+    def retr(self, name):
+        self.ferry("get", name, "--output", os.path.join(self.client, name), "--force")
+
+    def stor(self, path):
+        self.ferry("put", path, "--overwrite")
+
+    def get_many(self, names):
+        self.ferry("get", *names, "--output", self.client, "--force")
+
+    def put_many(self, paths):
+        self.ferry("put", *paths, "--overwrite")
+
+    def list(self):
+        with open(os.path.join(self.client, "listing"), "wb") as out:
+            subprocess.run([os.path.join(self.bin, "ferry"), "list", "--port", str(self.port)], stdout=out, check=True)
+
+    def session(self, name):
+        return FerrySession(self.port, name, self.client)
+
+
+class FTPPeer(System):
+    """An FTP server driven with curl (single transfers) and lftp (many files), as issue 5 prescribes."""
+
+    def url(self, path=""):
+        return f"ftp://127.0.0.1:{self.port}/{path}"
+
+    def retr(self, name):
+        run(["curl", "-s", "-S", "-o", os.path.join(self.client, name), self.url(name)])
+
+    def stor(self, path):
+        run(["curl", "-s", "-S", "-T", path, self.url(os.path.basename(path))])
+
+    def lftp(self, command):
+        run(["lftp", "-c", f"set net:max-retries 1; set xfer:clobber on; open {self.url()}; {command}"])
+
+    def get_many(self, names):
+        self.lftp(f"mirror --no-perms --parallel=1 / {self.client}/mirror")
+
+    def put_many(self, paths):
+        directory = os.path.dirname(paths[0])
+        self.lftp(f"mirror -R --no-perms --parallel=1 {directory} /")
+
+    def list(self):
+        run(["curl", "-s", "-S", "-o", os.path.join(self.client, "listing"), self.url()])
+
+    def session(self, name):
+        return FTPSession(self.port, name, self.client)
+
+
+class Vsftpd(FTPPeer):
+    name = "vsftpd"
+
+    def __init__(self, work):
+        super().__init__(work)
+        empty = os.path.join(work, "vsftpd-empty")
+        os.makedirs(empty, exist_ok=True)
+        config = os.path.join(work, "vsftpd.conf")
+        pasv = 30000 + (self.port % 20) * 1000
+        with open(config, "w") as f:
+            f.write(f"""listen=YES
+listen_ipv6=NO
+listen_address=127.0.0.1
+listen_port={self.port}
+background=NO
+anonymous_enable=YES
+local_enable=NO
+no_anon_password=YES
+anon_root={self.library}
+write_enable=YES
+anon_upload_enable=YES
+anon_mkdir_write_enable=YES
+anon_other_write_enable=YES
+anon_world_readable_only=NO
+anon_umask=022
+pasv_enable=YES
+pasv_address=127.0.0.1
+pasv_min_port={pasv}
+pasv_max_port={pasv + 999}
+max_clients=5000
+max_per_ip=5000
+seccomp_sandbox=NO
+run_as_launching_user=YES
+xferlog_enable=NO
+secure_chroot_dir={empty}
+""")
+        self.process = subprocess.Popen(["vsftpd", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+
+class Pyftpdlib(FTPPeer):
+    name = "pyftpdlib"
+
+    def __init__(self, work):
+        super().__init__(work)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pyftpdlib", "-i", "127.0.0.1", "-p", str(self.port), "-w", "-d", self.library],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+
+class Seed(System):
+    """The teaching example: one transfer per client process; its STOR is done when the server has every byte."""
+    name = "seed"
+
+    def __init__(self, work, seed_dir):
+        super().__init__(work)
+        self.seed_dir = seed_dir
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.join(seed_dir, "seed_server.py"), str(self.port), self.library + "/"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def client_run(self, commands):
+        run([sys.executable, os.path.join(self.seed_dir, "seed_client.py"), str(self.port)], cwd=self.client,
+            stdin=commands.encode(), check=False)
+
+    def retr(self, name):
+        self.client_run(f"get {name}\nexit\n")
+
+    def stor(self, path):
+        target = os.path.join(self.library, os.path.basename(path))
+        if os.path.exists(target):
+            os.remove(target)  # the seed refuses existing names
+        size = os.path.getsize(path)
+        started = time.time()
+        self.client_run(f"put {path}\nexit\n")
+        # Done when the server has written every byte, or (the seed loses tails) when the file stops growing.
+        last_size, last_change = -1, time.time()
+        while True:
+            current = os.path.getsize(target) if os.path.exists(target) else -1
+            if current != last_size:
+                last_size, last_change = current, time.time()
+            if current >= size or time.time() - last_change > 1:
+                break
+            time.sleep(0.005)
+        if last_size != size:
+            self.lost_bytes = getattr(self, "lost_bytes", 0) + size - max(last_size, 0)
+        return last_change - started
+
+    def list(self):
+        self.client_run("list\nexit\n")
+
+
+# MARK: - Concurrent sessions
+
+class FerrySession:
+    """A minimal Ferry client (SPEC.md) for the many-sessions test: connect and handshake, then RETR on demand."""
+
+    def __init__(self, port, name, directory):
+        self.port, self.name, self.directory = port, name, directory
+
+    @staticmethod
+    def frame(kind, payload):
+        header = struct.pack(">BBQ", kind, 0, len(payload))
+        return header + payload + struct.pack(">I", zlib.crc32(header + payload))
+
+    def connect(self):
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
+        hello = struct.pack(">HHQQ", 1, 1, 1 << 20, (1 << 64) - 1)
+        self.sock.sendall(b"\x89FERRY\r\n" + self.frame(0x01, hello))
+        self.buffer = b""
+        if self.read(8) != b"\x89FERRY\r\n":
+            raise RuntimeError("no magic")
+        kind, _ = self.next_frame()
+        if kind != 0x01:
+            raise RuntimeError(f"server answered {kind:#x} instead of HELLO")
+
+    def read(self, count):
+        while len(self.buffer) < count:
+            started = time.time()
+            data = self.sock.recv(1 << 20)
+            self.longest_wait = max(getattr(self, "longest_wait", 0), time.time() - started)
+            if not data:
+                raise RuntimeError("connection closed")
+            self.buffer += data
+        out, self.buffer = self.buffer[:count], self.buffer[count:]
+        return out
+
+    def next_frame(self):
+        header = self.read(10)
+        kind, _, length = struct.unpack(">BBQ", header)
+        payload = self.read(length)
+        (crc,) = struct.unpack(">I", self.read(4))
+        if crc != zlib.crc32(header + payload):
+            raise RuntimeError("bad CRC")
+        return kind, payload
+
+    def transfer(self):
+        name = self.name.encode()
+        self.sock.sendall(self.frame(0x11, struct.pack(">QH", 0, len(name)) + name))
+        kind, _ = self.next_frame()
+        if kind != 0x24:
+            raise RuntimeError(f"RETR answered {kind:#x}")
+        crc, length = 0, 0
+        with open(os.path.join(self.directory, f"{self.name}.{id(self)}"), "wb") as out:
+            while True:
+                kind, payload = self.next_frame()
+                if kind == 0x30:
+                    crc, length = zlib.crc32(payload, crc), length + len(payload)
+                    out.write(payload)
+                elif kind == 0x31:
+                    if struct.unpack(">QI", payload) != (length, crc):
+                        raise RuntimeError("whole-file check failed")
+                    break
+                else:
+                    raise RuntimeError(f"unexpected frame {kind:#x}")
+        self.sock.close()
+
+
+class FTPSession:
+    def __init__(self, port, name, directory):
+        self.port, self.name, self.directory = port, name, directory
+
+    def connect(self):
+        import ftplib
+        self.ftp = ftplib.FTP()
+        self.ftp.connect("127.0.0.1", self.port, timeout=60)
+        self.ftp.login()
+
+    def transfer(self):
+        self.longest_wait = 0
+        last = [time.time()]
+        with open(os.path.join(self.directory, f"{self.name}.{id(self)}"), "wb") as out:
+            def write(block):
+                now = time.time()
+                self.longest_wait = max(self.longest_wait, now - last[0])
+                last[0] = now
+                out.write(block)
+            self.ftp.retrbinary(f"RETR {self.name}", write, blocksize=1 << 16)
+        self.ftp.quit()
+
+
+def concurrent_sessions(system, count, name):
+    """All sessions connect first, then all transfer at once: wall time, failures, stalls over 1 s, peak RSS."""
+    sessions = [system.session(name) for _ in range(count)]
+    failures, stalls = [0], [0]
+    lock = threading.Lock()
+    connected = threading.Barrier(count + 1)
+    finished = threading.Barrier(count + 1)
+
+    def worker(session):
+        ok = True
+        try:
+            session.connect()
+        except Exception:
+            ok = False
+        try:
+            connected.wait(120)
+        except threading.BrokenBarrierError:
+            pass
+        if ok:
+            try:
+                session.transfer()
+                if getattr(session, "longest_wait", 0) > 1:
+                    with lock:
+                        stalls[0] += 1
+            except Exception:
+                ok = False
+        if not ok:
+            with lock:
+                failures[0] += 1
+        try:
+            finished.wait(300)
+        except threading.BrokenBarrierError:
+            pass
+
+    threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in sessions]
+    with PeakSampler(system.pid) as sampler:
+        for t in threads:
+            t.start()
+        connected.wait(120)
+        started = time.time()
+        finished.wait(300)
+        wall = time.time() - started
+    system.clear_client()
+    return {"wall_s": wall, "failures": failures[0], "stalls": stalls[0], "peak_rss_mib": sampler.peak / 1024}
+
+
+# MARK: - Measurements
+
+def timed(action):
+    """Seconds the action took (or the duration it reports itself, when completion is not its return)."""
+    started = time.time()
+    reported = action()
+    return reported if isinstance(reported, float) else time.time() - started
+
+
+def make_file(path, size):
+    with open(path, "wb") as out:
+        remaining = size
+        block = os.urandom(min(size, 4 * MiB)) if size else b""
+        while remaining > 0:
+            out.write(block[:remaining])
+            remaining -= len(block[:remaining])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", required=True)
+    parser.add_argument("--seed", default=os.path.join(ROOT, "..", "shared", "seed"))
+    parser.add_argument("--base", default="/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir())
+    parser.add_argument("--label", default="tmpfs")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bulk-mib", type=int, default=1024)
+    parser.add_argument("--small-files", type=int, default=1000)
+    parser.add_argument("--list-entries", type=int, default=10000)
+    parser.add_argument("--sessions", default="200,1000")
+    parser.add_argument("--memory-gib", type=int, default=4)
+    parser.add_argument("--raw", default=os.path.join(HERE, "results", "latest.json"))
+    args = parser.parse_args()
+
+    work = tempfile.mkdtemp(prefix="ferry-bench-", dir=args.base)
+    systems = []
+    try:
+        systems.append(Ferry(work, args.bin))
+        if os.path.exists(os.path.join(args.seed, "seed_server.py")):
+            systems.append(Seed(work, os.path.abspath(args.seed)))
+        else:
+            print(f"note: no seed at {args.seed}; skipped", file=sys.stderr)
+        systems.append(Vsftpd(work))
+        systems.append(Pyftpdlib(work))
+        results = measure(systems, work, args)
+    finally:
+        for system in systems:
+            system.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(os.path.dirname(args.raw), exist_ok=True)
+    with open(args.raw, "w") as f:
+        json.dump(results, f, indent=1)
+    report(results)
+
+
+def measure(systems, work, args):
+    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.release()}",
+               "filesystem": args.label, "rounds": args.rounds, "raw": {}}
+    raw = results["raw"]
+
+    def record(measurement, system, value):
+        raw.setdefault(measurement, {}).setdefault(system.name, []).append(value)
+
+    source = os.path.join(work, "source")
+    os.makedirs(source)
+
+    # 1. Bulk.
+    bulk = os.path.join(source, "bulk.bin")
+    make_file(bulk, args.bulk_mib * MiB)
+    for _ in range(args.rounds):
+        for system in systems:
+            record("bulk STOR MB/s", system, args.bulk_mib * MiB / timed(lambda: system.stor(bulk)) / 1e6)
+            record("bulk RETR MB/s", system, args.bulk_mib * MiB / timed(lambda: system.retr("bulk.bin")) / 1e6)
+            system.clear_client()
+            os.remove(os.path.join(system.library, "bulk.bin"))
+    os.remove(bulk)
+
+    # 2. Small files, one session each way (the seed's protocol cannot carry back-to-back transfers: skipped).
+    small_dir = os.path.join(source, "small")
+    os.makedirs(small_dir)
+    names = [f"f{i:05d}" for i in range(args.small_files)]
+    for name in names:
+        with open(os.path.join(small_dir, name), "wb") as f:
+            f.write(os.urandom(4096))
+    paths = [os.path.join(small_dir, name) for name in names]
+    peers = [s for s in systems if hasattr(s, "get_many")]
+    for _ in range(args.rounds):
+        for system in peers:
+            for name in names:
+                try:
+                    os.remove(os.path.join(system.library, name))
+                except FileNotFoundError:
+                    pass
+            record("small files STOR files/s", system, len(names) / timed(lambda: system.put_many(paths)))
+            record("small files RETR files/s", system, len(names) / timed(lambda: system.get_many(names)))
+            system.clear_client()
+    for system in peers:
+        for name in names:
+            os.remove(os.path.join(system.library, name))
+    shutil.rmtree(small_dir)
+
+    # 3. Listing.
+    for system in systems:
+        for i in range(args.list_entries):
+            open(os.path.join(system.library, f"entry-{i:06d}.txt"), "wb").close()
+    for _ in range(args.rounds):
+        for system in systems:
+            record(f"LIST {args.list_entries} ms", system, timed(system.list) * 1000)
+    for system in systems:
+        for i in range(args.list_entries):
+            os.remove(os.path.join(system.library, f"entry-{i:06d}.txt"))
+
+    # 4. Simultaneous sessions (Ferry and the FTP servers; the seed's one-thread-per-client server is skipped).
+    for system in peers:
+        make_file(os.path.join(system.library, "one.bin"), MiB)
+    for count in [int(c) for c in args.sessions.split(",") if c]:
+        for _ in range(args.rounds):
+            for system in peers:
+                outcome = concurrent_sessions(system, count, "one.bin")
+                for key, value in outcome.items():
+                    record(f"{count} sessions {key}", system, value)
+
+    # 5. Memory while moving a large file (RETR then STOR), against idle.
+    big = os.path.join(source, "big.bin")
+    make_file(big, args.memory_gib << 30)
+    for system in systems:
+        idle = tree_rss_kib(system.pid)
+        with PeakSampler(system.pid) as sampler:
+            system.stor(big)
+            system.retr("big.bin")
+        record(f"RSS growth moving {args.memory_gib} GiB MiB", system, (sampler.peak - idle) / 1024)
+        system.clear_client()
+        os.remove(os.path.join(system.library, "big.bin"))
+    os.remove(big)
+
+    # 6. This machine's limits.
+    results["limits"] = machine_limits(args.bin)
+    for system in systems:
+        if getattr(system, "lost_bytes", 0):
+            results.setdefault("notes", []).append(
+                f"{system.name} lost {system.lost_bytes} bytes in its uploads (files shorter than sent)")
+    return results
+
+
+def machine_limits(bin_dir):
+    limits = {}
+    server = subprocess.Popen(["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", "5299"], stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    try:
+        out = run(["iperf3", "-c", "127.0.0.1", "-p", "5299", "-t", "3", "-J"]).stdout
+        limits["iperf3 loopback GB/s"] = json.loads(out)["end"]["sum_received"]["bits_per_second"] / 8e9
+    except Exception as error:
+        limits["iperf3 loopback GB/s"] = f"failed: {error}"
+    finally:
+        server.wait(10)
+    out = run([os.path.join(bin_dir, "CodecBenchmark"), "--total", "1024", "--rounds", "3"]).stdout.decode()
+    for line in out.splitlines():
+        if line.startswith("| zlib crc32() alone"):
+            limits["zlib crc32 GB/s"] = float(line.split("|")[2])
+    return limits
+
+
+def report(results):
+    raw = results["raw"]
+    print(f"\nFilesystem: {results['filesystem']}; {results['machine']}; medians of {results['rounds']} interleaved rounds\n")
+    systems = ["ferry", "seed", "vsftpd", "pyftpdlib"]
+    print("| measurement | " + " | ".join(systems) + " | ferry vs best peer |")
+    print("|---|" + "---:|" * (len(systems) + 1))
+    for measurement, values in raw.items():
+        medians = {name: statistics.median(v) for name, v in values.items()}
+        lower_is_better = any(word in measurement for word in [" ms", "wall_s", "failures", "stalls", "rss", "RSS"])
+        peers = [v for name, v in medians.items() if name != "ferry"]
+        ratio = ""
+        if "ferry" in medians and peers:
+            best = min(peers) if lower_is_better else max(peers)
+            if best:
+                ratio = f"{medians['ferry'] / best:.2f}×"
+        cells = [f"{medians[name]:.1f}" if name in medians else "—" for name in systems]
+        print(f"| {measurement} | " + " | ".join(cells) + f" | {ratio} |")
+    for note in results.get("notes", []):
+        print(f"\nnote: {note}", end="")
+    for key, value in results.get("limits", {}).items():
+        print(f"\n{key}: {value if isinstance(value, str) else f'{value:.2f}'}", end="")
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -165,11 +165,12 @@ class FTPPeer(System):
         run(["lftp", "-c", f"set net:max-retries 1; set xfer:clobber on; open {self.url()}; {command}"])
 
     def get_many(self, names):
-        self.lftp(f"mirror --no-perms --parallel=1 / {self.client}/mirror")
+        # Relative paths: the benchmark's vsftpd runs as the launching user, without chroot, in its library.
+        self.lftp(f"mirror --no-perms --parallel=1 . {self.client}/mirror")
 
     def put_many(self, paths):
         directory = os.path.dirname(paths[0])
-        self.lftp(f"mirror -R --no-perms --parallel=1 {directory} /")
+        self.lftp(f"mirror -R --no-perms --parallel=1 {directory} .")
 
     def list(self):
         run(["curl", "-s", "-S", "-o", os.path.join(self.client, "listing"), self.url()])
@@ -581,8 +582,10 @@ def report(results):
         ratio = ""
         if "ferry" in medians and peers:
             best = min(peers) if lower_is_better else max(peers)
-            if best:
+            if best > 0.05:
                 ratio = f"{medians['ferry'] / best:.2f}×"
+            elif lower_is_better and medians["ferry"] <= best:
+                ratio = "best"
         cells = [f"{medians[name]:.1f}" if name in medians else "—" for name in systems]
         print(f"| {measurement} | " + " | ".join(cells) + f" | {ratio} |")
     for note in results.get("notes", []):

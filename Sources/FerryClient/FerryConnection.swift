@@ -118,8 +118,14 @@ public final class FerryConnection {
             try await self.writer.write(.retrieve(RetrieveRequest(name: name)))
             let info: FerryProtocol.FileInfo
             switch try await self.nextReply() {
-            case .fileInfo(let announced):
+            case .fileInfo(let announced) where announced.offset == 0:
                 info = announced
+            case .fileInfo(let announced):
+                // Only the tail would arrive, and be "verified" as if it were the file.
+                throw FerryProtocolError.malformed(
+                    .fileInfo,
+                    "FILE_INFO starts at \(announced.offset); 0 was asked for"
+                )
             case let other:
                 throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to RETR")
             }

@@ -84,7 +84,7 @@ extension FerryProtocolError {
     }
 
     @inline(never)
-    static func malformed(_ type: FrameType, _ why: String) -> Self {
+    public static func malformed(_ type: FrameType, _ why: String) -> Self {
         Self(.malformedPayload, "\(type) payload: \(why)")
     }
 

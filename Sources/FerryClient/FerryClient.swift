@@ -37,7 +37,7 @@ public struct FerryClient: Sendable {
     public func withConnection<Result>(
         _ body: (FerryConnection) async throws -> Result
     ) async throws -> Result {
-        let idle = TimeAmount.nanoseconds(Int64(self.idleTimeout.components.seconds) * 1_000_000_000)
+        let idle = TimeAmount(self.idleTimeout)
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
             channel = try await ClientBootstrap(group: self.eventLoopGroup)

@@ -1,6 +1,7 @@
 import FerryProtocol
 import FerryTransport
 import NIOCore
+import NIOPosix
 import _NIOFileSystem
 
 #if canImport(Glibc)
@@ -55,8 +56,7 @@ final class LocalDownload {
         self.offset += Int64(bytes.readableBytes)
     }
 
-    /// Flushes to disk and renames onto `target`: atomically replacing it with `overwrite`, and without it only if
-    /// nothing has appeared there meanwhile (`link` never replaces).
+    /// Flushes to disk and publishes onto `target` (see ``publishFile(_:as:replacing:)``).
     func commit(to target: FilePath, overwrite: Bool) async throws {
         do {
             try await self.handle.synchronize()
@@ -67,13 +67,8 @@ final class LocalDownload {
         }
         let temporary = self.path.string
         let destination = target.string
-        let failure: Int32 = try await NIOThreadPoolRunner.run {
-            if overwrite {
-                return rename(temporary, destination) == 0 ? 0 : errno
-            }
-            let result = link(temporary, destination) == 0 ? 0 : errno
-            unlink(temporary)
-            return result
+        let failure = try await NIOThreadPool.singleton.runIfActive {
+            publishFile(temporary, as: destination, replacing: overwrite)
         }
         switch failure {
         case 0:
@@ -94,7 +89,9 @@ final class LocalDownload {
             self.open = false
         }
         let temporary = self.path.string
-        _ = try? await NIOThreadPoolRunner.run { unlink(temporary) }
-        unlink(temporary)
+        if (try? await NIOThreadPool.singleton.runIfActive { unlink(temporary) }) == nil {
+            // The pool is gone or the task was cancelled: one short syscall inline rather than a leftover file.
+            unlink(temporary)
+        }
     }
 }

@@ -23,11 +23,6 @@ public struct MessageReader {
         set { self.parser.maximumPayloadLength = newValue }
     }
 
-    /// Whether part of a frame has arrived and the rest has not.
-    public var isInsideFrame: Bool {
-        self.parser.isInsideFrame || self.leftover.map { $0.readableBytes > 0 } == true
-    }
-
     /// Reads the peer's 8-byte magic, consuming no more than that. `false` at the first byte that differs.
     public mutating func readMagic() async throws -> Bool {
         while true {

@@ -72,21 +72,13 @@ public struct FileLibrary: Sendable {
     func list() async throws -> [ListEntry] {
         let root = self.root.string
         return try await self.threadPool.runIfActive {
-            guard let directory = opendir(root) else {
-                throw LibraryError.storage("cannot read the library folder: \(Self.describeErrno())")
-            }
-            defer { closedir(directory) }
-            let descriptor = dirfd(directory)
             var entries: [(key: [UInt8], entry: ListEntry)] = []
-            while let record = readdir(directory) {
-                let nameBytes = withUnsafeBytes(of: record.pointee.d_name) { raw in
-                    Array(raw.prefix(while: { $0 != 0 }))
-                }
-                guard case .success(let name) = FileName.validate(nameBytes) else { continue }
+            try Self.forEachEntry(in: root) { descriptor, nameBytes in
+                guard case .success(let name) = FileName.validate(nameBytes) else { return }
                 var info = stat()
                 guard fstatat(descriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0,
                     (info.st_mode & S_IFMT) == S_IFREG
-                else { continue }
+                else { return }
                 let entry = ListEntry(
                     name: name,
                     size: UInt64(clamping: info.st_size),
@@ -175,12 +167,10 @@ public struct FileLibrary: Sendable {
         }
     }
 
-    /// Flushes the staging file to disk and publishes it as `name`.
-    ///
-    /// Without `overwrite`, `link(2)` creates the name only if it does not exist, atomically: of two uploads
-    /// racing for one new name exactly one succeeds. With it, `rename(2)` replaces the old file atomically, so a
-    /// reader sees the old file or the new one, never a mix. The folder is then flushed too, so the new name
-    /// survives a power cut. The staging file is gone afterwards whether this succeeds or throws.
+    /// Flushes the staging file to disk and publishes it as `name` (``publishFile(_:as:replacing:)``: without
+    /// `overwrite` exactly one of two racing uploads wins; with it the old file is replaced atomically). The folder
+    /// is then flushed too, so the new name survives a power cut. The staging file is gone afterwards whether this
+    /// succeeds or throws.
     func commit(_ staging: StagingFile, as name: String, overwrite: Bool) async throws {
         do {
             try await staging.handle.synchronize()
@@ -193,21 +183,13 @@ public struct FileLibrary: Sendable {
         let finalPath = self.path(name).string
         let root = self.root.string
         let outcome = try? await self.threadPool.runIfActive { () -> Int32 in
-            let failure: Int32
-            if overwrite {
-                failure = rename(stagingPath, finalPath) == 0 ? 0 : errno
-            } else {
-                failure = link(stagingPath, finalPath) == 0 ? 0 : errno
-                unlink(stagingPath)
-            }
+            let failure = publishFile(stagingPath, as: finalPath, replacing: overwrite)
             if failure == 0 {
                 let directory = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
                 if directory >= 0 {
                     fsync(directory)
                     close(directory)
                 }
-            } else if overwrite {
-                unlink(stagingPath)
             }
             return failure
         }
@@ -243,24 +225,31 @@ public struct FileLibrary: Sendable {
         let root = self.root.string
         let prefix = Array(Self.stagingPrefix.utf8)
         try await self.threadPool.runIfActive {
-            guard let directory = opendir(root) else {
-                throw LibraryError.storage("cannot read the library folder: \(Self.describeErrno())")
-            }
-            defer { closedir(directory) }
-            let descriptor = dirfd(directory)
-            while let record = readdir(directory) {
-                let name = withUnsafeBytes(of: record.pointee.d_name) { raw in
-                    Array(raw.prefix(while: { $0 != 0 }))
-                }
-                guard name.starts(with: prefix) else { continue }
-                _ = name.withUnsafeBufferPointer { bytes in
-                    String(decoding: bytes, as: UTF8.self).withCString { unlinkat(descriptor, $0, 0) }
-                }
+            try Self.forEachEntry(in: root) { descriptor, name in
+                guard name.starts(with: prefix) else { return }
+                _ = String(decoding: name, as: UTF8.self).withCString { unlinkat(descriptor, $0, 0) }
             }
         }
     }
 
     // MARK: - Helpers
+
+    /// Calls `body` with the folder's descriptor and the raw bytes of each entry's name. Blocking: call it on the
+    /// thread pool.
+    private static func forEachEntry(
+        in root: String,
+        _ body: (_ descriptor: Int32, _ name: [UInt8]) throws -> Void
+    ) throws {
+        guard let directory = opendir(root) else {
+            throw LibraryError.storage("cannot read the library folder: \(Self.describeErrno())")
+        }
+        defer { closedir(directory) }
+        let descriptor = dirfd(directory)
+        while let record = readdir(directory) {
+            let name = withUnsafeBytes(of: record.pointee.d_name) { raw in Array(raw.prefix(while: { $0 != 0 })) }
+            try body(descriptor, name)
+        }
+    }
 
     static func nanoseconds(seconds: Int64, nanoseconds: Int64) -> Int64 {
         let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)

@@ -1,0 +1,24 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Gives a finished, flushed temporary file its final name, the one way both sides of a transfer do it.
+///
+/// Without `replacing`, `link(2)` creates the name only if nothing has it, atomically: of two writers racing for
+/// one new name exactly one wins, and an existing file is never touched. With it, `rename(2)` replaces the old file
+/// atomically, so a reader sees the old file or the new one, never a mix. Either way the temporary name is gone
+/// afterwards. A blocking call: run it on a thread pool.
+///
+/// - Returns: 0, or the `errno` that stopped it (`EEXIST` when the name was taken and not to be replaced).
+public func publishFile(_ temporary: String, as destination: String, replacing: Bool) -> Int32 {
+    if replacing {
+        let failure = rename(temporary, destination) == 0 ? 0 : errno
+        if failure != 0 { unlink(temporary) }
+        return failure
+    }
+    let failure = link(temporary, destination) == 0 ? 0 : errno
+    unlink(temporary)
+    return failure
+}

@@ -38,6 +38,11 @@ public func fuzzClientReplies(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         try? uploadBytes.write(to: upload)
     }
     let target = sandbox.inner.appendingPathComponent("target").path
+    if let transcript = ProcessInfo.processInfo.environment["FERRY_FUZZ_TRANSCRIPT"] {
+        // What the main package's FuzzResultTests replays over a real socket: the operations byte, then the
+        // server's byte stream.
+        try? Data([operations] + script.stream).write(to: URL(fileURLWithPath: transcript))
+    }
     runBlocking {
         guard let connection = try? await InMemoryConnection.make() else { fatalError("no in-memory channel") }
         await connection.deliver(script.reads)

@@ -1,13 +1,17 @@
 import NIOCore
 import NIOPosix
 
-/// A loopback listener that answers every connection with a fixed text and closes: a stand-in for servers that do
-/// not speak Ferry.
+/// A loopback listener that answers every connection with fixed bytes and closes: a stand-in for servers that do
+/// not speak Ferry, or that send what a fuzzer found.
 struct TextListener {
     let channel: any Channel
     let port: Int
 
     static func start(reply: String) async throws -> TextListener {
+        try await Self.start(reply: ByteBuffer(string: reply))
+    }
+
+    static func start(reply: ByteBuffer) async throws -> TextListener {
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -36,15 +40,15 @@ struct TextListener {
 private final class Replier: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
 
-    let reply: String
+    let reply: ByteBuffer
 
-    init(reply: String) {
+    init(reply: ByteBuffer) {
         self.reply = reply
     }
 
     func channelActive(context: ChannelHandlerContext) {
         let channel = context.channel
-        context.writeAndFlush(NIOAny(ByteBuffer(string: self.reply))).whenComplete { _ in
+        context.writeAndFlush(NIOAny(self.reply)).whenComplete { _ in
             channel.close(promise: nil)
         }
     }

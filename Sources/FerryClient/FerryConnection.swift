@@ -107,70 +107,184 @@ public final class FerryConnection {
         overwrite: Bool = false,
         progress: (UInt64, UInt64) -> Void = { _, _ in }
     ) async throws -> UInt64 {
-        try Self.validateName(name)
-        let target = FilePath(destination)
-        if !overwrite, Self.localItemExists(target) {
-            throw FerryClientError.localFile(
-                "'\(destination)' already exists locally; not replaced (use --force to replace it)"
-            )
+        var outcome: Result<UInt64, FerryClientError>?
+        try await self.get(
+            [Download(name: name, destination: destination)],
+            overwrite: overwrite,
+            progress: { _, received, expected in progress(received, expected) },
+            completed: { _, result in outcome = result }
+        )
+        guard let outcome else { throw FerryClientError.connectionLost("the download did not finish") }
+        return try outcome.get()
+    }
+
+    /// One file of a batch download.
+    public struct Download: Sendable, Hashable {
+        public var name: String
+        public var destination: String
+
+        public init(name: String, destination: String) {
+            self.name = name
+            self.destination = destination
         }
-        return try await self.guarded {
-            try await self.writer.write(.retrieve(RetrieveRequest(name: name)))
-            let info: FerryProtocol.FileInfo
-            switch try await self.nextReply() {
-            case .fileInfo(let announced) where announced.offset == 0:
-                info = announced
-            case .fileInfo(let announced):
-                // Only the tail would arrive, and be "verified" as if it were the file.
-                throw FerryProtocolError.malformed(
-                    .fileInfo,
-                    "FILE_INFO starts at \(announced.offset); 0 was asked for"
+    }
+
+    /// Downloads several files over this connection, with up to `window` requests in flight: the server never
+    /// waits for a round trip between files (SPEC.md §7 allows RETR to be pipelined).
+    ///
+    /// Each file is verified and published as ``get(_:to:overwrite:progress:)`` does. A file that fits one DATA
+    /// frame is gathered in memory and written, flushed and renamed in one job; a larger one is streamed to disk.
+    /// Memory stays bounded by one frame either way.
+    ///
+    /// - Parameters:
+    ///   - progress: called with (index, bytes received, bytes expected) as data arrives.
+    ///   - completed: called once per file, in order, with the bytes stored or why the file was not.
+    /// - Throws: only when the connection fails; the files not reported by then were not downloaded.
+    public func get(
+        _ downloads: [Download],
+        overwrite: Bool = false,
+        window: Int = 32,
+        progress: (Int, UInt64, UInt64) -> Void = { _, _, _ in },
+        completed: (Int, Result<UInt64, FerryClientError>) -> Void
+    ) async throws {
+        // Refused locally, before anything is sent: bad names, and targets in the way.
+        var refusals: [Int: FerryClientError] = [:]
+        for (index, download) in downloads.enumerated() {
+            if case .failure(let rule) = FileName.validate(download.name) {
+                refusals[index] = .invalidName(name: download.name, rule: rule)
+            } else if !overwrite, Self.localItemExists(FilePath(download.destination)) {
+                refusals[index] = .localFile(
+                    "'\(download.destination)' already exists locally; not replaced (use --force to replace it)"
                 )
-            case let other:
-                throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to RETR")
             }
-            let download = try await LocalDownload.create(beside: target)
-            do {
-                let length = try await self.receive(
-                    into: download,
-                    expectedLength: info.size - info.offset,
-                    progress: progress
+        }
+        let requested = downloads.indices.filter { refusals[$0] == nil }
+        let window = max(1, window)
+        try await self.guarded {
+            var sent = 0
+            var answered = 0
+            for index in downloads.indices {
+                if let refusal = refusals[index] {
+                    completed(index, .failure(refusal))
+                    continue
+                }
+                // Top the window up in one write when half of it has been answered.
+                if sent - answered <= window / 2, sent < requested.count {
+                    let batch = requested[sent..<min(requested.count, answered + window)]
+                    try await self.writer.write(batch.map { .retrieve(RetrieveRequest(name: downloads[$0].name)) })
+                    sent += batch.count
+                }
+                let download = downloads[index]
+                let result = try await self.receiveFile(
+                    to: FilePath(download.destination),
+                    overwrite: overwrite,
+                    progress: { progress(index, $0, $1) }
                 )
-                try await download.commit(to: target, overwrite: overwrite)
-                return length
-            } catch {
-                await download.discard()
-                throw error
+                answered += 1
+                completed(index, result)
             }
         }
     }
 
-    private func receive(
-        into download: LocalDownload,
-        expectedLength: UInt64,
+    /// Reads the answer to one RETR. Request errors and local failures are the file's result; a broken connection
+    /// throws.
+    private func receiveFile(
+        to target: FilePath,
+        overwrite: Bool,
         progress: (UInt64, UInt64) -> Void
-    ) async throws -> UInt64 {
-        var transfer = IncomingTransfer(expectedLength: expectedLength)
-        progress(0, expectedLength)
+    ) async throws -> Result<UInt64, FerryClientError> {
+        let info: FerryProtocol.FileInfo
+        switch try await self.nextReplyOrRequestError() {
+        case .failure(let refusal):
+            return .failure(refusal)
+        case .success(.fileInfo(let announced)) where announced.offset == 0:
+            info = announced
+        case .success(.fileInfo(let announced)):
+            // Only the tail would arrive, and be "verified" as if it were the file.
+            throw FerryProtocolError.malformed(.fileInfo, "FILE_INFO starts at \(announced.offset); 0 was asked for")
+        case .success(let other):
+            throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to RETR")
+        }
+        var transfer = IncomingTransfer(expectedLength: info.size)
+        progress(0, info.size)
+        if info.size <= UInt64(ProtocolLimits.defaultDataChunkLength) {
+            var bytes = ByteBuffer()
+            let outcome = try await self.receiveData(&transfer, progress: progress) { chunk in
+                var chunk = chunk
+                bytes.writeBuffer(&chunk)
+            }
+            guard case .success = outcome else { return outcome }
+            do {
+                try await LocalDownload.publish(bytes, to: target, overwrite: overwrite)
+            } catch let error as FerryClientError {
+                return .failure(error)
+            }
+            return .success(transfer.receivedLength)
+        }
+        let download: LocalDownload
+        do {
+            download = try await LocalDownload.create(beside: target)
+        } catch let error as FerryClientError {
+            _ = try await self.receiveData(&transfer, progress: { _, _ in }, into: { _ in })
+            return .failure(error)
+        }
+        var failure: FerryClientError?
+        let outcome: Result<UInt64, FerryClientError>
+        do {
+            outcome = try await self.receiveData(&transfer, progress: progress) { chunk in
+                // After a local failure the rest of the file is read and dropped: the connection stays usable.
+                guard failure == nil else { return }
+                do {
+                    try await download.write(chunk)
+                } catch let error as FerryClientError {
+                    failure = error
+                }
+            }
+        } catch {
+            await download.discard()
+            throw error
+        }
+        guard case .success = outcome, failure == nil else {
+            await download.discard()
+            return failure.map { .failure($0) } ?? outcome
+        }
+        do {
+            try await download.commit(to: target, overwrite: overwrite)
+        } catch let error as FerryClientError {
+            await download.discard()
+            return .failure(error)
+        }
+        return outcome
+    }
+
+    /// Reads DATA up to END and verifies the whole. A request error midway (the server could not read its file)
+    /// is the file's result.
+    private func receiveData(
+        _ transfer: inout IncomingTransfer,
+        progress: (UInt64, UInt64) -> Void,
+        into sink: (ByteBuffer) async throws -> Void
+    ) async throws -> Result<UInt64, FerryClientError> {
         while true {
-            switch try await self.nextReply() {
-            case .data(let chunk):
+            switch try await self.nextReplyOrRequestError() {
+            case .failure(let refusal):
+                return .failure(refusal)
+            case .success(.data(let chunk)):
                 do {
                     try transfer.receive(chunk)
                 } catch {
                     // The server sends more than it announced: it cannot be trusted with the rest either.
                     throw FerryProtocolError(.malformedPayload, "\(error)")
                 }
-                try await download.write(chunk.bytes)
-                progress(transfer.receivedLength, expectedLength)
-            case .end(let end):
+                try await sink(chunk.bytes)
+                progress(transfer.receivedLength, transfer.expectedLength)
+            case .success(.end(let end)):
                 do {
                     try transfer.verify(end)
                 } catch {
-                    throw FerryClientError.verificationFailed(error.description)
+                    return .failure(.verificationFailed(error.description))
                 }
-                return transfer.receivedLength
-            case let other:
+                return .success(transfer.receivedLength)
+            case .success(let other):
                 throw FerryProtocolError.unexpected(other.frameType, in: "during a download")
             }
         }
@@ -189,78 +303,175 @@ public final class FerryConnection {
         overwrite: Bool = false,
         progress: (UInt64, UInt64) -> Void = { _, _ in }
     ) async throws -> UInt64 {
-        try Self.validateName(name)
-        let handle: ReadFileHandle
-        let size: UInt64
-        do {
-            handle = try await FileSystem.shared.openFile(
-                forReadingAt: FilePath(source),
-                options: .init(closeOnExec: true)
-            )
-            let info = try await handle.info()
-            guard info.type == .regular else {
-                try? await handle.closeRegardlessOfCancellation()
-                throw FerryClientError.localFile("'\(source)' is not a regular file")
-            }
-            size = UInt64(max(info.size, 0))
-        } catch let error as FerryClientError {
-            throw error
-        } catch {
-            throw FerryClientError.localFile("cannot read '\(source)': \(Self.describe(error))")
-        }
-        let options: StoreOptions = overwrite ? [.overwrite] : []
-        let outcome: Result<UInt64, any Error>
-        do {
-            outcome = .success(
-                try await self.upload(
-                    handle,
-                    size: size,
-                    as: name,
-                    options: options,
-                    source: source,
-                    progress: progress
-                )
-            )
-        } catch {
-            outcome = .failure(error)
-        }
-        try? await handle.closeRegardlessOfCancellation()
+        var outcome: Result<UInt64, FerryClientError>?
+        try await self.put(
+            [Upload(source: source, name: name)],
+            overwrite: overwrite,
+            progress: { _, sent, size in progress(sent, size) },
+            completed: { _, result in outcome = result }
+        )
+        guard let outcome else { throw FerryClientError.connectionLost("the upload did not finish") }
         return try outcome.get()
     }
 
+    /// One file of a batch upload.
+    public struct Upload: Sendable, Hashable {
+        public var source: String
+        public var name: String
+
+        public init(source: String, name: String) {
+            self.source = source
+            self.name = name
+        }
+    }
+
+    /// Uploads several files over this connection.
+    ///
+    /// A file that fits one DATA frame is read in one job and sent with its STOR and END in one write, without
+    /// waiting for READY, with up to `window` such uploads awaiting their answers (SPEC.md §7.3: the server drops
+    /// the data of a STOR it refuses). A larger file waits for READY and is streamed, so a refusal never costs
+    /// its transfer.
+    ///
+    /// - Parameters:
+    ///   - progress: called with (index, bytes sent, size) as data goes out.
+    ///   - completed: called once per file, in order, with the bytes stored or why the file was not.
+    /// - Throws: only when the connection fails; the files not reported by then were not stored.
+    public func put(
+        _ uploads: [Upload],
+        overwrite: Bool = false,
+        window: Int = 32,
+        progress: (Int, UInt64, UInt64) -> Void = { _, _, _ in },
+        completed: (Int, Result<UInt64, FerryClientError>) -> Void
+    ) async throws {
+        let options: StoreOptions = overwrite ? [.overwrite] : []
+        let window = max(1, window)
+        try await self.guarded {
+            // Small uploads sent and not yet answered, oldest first.
+            var awaiting: [(index: Int, size: UInt64)] = []
+            var first = 0
+            func collect(downTo limit: Int) async throws {
+                while awaiting.count - first > limit {
+                    let (index, size) = awaiting[first]
+                    first += 1
+                    completed(index, try await self.storeAnswer(size: size))
+                }
+            }
+            for (index, upload) in uploads.enumerated() {
+                if case .failure(let rule) = FileName.validate(upload.name) {
+                    try await collect(downTo: 0)
+                    completed(index, .failure(.invalidName(name: upload.name, rule: rule)))
+                    continue
+                }
+                let source: LocalSource
+                do {
+                    source = try await LocalSource.open(upload.source, wholeUpTo: ProtocolLimits.defaultDataChunkLength)
+                } catch let error as FerryClientError {
+                    try await collect(downTo: 0)
+                    completed(index, .failure(error))
+                    continue
+                }
+                switch source {
+                case .whole(let bytes):
+                    let size = UInt64(bytes.readableBytes)
+                    var transfer = OutgoingTransfer()
+                    var messages: [Message] = [.store(StoreRequest(name: upload.name, size: size, options: options))]
+                    if size > 0 {
+                        let chunk = DataChunk(bytes)
+                        transfer.record(chunk)
+                        messages.append(.data(chunk))
+                    }
+                    messages.append(.end(transfer.end))
+                    progress(index, 0, size)
+                    try await self.writer.write(messages)
+                    progress(index, size, size)
+                    awaiting.append((index, size))
+                    try await collect(downTo: window)
+                case .stream(let handle, let size):
+                    try await collect(downTo: 0)
+                    let outcome: Result<UInt64, FerryClientError>
+                    do {
+                        outcome = try await self.upload(
+                            handle,
+                            size: size,
+                            as: upload.name,
+                            options: options,
+                            source: upload.source,
+                            progress: { progress(index, $0, size) }
+                        )
+                    } catch {
+                        try? await handle.closeRegardlessOfCancellation()
+                        throw error
+                    }
+                    try? await handle.closeRegardlessOfCancellation()
+                    completed(index, outcome)
+                }
+            }
+            try await collect(downTo: 0)
+        }
+    }
+
+    /// Reads the answer to an upload sent without waiting: READY then OK, or an ERROR in place of either.
+    private func storeAnswer(size: UInt64) async throws -> Result<UInt64, FerryClientError> {
+        switch try await self.nextReplyOrRequestError() {
+        case .failure(let refusal):
+            return .failure(refusal)
+        case .success(.ready(let ready)) where ready.offset == 0:
+            break
+        case .success(let other):
+            throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to STOR")
+        }
+        switch try await self.nextReplyOrRequestError() {
+        case .failure(let refusal):
+            return .failure(refusal)
+        case .success(.ok):
+            return .success(size)
+        case .success(let other):
+            throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to END")
+        }
+    }
+
+    /// Streams a large file: STOR, wait for READY, DATA as it is read, END, then the answer.
     private func upload(
         _ handle: ReadFileHandle,
         size: UInt64,
         as name: String,
         options: StoreOptions,
         source: String,
-        progress: (UInt64, UInt64) -> Void
-    ) async throws -> UInt64 {
-        try await self.guarded {
-            try await self.writer.write(.store(StoreRequest(name: name, size: size, options: options)))
-            switch try await self.nextReply() {
-            case .ready:
-                break
-            case let other:
-                throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to STOR")
-            }
-            progress(0, size)
-            let transfer: OutgoingTransfer
-            do {
-                transfer = try await self.writer.sendFile(handle, from: 0, to: size) { progress($0, size) }
-            } catch let error as FileReadError {
-                // Our own file failed us: tell the server to drop what it has, then report.
-                try await self.writer.write(.abort)
-                _ = try? await self.nextReply()
-                throw FerryClientError.localFile("reading '\(source)' failed: \(error)")
-            }
+        progress: (UInt64) -> Void
+    ) async throws -> Result<UInt64, FerryClientError> {
+        try await self.writer.write(.store(StoreRequest(name: name, size: size, options: options)))
+        switch try await self.nextReplyOrRequestError() {
+        case .failure(let refusal):
+            return .failure(refusal)
+        case .success(.ready(let ready)) where ready.offset == 0:
+            break
+        case .success(let other):
+            throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to STOR")
+        }
+        progress(0)
+        let transfer: OutgoingTransfer
+        do {
+            transfer = try await self.writer.sendFile(handle, from: 0, to: size, progress: progress)
+        } catch let error as FileReadError {
+            // Our own file failed us: tell the server to drop what it has (it answers ABORTED), then report.
+            try await self.writer.write(.abort)
+            _ = try await self.nextReplyOrRequestError()
+            return .failure(.localFile("reading '\(source)' failed: \(error)"))
+        }
+        guard transfer.sentLength == size else {
+            // The file shrank while being read: the server will refuse the END's length, and says so.
             try await self.writer.write(.end(transfer.end))
-            switch try await self.nextReply() {
-            case .ok:
-                return transfer.sentLength
-            case let other:
-                throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to END")
-            }
+            _ = try await self.nextReplyOrRequestError()
+            return .failure(.localFile("'\(source)' changed while being sent"))
+        }
+        try await self.writer.write(.end(transfer.end))
+        switch try await self.nextReplyOrRequestError() {
+        case .failure(let refusal):
+            return .failure(refusal)
+        case .success(.ok):
+            return .success(transfer.sentLength)
+        case .success(let other):
+            throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to END")
         }
     }
 
@@ -278,16 +489,23 @@ public final class FerryConnection {
 
     /// The next reply; an ERROR becomes ``FerryClientError/refused(_:)``.
     private func nextReply() async throws -> Message {
+        try await self.nextReplyOrRequestError().get()
+    }
+
+    /// The next reply, or the request error (1xx) that took its place: the connection goes on after those. A
+    /// connection error (2xx) throws: the server closes after it.
+    private func nextReplyOrRequestError() async throws -> Result<Message, FerryClientError> {
         guard let message = try await self.reader.next() else {
             throw TransportError.connectionClosed(midFrame: false)
         }
-        if case .error(let reply) = message {
-            if reply.code.closesConnection {
-                self.broken = reply.description
-            }
+        guard case .error(let reply) = message else {
+            return .success(message)
+        }
+        if reply.code.closesConnection {
+            self.broken = reply.description
             throw FerryClientError.refused(reply)
         }
-        return message
+        return .failure(.refused(reply))
     }
 
     /// Runs one operation, translating lower-level failures into ``FerryClientError`` and remembering when the

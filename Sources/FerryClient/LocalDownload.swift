@@ -19,11 +19,7 @@ final class LocalDownload {
     private var open = true
 
     static func create(beside target: FilePath) async throws -> LocalDownload {
-        var random = SystemRandomNumberGenerator()
-        let directory = target.removingLastComponent()
-        let base = target.lastComponent?.string ?? "download"
-        let path = (directory.isEmpty ? FilePath(".") : directory)
-            .appending(".\(base).ferry-part-\(String(random.next() & 0xFFFF_FFFF, radix: 16))")
+        let path = Self.temporaryPath(beside: target)
         do {
             let handle = try await FileSystem.shared.openFile(
                 forWritingAt: path,
@@ -39,6 +35,70 @@ final class LocalDownload {
             throw FerryClientError.localFile(
                 "cannot create a file beside '\(target)': \(FerryConnection.describe(error))"
             )
+        }
+    }
+
+    /// Writes a small, already verified download in one thread-pool job: temporary file beside `target`, write,
+    /// flush, publish (``publishFile(_:as:replacing:)``). The same guarantees as streaming it, without a job per
+    /// system call.
+    static func publish(_ bytes: ByteBuffer, to target: FilePath, overwrite: Bool) async throws {
+        let temporary = Self.temporaryPath(beside: target).string
+        let destination = target.string
+        let failure: FerryClientError?
+        do {
+            failure = try await NIOThreadPool.singleton.runIfActive { () -> FerryClientError? in
+                let descriptor = Glibc.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+                guard descriptor >= 0 else {
+                    return .localFile(
+                        "cannot create a file beside '\(destination)': \(String(cString: strerror(errno)))"
+                    )
+                }
+                var written = 0
+                let total = bytes.readableBytes
+                let wrote = bytes.withUnsafeReadableBytes { source -> Bool in
+                    while written < total {
+                        let count = Glibc.write(descriptor, source.baseAddress.map { $0 + written }, total - written)
+                        if count < 0, errno == EINTR { continue }
+                        guard count > 0 else { return false }
+                        written += count
+                    }
+                    return fsync(descriptor) == 0
+                }
+                let reason = String(cString: strerror(errno))
+                guard close(descriptor) == 0, wrote else {
+                    unlink(temporary)
+                    return .localFile("writing '\(temporary)' failed: \(reason)")
+                }
+                return Self.describePublishing(
+                    publishFile(temporary, as: destination, replacing: overwrite),
+                    destination
+                )
+            }
+        } catch {
+            unlink(temporary)
+            throw FerryClientError.localFile("cannot write '\(destination)': \(FerryConnection.describe(error))")
+        }
+        if let failure {
+            throw failure
+        }
+    }
+
+    private static func temporaryPath(beside target: FilePath) -> FilePath {
+        var random = SystemRandomNumberGenerator()
+        let directory = target.removingLastComponent()
+        let base = target.lastComponent?.string ?? "download"
+        return (directory.isEmpty ? FilePath(".") : directory)
+            .appending(".\(base).ferry-part-\(String(random.next() & 0xFFFF_FFFF, radix: 16))")
+    }
+
+    private static func describePublishing(_ failure: Int32, _ destination: String) -> FerryClientError? {
+        switch failure {
+        case 0:
+            nil
+        case EEXIST:
+            .localFile("'\(destination)' appeared during the download; it was left alone (use --force to replace it)")
+        default:
+            .localFile("cannot create '\(destination)': \(String(cString: strerror(failure)))")
         }
     }
 
@@ -70,15 +130,8 @@ final class LocalDownload {
         let failure = try await NIOThreadPool.singleton.runIfActive {
             publishFile(temporary, as: destination, replacing: overwrite)
         }
-        switch failure {
-        case 0:
-            return
-        case EEXIST:
-            throw FerryClientError.localFile(
-                "'\(destination)' appeared during the download; it was left alone (use --force to replace it)"
-            )
-        default:
-            throw FerryClientError.localFile("cannot create '\(destination)': \(String(cString: strerror(failure)))")
+        if let error = Self.describePublishing(failure, destination) {
+            throw error
         }
     }
 

@@ -36,10 +36,14 @@ public struct FerryProtocolError: Error, Hashable, Sendable, CustomStringConvert
 
     public var kind: Kind
     public var detail: String
+    /// The type of the intact frame the error is about, when it is a request error (an invalid name): the
+    /// server's answer depends on what was refused (a refused STOR's pipelined data is dropped).
+    public var frameType: FrameType?
 
-    public init(_ kind: Kind, _ detail: String) {
+    public init(_ kind: Kind, _ detail: String, frameType: FrameType? = nil) {
         self.kind = kind
         self.detail = detail
+        self.frameType = frameType
     }
 
     /// The code a peer reports this error with.

@@ -14,6 +14,16 @@ enum Failure {
         Terminal.writeError("ferry: \(message)\n")
     }
 
+    /// One file of several failed: the line names it, and the command goes on with the others.
+    static func report(_ error: FerryClientError, about file: String) {
+        Terminal.writeError("ferry: \(file): \(error.description)\n")
+    }
+
+    /// The summary error of a command that failed for some of its files (each already reported).
+    static func some(_ failed: Int, of total: Int, _ verb: String) -> FerryClientError {
+        .localFile("\(failed) of \(total) files not \(verb)")
+    }
+
     /// Runs a one-shot command, turning any failure into a line on stderr and exit status 1.
     static func exitOnFailure(_ body: () async throws -> Void) async throws {
         do {

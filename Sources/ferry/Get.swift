@@ -36,19 +36,39 @@ struct Get: AsyncParsableCommand {
     func run() async throws {
         try await Failure.exitOnFailure {
             let client = FerryClient(host: self.connection.host, port: self.connection.port)
+            let downloads = self.names.map {
+                FerryConnection.Download(name: $0, destination: self.destination(for: $0))
+            }
+            var failures: [FerryClientError] = []
             try await client.withConnection { connection in
-                for name in self.names {
-                    let destination = self.destination(for: name)
-                    let progress = ProgressBar(label: name)
-                    let bytes = try await connection.get(
-                        name,
-                        to: destination,
-                        overwrite: self.force,
-                        progress: progress.update
-                    )
-                    progress.finish()
-                    print("received \(name) → \(destination) (\(Sizes.describe(bytes)), verified)")
-                }
+                var bars: [Int: ProgressBar] = [:]
+                try await connection.get(
+                    downloads,
+                    overwrite: self.force,
+                    progress: { index, received, expected in
+                        let bar = bars[index] ?? ProgressBar(label: downloads[index].name)
+                        bars[index] = bar
+                        bar.update(received, expected)
+                    },
+                    completed: { index, result in
+                        bars.removeValue(forKey: index)?.finish()
+                        let download = downloads[index]
+                        switch result {
+                        case .success(let bytes):
+                            print(
+                                "received \(download.name) → \(download.destination) (\(Sizes.describe(bytes)), verified)"
+                            )
+                        case .failure(let error):
+                            failures.append(error)
+                            if downloads.count > 1 { Failure.report(error, about: download.name) }
+                        }
+                    }
+                )
+            }
+            if let only = failures.first, downloads.count == 1 {
+                throw only
+            } else if !failures.isEmpty {
+                throw Failure.some(failures.count, of: downloads.count, "downloaded")
             }
         }
     }

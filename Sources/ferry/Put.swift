@@ -31,19 +31,37 @@ struct Put: AsyncParsableCommand {
     func run() async throws {
         try await Failure.exitOnFailure {
             let client = FerryClient(host: self.connection.host, port: self.connection.port)
+            let uploads = self.paths.map {
+                FerryConnection.Upload(source: $0, name: self.remoteName ?? Shell.lastComponent(of: $0))
+            }
+            var failures: [FerryClientError] = []
             try await client.withConnection { connection in
-                for path in self.paths {
-                    let name = self.remoteName ?? Shell.lastComponent(of: path)
-                    let progress = ProgressBar(label: name)
-                    let bytes = try await connection.put(
-                        path,
-                        as: name,
-                        overwrite: self.overwrite,
-                        progress: progress.update
-                    )
-                    progress.finish()
-                    print("stored \(path) → \(name) (\(Sizes.describe(bytes)), verified)")
-                }
+                var bars: [Int: ProgressBar] = [:]
+                try await connection.put(
+                    uploads,
+                    overwrite: self.overwrite,
+                    progress: { index, sent, size in
+                        let bar = bars[index] ?? ProgressBar(label: uploads[index].name)
+                        bars[index] = bar
+                        bar.update(sent, size)
+                    },
+                    completed: { index, result in
+                        bars.removeValue(forKey: index)?.finish()
+                        let upload = uploads[index]
+                        switch result {
+                        case .success(let bytes):
+                            print("stored \(upload.source) → \(upload.name) (\(Sizes.describe(bytes)), verified)")
+                        case .failure(let error):
+                            failures.append(error)
+                            if uploads.count > 1 { Failure.report(error, about: upload.source) }
+                        }
+                    }
+                )
+            }
+            if let only = failures.first, uploads.count == 1 {
+                throw only
+            } else if !failures.isEmpty {
+                throw Failure.some(failures.count, of: uploads.count, "stored")
             }
         }
     }

@@ -160,23 +160,26 @@ struct TransferTests {
         }
     }
 
-    @Test func retrFromAnOffsetSendsTheRestWithItsOwnChecksum() async throws {
+    /// Streamed (larger than a DATA frame) and sent from memory (smaller): the same answers.
+    @Test(arguments: [300_000, 3_000])
+    func retrFromAnOffsetSendsTheRestWithItsOwnChecksum(size: Int) async throws {
         try await TestServer.run { server in
-            let bytes = Scratch.randomBytes(300_000, seed: 3)
+            let bytes = Scratch.randomBytes(size, seed: 3)
+            let offset = size / 3
             try server.write("file", bytes)
             let connection = try await RawConnection.handshaken(port: server.port)
-            try await connection.send(.retrieve(RetrieveRequest(name: "file", offset: 100_000)))
+            try await connection.send(.retrieve(RetrieveRequest(name: "file", offset: UInt64(offset))))
             guard case .fileInfo(let info)? = try await connection.next() else { throw TestFailure("no FILE_INFO") }
-            #expect(info.size == 300_000 && info.offset == 100_000)
+            #expect(info.size == UInt64(size) && info.offset == UInt64(offset))
             var received: [UInt8] = []
             while case .data(let chunk)? = try await connection.next() {
                 received += Array(chunk.bytes.readableBytesView)
-                if received.count == 200_000 { break }
+                if received.count == size - offset { break }
             }
             guard case .end(let end)? = try await connection.next() else { throw TestFailure("no END") }
-            #expect(received == Array(bytes[100_000...]))
-            #expect(end == EndOfData(length: 200_000, crc32: CRC32.checksum(bytes[100_000...])))
-            try await connection.send(.retrieve(RetrieveRequest(name: "file", offset: 300_001)))
+            #expect(received == Array(bytes[offset...]))
+            #expect(end == EndOfData(length: UInt64(size - offset), crc32: CRC32.checksum(bytes[offset...])))
+            try await connection.send(.retrieve(RetrieveRequest(name: "file", offset: UInt64(size + 1))))
             #expect(try await connection.expectError() == .invalidOffset)
             await connection.close()
         }

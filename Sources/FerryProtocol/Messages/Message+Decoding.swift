@@ -123,7 +123,7 @@ extension ByteBuffer {
         case .success(let name):
             return name
         case .failure(let violation):
-            throw FerryProtocolError(.invalidName, "\(Self.quoted(bytes)) refused: \(violation)")
+            throw FerryProtocolError(.invalidName, "\(Self.quoted(bytes)) refused: \(violation)", frameType: frame.type)
         }
     }
 

@@ -19,6 +19,9 @@ struct ServerSession {
     private var logger: Logger
     /// Whether our magic has gone out: errors after the peer's magic are frames, and frames follow our magic.
     private var sentMagic = false
+    /// Set when a STOR was refused before READY: the DATA and the END or ABORT a pipelining client sent with it
+    /// are dropped, up to the next request (SPEC.md §7.3).
+    private var skippingRefusedUpload = false
 
     init(
         inbound: NIOAsyncChannelInboundStream<ByteBuffer>,
@@ -51,11 +54,23 @@ struct ServerSession {
                 } catch let error as FerryProtocolError where error.kind == .invalidName {
                     // The frame was intact; only the name is unacceptable.
                     self.log(RequestRecord(operation: "request", name: nil), bytes: 0, result: error.detail)
+                    self.skippingRefusedUpload = error.frameType == .store
                     try await self.writer.write(.error(ErrorReply(code: .invalidName, message: error.detail)))
                     continue
                 }
                 guard let message else {
                     return "closed by the client"
+                }
+                if self.skippingRefusedUpload {
+                    switch message {
+                    case .data:
+                        continue
+                    case .end, .abort:
+                        self.skippingRefusedUpload = false
+                        continue
+                    default:
+                        self.skippingRefusedUpload = false
+                    }
                 }
                 self.quiescer.beginRequest()
                 let carryOn = try await self.handle(message)
@@ -142,6 +157,17 @@ struct ServerSession {
     }
 
     private func retrieve(_ request: RetrieveRequest, _ record: RequestRecord) async throws {
+        let whole: WholeFile?
+        do {
+            whole = try await self.library.readWhole(request.name, upTo: self.writer.dataChunkLength)
+        } catch let error as LibraryError {
+            try await self.refuse(error, record)
+            return
+        }
+        if let whole {
+            try await self.send(whole, request, record)
+            return
+        }
         let file: ReadableFile
         do {
             file = try await self.library.openForReading(request.name)
@@ -182,6 +208,31 @@ struct ServerSession {
         self.log(record, bytes: transfer.sentLength, result: "ok")
     }
 
+    /// Sends a file that fits one DATA frame: FILE_INFO, DATA and END in one write.
+    private func send(_ file: WholeFile, _ request: RetrieveRequest, _ record: RequestRecord) async throws {
+        let size = UInt64(file.bytes.readableBytes)
+        guard request.offset <= size else {
+            try await self.refuse(
+                .invalidOffset,
+                "offset \(request.offset) is beyond the end of '\(request.name)' (\(size) bytes)",
+                record
+            )
+            return
+        }
+        var messages: [Message] = [.fileInfo(FileInfo(size: size, offset: request.offset, modified: file.modified))]
+        var transfer = OutgoingTransfer()
+        if request.offset < size {
+            let chunk = DataChunk(
+                file.bytes.getSlice(at: Int(request.offset), length: Int(size - request.offset)) ?? ByteBuffer()
+            )
+            transfer.record(chunk)
+            messages.append(.data(chunk))
+        }
+        messages.append(.end(transfer.end))
+        try await self.writer.write(messages)
+        self.log(record, bytes: transfer.sentLength, result: "ok")
+    }
+
     private mutating func store(_ request: StoreRequest, _ record: RequestRecord) async throws {
         let refusal: (ErrorCode, String)? =
             if !StoreOptions.known.isSuperset(of: request.options) {
@@ -199,33 +250,48 @@ struct ServerSession {
                 nil
             }
         if let (code, message) = refusal {
+            // The client may have sent the data without waiting for READY (SPEC.md §7.3): drop it.
+            self.skippingRefusedUpload = true
             try await self.refuse(code, message, record)
             return
         }
-        let staging: StagingFile
-        do {
-            staging = try await self.library.createStagingFile()
-        } catch let error as LibraryError {
-            try await self.refuse(error, record)
-            return
+        // An upload that fits one DATA frame is gathered in memory and committed in one job; a larger one is
+        // streamed into a staging file as it arrives. Either way at most one frame's worth is held.
+        let destination: Upload.Destination
+        if request.size <= UInt64(ProtocolLimits.defaultDataChunkLength) {
+            destination = .memory(self.channel.allocator.buffer(capacity: Int(request.size)))
+        } else {
+            do {
+                destination = .staging(try await self.library.createStagingFile(), offset: 0)
+            } catch let error as LibraryError {
+                self.skippingRefusedUpload = true
+                try await self.refuse(error, record)
+                return
+            }
         }
-        var upload = Upload(staging: staging, transfer: IncomingTransfer(expectedLength: request.size))
+        var upload = Upload(destination: destination, transfer: IncomingTransfer(expectedLength: request.size))
         do {
             try await self.writer.write(.ready(Ready(offset: 0)))
             try await self.receive(&upload, request: request, record)
         } catch {
-            if upload.stagingOpen {
-                await self.library.discard(upload.staging)
-            }
+            await self.release(&upload)
             self.log(record, bytes: upload.transfer.receivedLength, result: "failed: \(error)")
             throw error
         }
     }
 
     private struct Upload {
-        let staging: StagingFile
+        enum Destination {
+            /// A small upload, gathered until END.
+            case memory(ByteBuffer)
+            /// A large upload, written to the staging file as it arrives; `offset` is where the next bytes go.
+            case staging(StagingFile, offset: Int64)
+            /// Failed and answered, or committed: nothing more is kept.
+            case released
+        }
+
+        var destination: Destination
         var transfer: IncomingTransfer
-        var stagingOpen = true
         /// Set once the upload has failed and been answered: the rest of its frames are read and dropped.
         var refused = false
     }
@@ -236,7 +302,6 @@ struct ServerSession {
         request: StoreRequest,
         _ record: RequestRecord
     ) async throws {
-        var offset: Int64 = 0
         while true {
             guard let message = try await self.reader.next() else {
                 throw TransportError.connectionClosed(midFrame: true)
@@ -248,24 +313,24 @@ struct ServerSession {
                 do {
                     try upload.transfer.receive(chunk)
                 } catch {
-                    try await self.abandon(
-                        &upload,
-                        error.errorCode,
-                        error.description,
-                        record
-                    )
+                    try await self.abandon(&upload, error.errorCode, error.description, record)
                     continue
                 }
-                do {
-                    try await upload.staging.handle.write(contentsOf: chunk.bytes, toAbsoluteOffset: offset)
-                    offset += Int64(chunk.bytes.readableBytes)
-                } catch {
-                    try await self.abandon(
-                        &upload,
-                        .storageFailure,
-                        "writing the upload failed: \(error)",
-                        record
-                    )
+                switch upload.destination {
+                case .memory(var bytes):
+                    upload.destination = .released
+                    var payload = chunk.bytes
+                    bytes.writeBuffer(&payload)
+                    upload.destination = .memory(bytes)
+                case .staging(let staging, let offset):
+                    do {
+                        try await staging.handle.write(contentsOf: chunk.bytes, toAbsoluteOffset: offset)
+                        upload.destination = .staging(staging, offset: offset + Int64(chunk.bytes.readableBytes))
+                    } catch {
+                        try await self.abandon(&upload, .storageFailure, "writing the upload failed: \(error)", record)
+                    }
+                case .released:
+                    break
                 }
             case .end where upload.refused, .abort where upload.refused:
                 return
@@ -281,21 +346,21 @@ struct ServerSession {
                 do {
                     try upload.transfer.verify(end)
                 } catch {
-                    try await self.abandon(
-                        &upload,
-                        error.errorCode,
-                        "'\(request.name)' not stored: \(error)",
-                        record
-                    )
+                    try await self.abandon(&upload, error.errorCode, "'\(request.name)' not stored: \(error)", record)
                     return
                 }
-                upload.stagingOpen = false
+                let destination = upload.destination
+                upload.destination = .released
                 do {
-                    try await self.library.commit(
-                        upload.staging,
-                        as: request.name,
-                        overwrite: request.options.contains(.overwrite)
-                    )
+                    let overwrite = request.options.contains(.overwrite)
+                    switch destination {
+                    case .memory(let bytes):
+                        try await self.library.commit(bytes, as: request.name, overwrite: overwrite)
+                    case .staging(let staging, _):
+                        try await self.library.commit(staging, as: request.name, overwrite: overwrite)
+                    case .released:
+                        break
+                    }
                 } catch let error as LibraryError {
                     try await self.refuse(error, record)
                     return
@@ -309,7 +374,7 @@ struct ServerSession {
         }
     }
 
-    /// Fails an upload in progress: removes its staging file and answers at once; later frames are dropped.
+    /// Fails an upload in progress: drops what it holds and answers at once; later frames are dropped.
     private func abandon(
         _ upload: inout Upload,
         _ code: ErrorCode,
@@ -317,11 +382,16 @@ struct ServerSession {
         _ record: RequestRecord
     ) async throws {
         upload.refused = true
-        if upload.stagingOpen {
-            upload.stagingOpen = false
-            await self.library.discard(upload.staging)
-        }
+        await self.release(&upload)
         try await self.refuse(code, message, record)
+    }
+
+    /// Removes the staging file of an upload that will not be committed.
+    private func release(_ upload: inout Upload) async {
+        if case .staging(let staging, _) = upload.destination {
+            await self.library.discard(staging)
+        }
+        upload.destination = .released
     }
 
     // MARK: - Errors

@@ -135,6 +135,52 @@ public struct FileLibrary: Sendable {
         }
     }
 
+    /// Reads `name` whole if it holds at most `limit` bytes, all in one thread-pool job (open, check, read,
+    /// close); returns `nil` for a larger file, which is streamed from ``openForReading(_:)`` instead.
+    ///
+    /// Small files are most of a library by count: one job per file instead of one per system call is what
+    /// lets a session move thousands of them per second. Memory stays bounded by `limit`, the size of the chunk
+    /// the streaming path holds anyway. The bytes are what the file held when it was read: a file that changes
+    /// meanwhile is sent as one consistent snapshot of that length.
+    func readWhole(_ name: String, upTo limit: Int) async throws -> WholeFile? {
+        let path = self.path(name).string
+        return try await self.threadPool.runIfActive { () throws -> WholeFile? in
+            // Checked before opening, so that opening never blocks on a FIFO or touches a device.
+            var info = stat()
+            guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+                throw LibraryError.noSuchFile(name)
+            }
+            guard info.st_size <= limit else { return nil }
+            let descriptor = Glibc.open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+            guard descriptor >= 0 else {
+                if errno == ENOENT || errno == ELOOP { throw LibraryError.noSuchFile(name) }
+                throw LibraryError.storage("cannot open '\(name)': \(Self.describeErrno())")
+            }
+            defer { close(descriptor) }
+            guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+                throw LibraryError.noSuchFile(name)
+            }
+            guard info.st_size <= limit else { return nil }
+            let size = Int(info.st_size)
+            var bytes = ByteBufferAllocator().buffer(capacity: size)
+            while bytes.readableBytes < size {
+                let offset = bytes.readableBytes
+                let count = bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: size - offset) { target in
+                    pread(descriptor, target.baseAddress, size - offset, off_t(offset))
+                }
+                if count == 0 { break }  // It shrank: send what it holds now.
+                if count < 0, errno != EINTR {
+                    throw LibraryError.storage("cannot read '\(name)': \(Self.describeErrno())")
+                }
+            }
+            let modified = Self.nanoseconds(
+                seconds: Int64(info.st_mtim.tv_sec),
+                nanoseconds: Int64(info.st_mtim.tv_nsec)
+            )
+            return WholeFile(bytes: bytes, modified: modified)
+        }
+    }
+
     /// Whether a visible file, link or folder of this name exists (links are not followed).
     func exists(_ name: String) async throws -> Bool {
         let path = self.path(name).string
@@ -185,11 +231,7 @@ public struct FileLibrary: Sendable {
         let outcome = try? await self.threadPool.runIfActive { () -> Int32 in
             let failure = publishFile(stagingPath, as: finalPath, replacing: overwrite)
             if failure == 0 {
-                let directory = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                if directory >= 0 {
-                    fsync(directory)
-                    close(directory)
-                }
+                Self.synchronizeFolder(root)
             }
             return failure
         }
@@ -203,6 +245,56 @@ public struct FileLibrary: Sendable {
         case nil:
             unlink(stagingPath)
             throw LibraryError.storage("cannot publish '\(name)': the server is stopping")
+        }
+    }
+
+    /// Commits a small upload received into memory, in one thread-pool job: the same staging file, flush,
+    /// publication and folder flush as ``commit(_:as:overwrite:)``, without a job per system call.
+    func commit(_ bytes: ByteBuffer, as name: String, overwrite: Bool) async throws {
+        var random = SystemRandomNumberGenerator()
+        let stagingPath = self.path(Self.stagingPrefix + String(random.next(), radix: 16)).string
+        let finalPath = self.path(name).string
+        let root = self.root.string
+        let failure: LibraryError?
+        do {
+            failure = try await self.threadPool.runIfActive { () -> LibraryError? in
+                let descriptor = Glibc.open(stagingPath, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+                guard descriptor >= 0 else {
+                    return .storage("cannot create a staging file: \(Self.describeErrno())")
+                }
+                var written = 0
+                let total = bytes.readableBytes
+                let wrote = bytes.withUnsafeReadableBytes { source -> Bool in
+                    while written < total {
+                        let count = Glibc.write(descriptor, source.baseAddress.map { $0 + written }, total - written)
+                        if count < 0, errno == EINTR { continue }
+                        guard count > 0 else { return false }
+                        written += count
+                    }
+                    return fsync(descriptor) == 0
+                }
+                let reason = Self.describeErrno()
+                guard close(descriptor) == 0, wrote else {
+                    unlink(stagingPath)
+                    return .storage("cannot write the upload to disk: \(reason)")
+                }
+                let published = publishFile(stagingPath, as: finalPath, replacing: overwrite)
+                switch published {
+                case 0:
+                    Self.synchronizeFolder(root)
+                    return nil
+                case EEXIST:
+                    return .fileExists(name)
+                default:
+                    return .storage("cannot publish '\(name)': \(String(cString: strerror(published)))")
+                }
+            }
+        } catch {
+            unlink(stagingPath)
+            throw LibraryError.storage("cannot publish '\(name)': the server is stopping")
+        }
+        if let failure {
+            throw failure
         }
     }
 
@@ -251,6 +343,15 @@ public struct FileLibrary: Sendable {
         }
     }
 
+    /// Flushes the folder itself, so a name just published survives a power cut. Blocking.
+    private static func synchronizeFolder(_ root: String) {
+        let directory = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if directory >= 0 {
+            fsync(directory)
+            close(directory)
+        }
+    }
+
     static func nanoseconds(seconds: Int64, nanoseconds: Int64) -> Int64 {
         let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         guard !overflow else { return seconds < 0 ? .min : .max }
@@ -266,6 +367,12 @@ public struct FileLibrary: Sendable {
 struct ReadableFile: Sendable {
     let handle: ReadFileHandle
     let size: UInt64
+    let modified: Int64
+}
+
+/// A small file read whole (``FileLibrary/readWhole(_:upTo:)``).
+struct WholeFile: Sendable {
+    let bytes: ByteBuffer
     let modified: Int64
 }
 

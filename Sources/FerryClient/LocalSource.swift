@@ -1,0 +1,89 @@
+import FerryProtocol
+import NIOCore
+import NIOPosix
+import _NIOFileSystem
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A local file about to be uploaded: read whole when it fits one DATA frame, or open for streaming.
+enum LocalSource {
+    /// The whole file, read in one thread-pool job (open, check, read, close).
+    case whole(ByteBuffer)
+    /// A larger file, open for reading chunk by chunk.
+    case stream(ReadFileHandle, size: UInt64)
+
+    /// - Throws: ``FerryClientError/localFile(_:)`` for a missing, unreadable or irregular file.
+    static func open(_ path: String, wholeUpTo limit: Int) async throws -> LocalSource {
+        let whole: ByteBuffer?
+        do {
+            whole = try await NIOThreadPool.singleton.runIfActive { try Self.readWhole(path, upTo: limit) }
+        } catch let error as FerryClientError {
+            throw error
+        } catch {
+            throw FerryClientError.localFile("cannot read '\(path)': \(FerryConnection.describe(error))")
+        }
+        if let whole {
+            return .whole(whole)
+        }
+        do {
+            let handle = try await FileSystem.shared.openFile(
+                forReadingAt: FilePath(path),
+                options: .init(closeOnExec: true)
+            )
+            let info: _NIOFileSystem.FileInfo
+            do {
+                info = try await handle.info()
+            } catch {
+                try? await handle.closeRegardlessOfCancellation()
+                throw error
+            }
+            guard info.type == .regular else {
+                try? await handle.closeRegardlessOfCancellation()
+                throw FerryClientError.localFile("'\(path)' is not a regular file")
+            }
+            return .stream(handle, size: UInt64(max(info.size, 0)))
+        } catch let error as FerryClientError {
+            throw error
+        } catch {
+            throw FerryClientError.localFile("cannot read '\(path)': \(FerryConnection.describe(error))")
+        }
+    }
+
+    /// The file's bytes if it is a regular file of at most `limit` bytes; `nil` if it is larger. Blocking.
+    private static func readWhole(_ path: String, upTo limit: Int) throws -> ByteBuffer? {
+        // Checked before opening, so that opening never blocks on a FIFO.
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw FerryClientError.localFile("cannot read '\(path)': \(String(cString: strerror(errno)))")
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            throw FerryClientError.localFile("'\(path)' is not a regular file")
+        }
+        guard info.st_size <= limit else { return nil }
+        let descriptor = Glibc.open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw FerryClientError.localFile("cannot read '\(path)': \(String(cString: strerror(errno)))")
+        }
+        defer { close(descriptor) }
+        guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_size <= limit else {
+            return nil
+        }
+        let size = Int(info.st_size)
+        var bytes = ByteBufferAllocator().buffer(capacity: size)
+        while bytes.readableBytes < size {
+            let offset = bytes.readableBytes
+            let count = bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: size - offset) { target in
+                pread(descriptor, target.baseAddress, size - offset, off_t(offset))
+            }
+            if count == 0 { break }
+            if count < 0, errno != EINTR {
+                throw FerryClientError.localFile("reading '\(path)' failed: \(String(cString: strerror(errno)))")
+            }
+        }
+        return bytes
+    }
+}

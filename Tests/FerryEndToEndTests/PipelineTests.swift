@@ -1,0 +1,136 @@
+import FerryClient
+import FerryProtocol
+import Foundation
+import NIOCore
+import Testing
+
+@Suite("Many files over one connection")
+struct PipelineTests {
+    /// STOR, DATA and END in one write, several uploads back to back (SPEC.md §7.3, pipelined upload).
+    private func pipelinedUpload(_ name: String, _ bytes: [UInt8], overwrite: Bool = false) -> [UInt8] {
+        let chunk = DataChunk(ByteBuffer(bytes: bytes))
+        var transfer = OutgoingTransfer()
+        transfer.record(chunk)
+        var frames = RawConnection.encode(
+            .store(StoreRequest(name: name, size: UInt64(bytes.count), options: overwrite ? .overwrite : []))
+        )
+        if !bytes.isEmpty {
+            frames += RawConnection.encode(.data(chunk))
+        }
+        return frames + RawConnection.encode(.end(transfer.end))
+    }
+
+    @Test func pipelinedUploadsAreAnsweredInOrderAndARefusedOneDropsItsData() async throws {
+        try await TestServer.run { server in
+            try server.write("kept", Array("old".utf8))
+            try server.write("empty-kept", [])
+            let connection = try await RawConnection.handshaken(port: server.port)
+            try await connection.send(
+                raw: self.pipelinedUpload("kept", Array("new".utf8))
+                    + self.pipelinedUpload("fresh", Array("fresh".utf8))
+                    + self.pipelinedUpload("empty-kept", [])
+                    + self.pipelinedUpload("../escape", [1, 2, 3])
+                    + self.pipelinedUpload("kept", Array("newer".utf8), overwrite: true)
+                    + RawConnection.encode(.list)
+            )
+            #expect(try await connection.expectError() == .fileExists)
+            guard case .ready? = try await connection.next() else { throw TestFailure("no READY for fresh") }
+            guard case .ok? = try await connection.next() else { throw TestFailure("no OK for fresh") }
+            #expect(try await connection.expectError() == .fileExists)
+            #expect(try await connection.expectError() == .invalidName)
+            guard case .ready? = try await connection.next() else { throw TestFailure("no READY for kept") }
+            guard case .ok? = try await connection.next() else { throw TestFailure("no OK for kept") }
+            guard case .listEntries(let entries)? = try await connection.next() else { throw TestFailure("no list") }
+            #expect(entries.map(\.name) == ["empty-kept", "fresh", "kept"])
+            guard case .listEnd? = try await connection.next() else { throw TestFailure("no LIST_END") }
+            #expect(try server.contents(of: "kept") == Array("newer".utf8))
+            #expect(try server.contents(of: "fresh") == Array("fresh".utf8))
+            #expect(try server.contents(of: "empty-kept") == [])
+            #expect(try server.folderContents() == ["empty-kept", "fresh", "kept"], "no staging left behind")
+            await connection.close()
+        }
+    }
+
+    @Test func batchesReportEveryFileInOrderAndGoOnPastFailures() async throws {
+        try await TestServer.run { server in
+            let scratch = Scratch.makeDirectory("batch")
+            let sources = scratch.appendingPathComponent("sources")
+            let copies = scratch.appendingPathComponent("copies")
+            try FileManager.default.createDirectory(at: sources, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(at: copies, withIntermediateDirectories: true)
+            // 150 small files, two larger than one DATA frame, and an empty one.
+            var contents: [String: [UInt8]] = [:]
+            for index in 0..<150 {
+                contents["small-\(index)"] = Scratch.randomBytes(index * 37, seed: UInt64(index))
+            }
+            contents["large-a"] = Scratch.randomBytes(700_000, seed: 1000)
+            contents["large-b"] = Scratch.randomBytes(262_145, seed: 1001)
+            for (name, bytes) in contents {
+                try Data(bytes).write(to: sources.appendingPathComponent(name))
+            }
+            try server.write("small-7", [9, 9, 9])  // in the way: refused without overwrite
+            var names = contents.keys.sorted()
+            names.insert("missing-source", at: 20)
+            names.insert(".bad-name", at: 40)
+            let uploads = names.map {
+                FerryConnection.Upload(source: sources.appendingPathComponent($0).path, name: $0)
+            }
+
+            var stored: [Int: Result<UInt64, FerryClientError>] = [:]
+            var order: [Int] = []
+            try await server.client.withConnection { connection in
+                try await connection.put(uploads) { index, result in
+                    order.append(index)
+                    stored[index] = result
+                }
+            }
+            #expect(order == Array(uploads.indices), "every file reported once, in order")
+            for (index, name) in names.enumerated() {
+                switch (name, stored[index]) {
+                case ("missing-source", .failure(.localFile)?), (".bad-name", .failure(.invalidName)?):
+                    break
+                case ("small-7", .failure(let error)?):
+                    #expect(error.errorCode == .fileExists)
+                case (_, .success(let size)?):
+                    #expect(size == UInt64(contents[name]?.count ?? -1))
+                    #expect(try server.contents(of: name) == contents[name], "\(name) stored intact")
+                default:
+                    Issue.record("\(name): \(String(describing: stored[index]))")
+                }
+            }
+            #expect(try server.contents(of: "small-7") == [9, 9, 9])
+
+            // Downloads: a missing file and a target whose folder does not exist (small and large) among them.
+            var downloads = contents.keys.sorted().map {
+                FerryConnection.Download(name: $0, destination: copies.appendingPathComponent($0).path)
+            }
+            downloads.insert(.init(name: "nowhere", destination: copies.path + "/nowhere"), at: 10)
+            downloads.insert(.init(name: "small-3", destination: copies.path + "/no/such/folder"), at: 30)
+            downloads.insert(.init(name: "large-a", destination: copies.path + "/no/such/folder"), at: 31)
+            var received: [Int: Result<UInt64, FerryClientError>] = [:]
+            try await server.client.withConnection { connection in
+                try await connection.get(downloads, window: 8) { index, result in received[index] = result }
+                #expect(try await connection.list().count == 152, "the connection is still usable")
+            }
+            #expect(received.count == downloads.count)
+            for (index, download) in downloads.enumerated() {
+                switch (download.name, download.destination.hasSuffix("/no/such/folder"), received[index]) {
+                case ("nowhere", _, .failure(let error)?):
+                    #expect(error.errorCode == .noSuchFile)
+                case (_, true, .failure(.localFile)?):
+                    break
+                case ("small-7", false, .success?):
+                    #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: download.destination))) == [9, 9, 9])
+                case (let name, false, .success(let size)?):
+                    #expect(size == UInt64(contents[name]?.count ?? -1))
+                    let copy = [UInt8](try Data(contentsOf: URL(fileURLWithPath: download.destination)))
+                    #expect(copy == contents[name], "\(name) downloaded intact")
+                default:
+                    Issue.record("\(download.name): \(String(describing: received[index]))")
+                }
+            }
+            let left = try FileManager.default.contentsOfDirectory(atPath: copies.path)
+            #expect(left.count == 152 && !left.contains { $0.hasPrefix(".") }, "no temporary file left")
+        }
+    }
+}

@@ -160,30 +160,70 @@ public final class FerryConnection {
         }
         let requested = downloads.indices.filter { refusals[$0] == nil }
         let window = max(1, window)
-        try await self.guarded {
-            var sent = 0
-            var answered = 0
-            for index in downloads.indices {
-                if let refusal = refusals[index] {
-                    completed(index, .failure(refusal))
-                    continue
-                }
-                // Top the window up in one write when half of it has been answered.
-                if sent - answered <= window / 2, sent < requested.count {
-                    let batch = requested[sent..<min(requested.count, answered + window)]
-                    try await self.writer.write(batch.map { .retrieve(RetrieveRequest(name: downloads[$0].name)) })
-                    sent += batch.count
-                }
-                let download = downloads[index]
-                let result = try await self.receiveFile(
-                    to: FilePath(download.destination),
-                    overwrite: overwrite,
-                    progress: { progress(index, $0, $1) }
-                )
-                answered += 1
-                completed(index, result)
+        // Small files received and verified, published together (one job) before this side would wait for the
+        // server, or once a group is full; reported in order as they are published.
+        var unpublished: [(index: Int, file: VerifiedDownload)] = []
+        var unpublishedBytes = 0
+        func publishGroup() async {
+            guard !unpublished.isEmpty else { return }
+            let outcomes = await LocalDownload.publish(unpublished.map(\.file), overwrite: overwrite)
+            for (entry, failure) in zip(unpublished, outcomes) {
+                completed(entry.index, failure.map { .failure($0) } ?? .success(UInt64(entry.file.bytes.readableBytes)))
             }
+            unpublished.removeAll()
+            unpublishedBytes = 0
         }
+        do {
+            try await self.guarded {
+                var sent = 0
+                var answered = 0
+                for index in downloads.indices {
+                    if let refusal = refusals[index] {
+                        await publishGroup()
+                        completed(index, .failure(refusal))
+                        continue
+                    }
+                    // Top the window up in one write when half of it has been answered.
+                    if sent - answered <= window / 2, sent < requested.count {
+                        let batch = requested[sent..<min(requested.count, answered + window)]
+                        try await self.writer.write(batch.map { .retrieve(RetrieveRequest(name: downloads[$0].name)) })
+                        sent += batch.count
+                    }
+                    if !self.reader.hasBufferedFrame() {
+                        await publishGroup()
+                    }
+                    let target = FilePath(downloads[index].destination)
+                    let outcome = try await self.receiveFile(
+                        to: target,
+                        overwrite: overwrite,
+                        progress: { progress(index, $0, $1) }
+                    )
+                    answered += 1
+                    switch outcome {
+                    case .verified(let bytes):
+                        unpublished.append((index, VerifiedDownload(bytes: bytes, target: target)))
+                        unpublishedBytes += bytes.readableBytes
+                        if unpublished.count >= 64 || unpublishedBytes >= 4 << 20 {
+                            await publishGroup()
+                        }
+                    case .finished(let result):
+                        await publishGroup()
+                        completed(index, result)
+                    }
+                }
+                await publishGroup()
+            }
+        } catch {
+            // Files already verified are kept even if the connection then fails.
+            await publishGroup()
+            throw error
+        }
+    }
+
+    /// How one RETR ended: a small file received whole and verified, still to be published, or a result.
+    private enum ReceivedFile {
+        case verified(ByteBuffer)
+        case finished(Result<UInt64, FerryClientError>)
     }
 
     /// Reads the answer to one RETR. Request errors and local failures are the file's result; a broken connection
@@ -192,11 +232,11 @@ public final class FerryConnection {
         to target: FilePath,
         overwrite: Bool,
         progress: (UInt64, UInt64) -> Void
-    ) async throws -> Result<UInt64, FerryClientError> {
+    ) async throws -> ReceivedFile {
         let info: FerryProtocol.FileInfo
         switch try await self.nextReplyOrRequestError() {
         case .failure(let refusal):
-            return .failure(refusal)
+            return .finished(.failure(refusal))
         case .success(.fileInfo(let announced)) where announced.offset == 0:
             info = announced
         case .success(.fileInfo(let announced)):
@@ -213,20 +253,15 @@ public final class FerryConnection {
                 var chunk = chunk
                 bytes.writeBuffer(&chunk)
             }
-            guard case .success = outcome else { return outcome }
-            do {
-                try await LocalDownload.publish(bytes, to: target, overwrite: overwrite)
-            } catch let error as FerryClientError {
-                return .failure(error)
-            }
-            return .success(transfer.receivedLength)
+            guard case .success = outcome else { return .finished(outcome) }
+            return .verified(bytes)
         }
         let download: LocalDownload
         do {
             download = try await LocalDownload.create(beside: target)
         } catch let error as FerryClientError {
             _ = try await self.receiveData(&transfer, progress: { _, _ in }, into: { _ in })
-            return .failure(error)
+            return .finished(.failure(error))
         }
         var failure: FerryClientError?
         let outcome: Result<UInt64, FerryClientError>
@@ -246,15 +281,15 @@ public final class FerryConnection {
         }
         guard case .success = outcome, failure == nil else {
             await download.discard()
-            return failure.map { .failure($0) } ?? outcome
+            return .finished(failure.map { .failure($0) } ?? outcome)
         }
         do {
             try await download.commit(to: target, overwrite: overwrite)
         } catch let error as FerryClientError {
             await download.discard()
-            return .failure(error)
+            return .finished(.failure(error))
         }
-        return outcome
+        return .finished(outcome)
     }
 
     /// Reads DATA up to END and verifies the whole. A request error midway (the server could not read its file)
@@ -346,10 +381,22 @@ public final class FerryConnection {
         let options: StoreOptions = overwrite ? [.overwrite] : []
         let window = max(1, window)
         try await self.guarded {
+            let chunk = ProtocolLimits.defaultDataChunkLength
+            var readAhead: (start: Int, files: [LocalSource.Peek]) = (0, [])
             // Small uploads sent and not yet answered, oldest first.
             var awaiting: [(index: Int, size: UInt64)] = []
             var first = 0
+            // Their frames, written together once they reach a DATA frame's size or before waiting for answers.
+            var outgoing = ByteBuffer()
+            func send() async throws {
+                guard outgoing.readableBytes > 0 else { return }
+                try await self.writer.writeRaw(outgoing)
+                outgoing.clear()
+            }
             func collect(downTo limit: Int) async throws {
+                if awaiting.count - first > limit {
+                    try await send()
+                }
                 while awaiting.count - first > limit {
                     let (index, size) = awaiting[first]
                     first += 1
@@ -362,9 +409,14 @@ public final class FerryConnection {
                     completed(index, .failure(.invalidName(name: upload.name, rule: rule)))
                     continue
                 }
+                if index >= readAhead.start + readAhead.files.count {
+                    // The next files, read in one job: up to 64 small ones, or 4 MiB.
+                    let paths = uploads[index..<min(uploads.count, index + 64)].map(\.source)
+                    readAhead = (index, await LocalSource.read(paths, wholeUpTo: chunk, budget: 4 << 20))
+                }
                 let source: LocalSource
                 do {
-                    source = try await LocalSource.open(upload.source, wholeUpTo: ProtocolLimits.defaultDataChunkLength)
+                    source = try await readAhead.files[index - readAhead.start].opened()
                 } catch let error as FerryClientError {
                     try await collect(downTo: 0)
                     completed(index, .failure(error))
@@ -374,15 +426,18 @@ public final class FerryConnection {
                 case .whole(let bytes):
                     let size = UInt64(bytes.readableBytes)
                     var transfer = OutgoingTransfer()
-                    var messages: [Message] = [.store(StoreRequest(name: upload.name, size: size, options: options))]
+                    let store = StoreRequest(name: upload.name, size: size, options: options)
+                    FrameSerializer.serialize(.store(store), into: &outgoing)
                     if size > 0 {
                         let chunk = DataChunk(bytes)
                         transfer.record(chunk)
-                        messages.append(.data(chunk))
+                        FrameSerializer.serialize(.data(chunk), into: &outgoing)
                     }
-                    messages.append(.end(transfer.end))
+                    FrameSerializer.serialize(.end(transfer.end), into: &outgoing)
                     progress(index, 0, size)
-                    try await self.writer.write(messages)
+                    if outgoing.readableBytes >= ProtocolLimits.defaultDataChunkLength {
+                        try await send()
+                    }
                     progress(index, size, size)
                     awaiting.append((index, size))
                     try await collect(downTo: window)

@@ -10,6 +10,12 @@ import Glibc
 import Darwin
 #endif
 
+/// A small download received whole and verified, to be written by ``LocalDownload/publish(_:overwrite:)``.
+struct VerifiedDownload: Sendable {
+    let bytes: ByteBuffer
+    let target: FilePath
+}
+
 /// A download in progress: a hidden temporary file beside its destination, published by rename only after the
 /// transfer has been verified, so the destination never holds a partial or unverified file.
 final class LocalDownload {
@@ -38,49 +44,51 @@ final class LocalDownload {
         }
     }
 
-    /// Writes a small, already verified download in one thread-pool job: temporary file beside `target`, write,
-    /// flush, publish (``publishFile(_:as:replacing:)``). The same guarantees as streaming it, without a job per
-    /// system call.
-    static func publish(_ bytes: ByteBuffer, to target: FilePath, overwrite: Bool) async throws {
-        let temporary = Self.temporaryPath(beside: target).string
-        let destination = target.string
-        let failure: FerryClientError?
+    /// Writes small, already verified downloads, all in one thread-pool job: for each, a temporary file beside
+    /// its target, write, flush, publish (``publishFile(_:as:replacing:)``). The same guarantees as streaming
+    /// each one, without a job per system call or per file.
+    ///
+    /// - Returns: for each file in order, `nil` once it is in place, or why it is not.
+    static func publish(_ files: [VerifiedDownload], overwrite: Bool) async -> [FerryClientError?] {
+        let temporaries = files.map { Self.temporaryPath(beside: $0.target).string }
         do {
-            failure = try await NIOThreadPool.singleton.runIfActive { () -> FerryClientError? in
-                let descriptor = Glibc.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
-                guard descriptor >= 0 else {
-                    return .localFile(
-                        "cannot create a file beside '\(destination)': \(String(cString: strerror(errno)))"
-                    )
+            return try await NIOThreadPool.singleton.runIfActive {
+                zip(files, temporaries).map { file, temporary in
+                    Self.writeAndPublish(file.bytes, via: temporary, as: file.target.string, overwrite: overwrite)
                 }
-                var written = 0
-                let total = bytes.readableBytes
-                let wrote = bytes.withUnsafeReadableBytes { source -> Bool in
-                    while written < total {
-                        let count = Glibc.write(descriptor, source.baseAddress.map { $0 + written }, total - written)
-                        if count < 0, errno == EINTR { continue }
-                        guard count > 0 else { return false }
-                        written += count
-                    }
-                    return fsync(descriptor) == 0
-                }
-                let reason = String(cString: strerror(errno))
-                guard close(descriptor) == 0, wrote else {
-                    unlink(temporary)
-                    return .localFile("writing '\(temporary)' failed: \(reason)")
-                }
-                return Self.describePublishing(
-                    publishFile(temporary, as: destination, replacing: overwrite),
-                    destination
-                )
             }
         } catch {
+            return files.map { .localFile("cannot write '\($0.target)': \(FerryConnection.describe(error))") }
+        }
+    }
+
+    /// Blocking.
+    private static func writeAndPublish(
+        _ bytes: ByteBuffer,
+        via temporary: String,
+        as destination: String,
+        overwrite: Bool
+    ) -> FerryClientError? {
+        let descriptor = Glibc.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            return .localFile("cannot create a file beside '\(destination)': \(String(cString: strerror(errno)))")
+        }
+        let failure = bytes.withUnsafeReadableBytes { source -> String? in
+            var written = 0
+            while written < source.count {
+                let count = Glibc.write(descriptor, source.baseAddress.map { $0 + written }, source.count - written)
+                if count < 0, errno == EINTR { continue }
+                guard count > 0 else { return count == 0 ? "nothing written" : String(cString: strerror(errno)) }
+                written += count
+            }
+            return fsync(descriptor) == 0 ? nil : String(cString: strerror(errno))
+        }
+        let closeFailure = close(descriptor) == 0 ? nil : String(cString: strerror(errno))
+        if let reason = failure ?? closeFailure {
             unlink(temporary)
-            throw FerryClientError.localFile("cannot write '\(destination)': \(FerryConnection.describe(error))")
+            return .localFile("writing '\(destination)' failed: \(reason)")
         }
-        if let failure {
-            throw failure
-        }
+        return Self.describePublishing(publishFile(temporary, as: destination, replacing: overwrite), destination)
     }
 
     private static func temporaryPath(beside target: FilePath) -> FilePath {

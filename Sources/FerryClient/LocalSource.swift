@@ -16,19 +16,52 @@ enum LocalSource {
     /// A larger file, open for reading chunk by chunk.
     case stream(ReadFileHandle, size: UInt64)
 
-    /// - Throws: ``FerryClientError/localFile(_:)`` for a missing, unreadable or irregular file.
-    static func open(_ path: String, wholeUpTo limit: Int) async throws -> LocalSource {
-        let whole: ByteBuffer?
+    /// What a group read found for one file.
+    enum Peek: Sendable {
+        case whole(ByteBuffer)
+        /// Larger than one DATA frame: opened for streaming when its turn comes.
+        case large(path: String)
+        case failed(FerryClientError)
+
+        /// The source, opening a large file now.
+        func opened() async throws -> LocalSource {
+            switch self {
+            case .whole(let bytes): return .whole(bytes)
+            case .large(let path): return try await LocalSource.openForStreaming(path)
+            case .failed(let error): throw error
+            }
+        }
+    }
+
+    /// Reads the small files among `paths` whole, in one thread-pool job, stopping once `budget` bytes are
+    /// read: a batch of small uploads costs one job, and memory stays bounded. Returns at least one entry, in
+    /// order, for a prefix of `paths`.
+    static func read(_ paths: [String], wholeUpTo limit: Int, budget: Int) async -> [Peek] {
         do {
-            whole = try await NIOThreadPool.singleton.runIfActive { try Self.readWhole(path, upTo: limit) }
-        } catch let error as FerryClientError {
-            throw error
+            return try await NIOThreadPool.singleton.runIfActive {
+                var peeks: [Peek] = []
+                var total = 0
+                for path in paths where total < budget {
+                    do {
+                        if let bytes = try Self.readWhole(path, upTo: limit) {
+                            total += bytes.readableBytes
+                            peeks.append(.whole(bytes))
+                        } else {
+                            peeks.append(.large(path: path))
+                        }
+                    } catch let error as FerryClientError {
+                        peeks.append(.failed(error))
+                    }
+                }
+                return peeks
+            }
         } catch {
-            throw FerryClientError.localFile("cannot read '\(path)': \(FerryConnection.describe(error))")
+            return [.failed(.localFile("cannot read '\(paths.first ?? "")': \(FerryConnection.describe(error))"))]
         }
-        if let whole {
-            return .whole(whole)
-        }
+    }
+
+    /// - Throws: ``FerryClientError/localFile(_:)`` for a missing, unreadable or irregular file.
+    static func openForStreaming(_ path: String) async throws -> LocalSource {
         do {
             let handle = try await FileSystem.shared.openFile(
                 forReadingAt: FilePath(path),

@@ -43,6 +43,15 @@ public struct FrameParser: Sendable {
         self.buffer.readableBytes > 0
     }
 
+    /// Whether ``nextFrame()`` can answer without more bytes: a whole frame is buffered, or a header that fails.
+    public var hasCompleteFrame: Bool {
+        guard let declared = self.buffer.getInteger(at: self.buffer.readerIndex + 2, as: UInt64.self) else {
+            return false
+        }
+        guard declared <= UInt64(self.maximumPayloadLength) else { return true }
+        return self.buffer.readableBytes >= FrameLayout.overhead + Int(declared)
+    }
+
     public mutating func append(bytes: ByteBuffer) {
         if self.buffer.readableBytes == 0 {
             // Take the read as it is: no copy for the common case of a frame arriving whole.

@@ -64,6 +64,27 @@ public struct MessageReader {
         }
     }
 
+    /// Whether a whole frame has already arrived: ``next()`` will not wait for the peer (unless the frame is an
+    /// optional one it skips). Lets a client finish local work before it would sit waiting.
+    public mutating func hasBufferedFrame() -> Bool {
+        if let leftover = self.leftover.take() {
+            self.parser.append(bytes: leftover)
+        }
+        return self.parser.hasCompleteFrame
+    }
+
+    /// The next message if a whole frame has already arrived, without waiting; `nil` otherwise.
+    ///
+    /// A server uses it to hold back small replies while requests are still queued, and write them together when
+    /// it would otherwise wait (one write for a burst of pipelined requests instead of one per reply).
+    public mutating func nextIfBuffered() throws -> Message? {
+        if let leftover = self.leftover.take() {
+            self.parser.append(bytes: leftover)
+        }
+        guard let frame = try self.parser.nextFrame() else { return nil }
+        return try Message(decoding: frame)
+    }
+
     /// Reads and discards whatever the peer still sends, for at most `limit` bytes, until it closes: used after
     /// a connection error so that the ERROR sent is not destroyed by a TCP reset.
     public mutating func drain(upTo limit: Int) async {

@@ -3,17 +3,20 @@ import FerryClient
 
 struct Get: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Download one or more files, over one connection.",
+        abstract: "Download one or more files (or the whole library, with --all), over one connection.",
         discussion: """
             Each file is written to a temporary file beside its target and renamed only once its length and CRC-32 \
-            are verified. With several names, --output names a folder.
+            are verified. With several names or --all, --output names a folder.
             """
     )
 
     @OptionGroup var connection: ConnectionOptions
 
     @Argument(help: "The names of the files on the server.")
-    var names: [String]
+    var names: [String] = []
+
+    @Flag(help: "Download every file in the library.")
+    var all = false
 
     @Option(
         name: [.short, .long],
@@ -25,22 +28,26 @@ struct Get: AsyncParsableCommand {
     var force = false
 
     func validate() throws {
-        guard !self.names.isEmpty else { throw ValidationError("name at least one file to download") }
+        guard self.names.isEmpty == self.all else {
+            throw ValidationError(self.all ? "--all takes no names" : "name at least one file to download, or --all")
+        }
     }
 
-    func destination(for name: String) -> String {
+    func destination(for name: String, of count: Int) -> String {
         guard let output = self.output else { return name }
-        return self.names.count == 1 ? output : output + "/" + name
+        return count == 1 && !self.all ? output : output + "/" + name
     }
 
     func run() async throws {
         try await Failure.exitOnFailure {
             let client = FerryClient(host: self.connection.host, port: self.connection.port)
-            let downloads = self.names.map {
-                FerryConnection.Download(name: $0, destination: self.destination(for: $0))
-            }
+            var downloads: [FerryConnection.Download] = []
             var failures: [FerryClientError] = []
             try await client.withConnection { connection in
+                let names = self.all ? try await connection.list().map(\.name) : self.names
+                downloads = names.map {
+                    FerryConnection.Download(name: $0, destination: self.destination(for: $0, of: names.count))
+                }
                 var bars: [Int: ProgressBar] = [:]
                 try await connection.get(
                     downloads,
@@ -65,7 +72,7 @@ struct Get: AsyncParsableCommand {
                     }
                 )
             }
-            if let only = failures.first, downloads.count == 1 {
+            if let only = failures.first, downloads.count == 1, !self.all {
                 throw only
             } else if !failures.isEmpty {
                 throw Failure.some(failures.count, of: downloads.count, "downloaded")

@@ -11,13 +11,24 @@ enum ListingFormatter {
     static func table(_ entries: [ListEntry]) -> String {
         guard !entries.isEmpty else { return "(the library is empty)\n" }
         let sizes = entries.map { Sizes.describe($0.size) }
-        let sizeWidth = sizes.map(\.count).max() ?? 0
+        let sizeWidth = sizes.map(\.utf8.count).max() ?? 0
+        // Files of one folder are often written within the same few seconds: each second is formatted once.
+        var times: [Int64: String] = [:]
         var output = ""
+        output.reserveCapacity(entries.count * (sizeWidth + 24) + entries.reduce(0) { $0 + $1.name.utf8.count })
         for (entry, size) in zip(entries, sizes) {
-            let padding = String(repeating: " ", count: sizeWidth - size.count)
-            output += "\(padding)\(size)  \(self.localTime(entry.modified))  \(entry.name)\n"
+            let second = self.split(entry.modified).seconds
+            let time = times[second] ?? self.localTime(second: second)
+            times[second] = time
+            output.append(String(repeating: " ", count: sizeWidth - size.utf8.count))
+            output.append(size)
+            output.append("  ")
+            output.append(time)
+            output.append("  ")
+            output.append(entry.name)
+            output.append("\n")
         }
-        output += "\(entries.count) file\(entries.count == 1 ? "" : "s")\n"
+        output.append("\(entries.count) file\(entries.count == 1 ? "" : "s")\n")
         return output
     }
 
@@ -46,8 +57,9 @@ enum ListingFormatter {
         return text + "Z"
     }
 
-    private static func localTime(_ nanoseconds: Int64) -> String {
-        var time = time_t(self.split(nanoseconds).seconds)
+    /// `2026-11-27 05:37`: the local time of that second since the epoch, to the minute.
+    private static func localTime(second: Int64) -> String {
+        var time = time_t(second)
         var parts = tm()
         localtime_r(&time, &parts)
         return "\(Int(parts.tm_year) + 1900)-\(self.two(Int(parts.tm_mon) + 1))-\(self.two(Int(parts.tm_mday))) "

@@ -3,7 +3,7 @@ import FerryClient
 
 struct Put: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Upload one or more files, over one connection.",
+        abstract: "Upload one or more files (or the files of a folder), over one connection.",
         discussion: """
             The server stores each file only after verifying its length and CRC-32; an existing file is kept unless \
             --overwrite is given.
@@ -12,7 +12,7 @@ struct Put: AsyncParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
-    @Argument(help: "The local files to upload.")
+    @Argument(help: "The local files to upload; a folder stands for the regular files directly inside it.")
     var paths: [String]
 
     @Option(name: .customLong("as"), help: "The name to store the file under (default: its own name); one file only.")
@@ -31,7 +31,11 @@ struct Put: AsyncParsableCommand {
     func run() async throws {
         try await Failure.exitOnFailure {
             let client = FerryClient(host: self.connection.host, port: self.connection.port)
-            let uploads = self.paths.map {
+            let sources = try LocalFolder.expand(self.paths)
+            if self.remoteName != nil, sources != self.paths {
+                throw ValidationError("--as names one file, not a folder")
+            }
+            let uploads = sources.map {
                 FerryConnection.Upload(source: $0, name: self.remoteName ?? Shell.lastComponent(of: $0))
             }
             var failures: [FerryClientError] = []
@@ -58,7 +62,7 @@ struct Put: AsyncParsableCommand {
                     }
                 )
             }
-            if let only = failures.first, uploads.count == 1 {
+            if let only = failures.first, uploads.count == 1, uploads[0].source == self.paths.first {
                 throw only
             } else if !failures.isEmpty {
                 throw Failure.some(failures.count, of: uploads.count, "stored")

@@ -177,6 +177,41 @@ struct CommandLineTests {
             )
         }
 
+        // A folder uploads the regular files directly inside it; --all downloads the whole library. A failure
+        // among several files is one line naming the file, and the others still go through.
+        let folder = work.appendingPathComponent("folder")
+        try FileManager.default.createDirectory(
+            at: folder.appendingPathComponent("sub"),
+            withIntermediateDirectories: true
+        )
+        try Data("one".utf8).write(to: folder.appendingPathComponent("f1"))
+        try Data("two".utf8).write(to: folder.appendingPathComponent("f2"))
+        try Data("hidden".utf8).write(to: folder.appendingPathComponent(".hidden"))
+        try Data("in sub".utf8).write(to: folder.appendingPathComponent("sub/f3"))
+        let putFolder = try await Binaries.run("ferry", ["put", "folder", "greeting.txt"] + port, currentDirectory: work)
+        #expect(putFolder.status != 0, "greeting.txt exists on the server")
+        #expect(putFolder.stdout.contains("folder/f1") && putFolder.stdout.contains("folder/f2"))
+        #expect(
+            putFolder.stderr.split(separator: "\n").sorted() == [
+                "ferry: 1 of 3 files not stored",
+                "ferry: folder: skipped 2 hidden or non-regular entries",
+                "ferry: greeting.txt: file exists: 'greeting.txt' (ask to overwrite to replace it)",
+            ],
+            "\(putFolder.stderr)"
+        )
+        let mirror = work.appendingPathComponent("mirror")
+        try FileManager.default.createDirectory(at: mirror, withIntermediateDirectories: true)
+        let getAll = try await Binaries.run("ferry", ["get", "--all", "-o", "mirror"] + port, currentDirectory: work)
+        #expect(getAll.status == 0, "\(getAll.stderr)")
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: mirror.path).sorted() == [
+                "copy.txt", "f1", "f2", "greeting.txt", "many-0", "many-1", "many-2",
+            ]
+        )
+        #expect(try Data(contentsOf: mirror.appendingPathComponent("f2")) == Data("two".utf8))
+        let conflicting = try await Binaries.run("ferry", ["get", "--all", "f1"] + port, currentDirectory: work)
+        #expect(conflicting.status != 0 && conflicting.stderr.contains("--all takes no names"))
+
         let unreachable = try await Binaries.run("ferry", ["list", "--port", "1"])
         #expect(unreachable.status != 0)
         #expect(unreachable.stderr.hasPrefix("ferry: server unreachable"))

@@ -31,6 +31,9 @@ struct PipelineTests {
                     + self.pipelinedUpload("empty-kept", [])
                     + self.pipelinedUpload("../escape", [1, 2, 3])
                     + self.pipelinedUpload("kept", Array("newer".utf8), overwrite: true)
+                    + self.pipelinedUpload("twice", Array("first".utf8))
+                    + self.pipelinedUpload("twice", Array("second".utf8))
+                    + RawConnection.encode(.retrieve(RetrieveRequest(name: "twice")))
                     + RawConnection.encode(.list)
             )
             #expect(try await connection.expectError() == .fileExists)
@@ -40,13 +43,26 @@ struct PipelineTests {
             #expect(try await connection.expectError() == .invalidName)
             guard case .ready? = try await connection.next() else { throw TestFailure("no READY for kept") }
             guard case .ok? = try await connection.next() else { throw TestFailure("no OK for kept") }
+            guard case .ready? = try await connection.next() else { throw TestFailure("no READY for twice") }
+            guard case .ok? = try await connection.next() else { throw TestFailure("no OK for twice") }
+            // The same new name again, uploaded in the same burst: one of them wins (SPEC §7.3), never a mix.
+            switch try await connection.next() {
+            case .ready?: #expect(try await connection.expectError() == .fileExists)
+            case .error(let reply)?: #expect(reply.code == .fileExists)
+            case let other: throw TestFailure("second upload of twice answered \(String(describing: other))")
+            }
+            // A RETR right behind the uploads sees them committed.
+            guard case .fileInfo? = try await connection.next() else { throw TestFailure("no FILE_INFO") }
+            guard case .data(let chunk)? = try await connection.next() else { throw TestFailure("no DATA") }
+            #expect(Array(chunk.bytes.readableBytesView) == Array("first".utf8))
+            guard case .end? = try await connection.next() else { throw TestFailure("no END") }
             guard case .listEntries(let entries)? = try await connection.next() else { throw TestFailure("no list") }
-            #expect(entries.map(\.name) == ["empty-kept", "fresh", "kept"])
+            #expect(entries.map(\.name) == ["empty-kept", "fresh", "kept", "twice"])
             guard case .listEnd? = try await connection.next() else { throw TestFailure("no LIST_END") }
             #expect(try server.contents(of: "kept") == Array("newer".utf8))
             #expect(try server.contents(of: "fresh") == Array("fresh".utf8))
             #expect(try server.contents(of: "empty-kept") == [])
-            #expect(try server.folderContents() == ["empty-kept", "fresh", "kept"], "no staging left behind")
+            #expect(try server.folderContents() == ["empty-kept", "fresh", "kept", "twice"], "no staging left behind")
             await connection.close()
         }
     }

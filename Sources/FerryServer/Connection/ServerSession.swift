@@ -19,6 +19,15 @@ struct ServerSession {
     private var logger: Logger
     /// Whether our magic has gone out: errors after the peer's magic are frames, and frames follow our magic.
     private var sentMagic = false
+    /// Small replies held back while more requests are already queued, written together before the session
+    /// next waits for input (or once they reach ``unsentLimit``): a burst of pipelined requests costs one write.
+    private var unsent = ByteBuffer()
+    private static let unsentLimit = 256 * 1024
+    /// Small uploads received whole and verified while more requests were already queued: committed together
+    /// (``FileLibrary/commit(_:)``) before the session answers anything else or waits for input, and answered then.
+    private var uncommitted: [VerifiedUpload] = []
+    private var uncommittedBytes = 0
+    private static let groupCommitLimit = (uploads: 64, bytes: 4 << 20)
     /// Set when a STOR was refused before READY: the DATA and the END or ABORT a pipelining client sent with it
     /// are dropped, up to the next request (SPEC.md §7.3).
     private var skippingRefusedUpload = false
@@ -50,12 +59,12 @@ struct ServerSession {
             while true {
                 let message: Message?
                 do {
-                    message = try await self.reader.next()
+                    message = try await self.nextMessage()
                 } catch let error as FerryProtocolError where error.kind == .invalidName {
                     // The frame was intact; only the name is unacceptable.
                     self.log(RequestRecord(operation: "request", name: nil), bytes: 0, result: error.detail)
                     self.skippingRefusedUpload = error.frameType == .store
-                    try await self.writer.write(.error(ErrorReply(code: .invalidName, message: error.detail)))
+                    try await self.reply(.error(ErrorReply(code: .invalidName, message: error.detail)))
                     continue
                 }
                 guard let message else {
@@ -109,6 +118,10 @@ struct ServerSession {
 
     /// Handles one request; `false` when the session is over (EXIT).
     private mutating func handle(_ message: Message) async throws -> Bool {
+        if message.frameType != .store {
+            // Whatever comes next may read what the queued uploads wrote.
+            try await self.commitGroup()
+        }
         switch message {
         case .list:
             try await self.list(RequestRecord(operation: "LIST", name: nil))
@@ -117,7 +130,8 @@ struct ServerSession {
         case .store(let request):
             try await self.store(request, RequestRecord(operation: "STOR", name: request.name))
         case .exit:
-            try await self.writer.write(.ok)
+            try await self.reply(.ok)
+            try await self.flush()
             self.log(RequestRecord(operation: "EXIT", name: nil), bytes: 0, result: "ok")
             return false
         default:
@@ -126,7 +140,7 @@ struct ServerSession {
         return true
     }
 
-    private func list(_ record: RequestRecord) async throws {
+    private mutating func list(_ record: RequestRecord) async throws {
         let entries: [ListEntry]
         do {
             entries = try await self.library.list()
@@ -152,11 +166,11 @@ struct ServerSession {
             messages.append(.listEntries(batch))
         }
         messages.append(.listEnd(ListEnd(count: UInt64(entries.count))))
-        try await self.writer.write(messages)
+        try await self.reply(messages)
         self.log(record, bytes: UInt64(entries.count), result: "ok")
     }
 
-    private func retrieve(_ request: RetrieveRequest, _ record: RequestRecord) async throws {
+    private mutating func retrieve(_ request: RetrieveRequest, _ record: RequestRecord) async throws {
         let whole: WholeFile?
         do {
             whole = try await self.library.readWhole(request.name, upTo: self.writer.dataChunkLength)
@@ -186,9 +200,8 @@ struct ServerSession {
         }
         let transfer: OutgoingTransfer
         do {
-            try await self.writer.write(
-                .fileInfo(FileInfo(size: file.size, offset: request.offset, modified: file.modified))
-            )
+            try await self.reply(.fileInfo(FileInfo(size: file.size, offset: request.offset, modified: file.modified)))
+            try await self.flush()
             transfer = try await self.writer.sendFile(file.handle, from: request.offset, to: file.size)
             try? await file.handle.closeRegardlessOfCancellation()
         } catch let error as FileReadError {
@@ -204,12 +217,12 @@ struct ServerSession {
             try await self.refuse(.storageFailure, "'\(request.name)' changed while being sent", record)
             return
         }
-        try await self.writer.write(.end(transfer.end))
+        try await self.reply(.end(transfer.end))
         self.log(record, bytes: transfer.sentLength, result: "ok")
     }
 
     /// Sends a file that fits one DATA frame: FILE_INFO, DATA and END in one write.
-    private func send(_ file: WholeFile, _ request: RetrieveRequest, _ record: RequestRecord) async throws {
+    private mutating func send(_ file: WholeFile, _ request: RetrieveRequest, _ record: RequestRecord) async throws {
         let size = UInt64(file.bytes.readableBytes)
         guard request.offset <= size else {
             try await self.refuse(
@@ -229,7 +242,7 @@ struct ServerSession {
             messages.append(.data(chunk))
         }
         messages.append(.end(transfer.end))
-        try await self.writer.write(messages)
+        try await self.reply(messages)
         self.log(record, bytes: transfer.sentLength, result: "ok")
     }
 
@@ -271,7 +284,10 @@ struct ServerSession {
         }
         var upload = Upload(destination: destination, transfer: IncomingTransfer(expectedLength: request.size))
         do {
-            try await self.writer.write(.ready(Ready(offset: 0)))
+            if case .staging = destination {
+                try await self.reply(.ready(Ready(offset: 0)))
+                upload.readySent = true
+            }
             try await self.receive(&upload, request: request, record)
         } catch {
             await self.release(&upload)
@@ -294,6 +310,16 @@ struct ServerSession {
         var transfer: IncomingTransfer
         /// Set once the upload has failed and been answered: the rest of its frames are read and dropped.
         var refused = false
+        /// A small upload's READY is held back while its data is already here (a pipelining client): READY and
+        /// the answer then go out together after a group commit. It is sent as soon as the session has to wait.
+        var readySent = false
+    }
+
+    /// A small upload waiting for its group commit.
+    private struct VerifiedUpload {
+        let upload: SmallUpload
+        let readySent: Bool
+        let record: RequestRecord
     }
 
     /// Receives DATA until END or ABORT (SPEC.md §7.3).
@@ -303,7 +329,16 @@ struct ServerSession {
         _ record: RequestRecord
     ) async throws {
         while true {
-            guard let message = try await self.reader.next() else {
+            var next = try self.reader.nextIfBuffered()
+            if next == nil {
+                if !upload.readySent, !upload.refused {
+                    // The client is waiting for READY (or its data is still on the way).
+                    try await self.reply(.ready(Ready(offset: 0)))
+                    upload.readySent = true
+                }
+                next = try await self.nextMessage()
+            }
+            guard let message = next else {
                 throw TransportError.connectionClosed(midFrame: true)
             }
             switch message {
@@ -351,22 +386,31 @@ struct ServerSession {
                 }
                 let destination = upload.destination
                 upload.destination = .released
-                do {
-                    let overwrite = request.options.contains(.overwrite)
-                    switch destination {
-                    case .memory(let bytes):
-                        try await self.library.commit(bytes, as: request.name, overwrite: overwrite)
-                    case .staging(let staging, _):
-                        try await self.library.commit(staging, as: request.name, overwrite: overwrite)
-                    case .released:
-                        break
+                let overwrite = request.options.contains(.overwrite)
+                switch destination {
+                case .memory(let bytes):
+                    let verified = SmallUpload(bytes: bytes, name: request.name, overwrite: overwrite)
+                    self.uncommitted.append(
+                        VerifiedUpload(upload: verified, readySent: upload.readySent, record: record)
+                    )
+                    self.uncommittedBytes += bytes.readableBytes
+                    if upload.readySent || self.uncommitted.count >= Self.groupCommitLimit.uploads
+                        || self.uncommittedBytes >= Self.groupCommitLimit.bytes
+                    {
+                        try await self.commitGroup()
                     }
-                } catch let error as LibraryError {
-                    try await self.refuse(error, record)
-                    return
+                case .staging(let staging, _):
+                    do {
+                        try await self.library.commit(staging, as: request.name, overwrite: overwrite)
+                    } catch let error as LibraryError {
+                        try await self.refuse(error, record)
+                        return
+                    }
+                    try await self.reply(.ok)
+                    self.log(record, bytes: upload.transfer.receivedLength, result: "ok")
+                case .released:
+                    break
                 }
-                try await self.writer.write(.ok)
-                self.log(record, bytes: upload.transfer.receivedLength, result: "ok")
                 return
             default:
                 throw FerryProtocolError.unexpected(message.frameType, in: "during an upload")
@@ -375,7 +419,7 @@ struct ServerSession {
     }
 
     /// Fails an upload in progress: drops what it holds and answers at once; later frames are dropped.
-    private func abandon(
+    private mutating func abandon(
         _ upload: inout Upload,
         _ code: ErrorCode,
         _ message: String,
@@ -397,17 +441,20 @@ struct ServerSession {
     // MARK: - Errors
 
     /// Answers a request with a request error: the connection stays usable.
-    private func refuse(_ code: ErrorCode, _ message: String, _ record: RequestRecord) async throws {
+    private mutating func refuse(_ code: ErrorCode, _ message: String, _ record: RequestRecord) async throws {
         self.log(record, bytes: 0, result: "error \(code.rawValue): \(message)")
-        try await self.writer.write(.error(ErrorReply(code: code, message: message)))
+        try await self.reply(.error(ErrorReply(code: code, message: message)))
     }
 
-    private func refuse(_ error: LibraryError, _ record: RequestRecord) async throws {
+    private mutating func refuse(_ error: LibraryError, _ record: RequestRecord) async throws {
         try await self.refuse(error.errorCode, error.description, record)
     }
 
     /// Ends the session on a connection-level failure: tells the client why when it can, then closes.
     private mutating func fail(with error: any Error) async -> String {
+        // Uploads already verified are committed (and answered, if the client is still there) whatever ends
+        // the session.
+        try? await self.commitGroup()
         let reply: ErrorReply?
         switch error {
         case let error as FerryProtocolError:
@@ -422,7 +469,8 @@ struct ServerSession {
         }
         guard let reply else { return "\(error)" }
         if self.sentMagic {
-            try? await self.writer.write(.error(reply))
+            try? await self.reply(.error(reply))
+            try? await self.flush()
         } else {
             self.sentMagic = true
             try? await self.writer.writeMagic(then: .error(reply))
@@ -430,6 +478,68 @@ struct ServerSession {
         self.writer.finish()
         await self.linger()
         return reply.description
+    }
+
+    // MARK: - Replies
+
+    /// Queues replies, writing them once they reach ``unsentLimit``; ``nextMessage()`` writes the rest before it
+    /// waits.
+    private mutating func reply(_ messages: Message...) async throws {
+        try await self.reply(messages)
+    }
+
+    private mutating func reply(_ messages: [Message]) async throws {
+        try await self.commitGroup()
+        for message in messages {
+            FrameSerializer.serialize(message, into: &self.unsent)
+        }
+        if self.unsent.readableBytes >= Self.unsentLimit {
+            try await self.flush()
+        }
+    }
+
+    /// Commits the small uploads waiting for it, in one job, and queues their answers in order: READY (unless
+    /// it went out already), then OK or the ERROR that stopped the commit.
+    private mutating func commitGroup() async throws {
+        guard !self.uncommitted.isEmpty else { return }
+        let group = self.uncommitted
+        self.uncommitted.removeAll()
+        self.uncommittedBytes = 0
+        let outcomes = await self.library.commit(group.map(\.upload))
+        for (entry, failure) in zip(group, outcomes) {
+            if !entry.readySent {
+                FrameSerializer.serialize(.ready(Ready(offset: 0)), into: &self.unsent)
+            }
+            if let failure {
+                self.log(entry.record, bytes: 0, result: "error \(failure.errorCode.rawValue): \(failure)")
+                FrameSerializer.serialize(
+                    .error(ErrorReply(code: failure.errorCode, message: failure.description)),
+                    into: &self.unsent
+                )
+            } else {
+                self.log(entry.record, bytes: UInt64(entry.upload.bytes.readableBytes), result: "ok")
+                FrameSerializer.serialize(.ok, into: &self.unsent)
+            }
+        }
+    }
+
+    /// Writes the queued replies.
+    private mutating func flush() async throws {
+        guard self.unsent.readableBytes > 0 else { return }
+        let bytes = self.unsent
+        self.unsent = self.channel.allocator.buffer(capacity: 0)
+        try await self.writer.writeRaw(bytes)
+    }
+
+    /// The next message: one already received if there is one, otherwise the queued replies are written first
+    /// (the client may be waiting for them) and then the session waits.
+    private mutating func nextMessage() async throws -> Message? {
+        if let message = try self.reader.nextIfBuffered() {
+            return message
+        }
+        try await self.commitGroup()
+        try await self.flush()
+        return try await self.reader.next()
     }
 
     /// After the last word: read and drop what still arrives, for a bounded time, so the client reads our ERROR

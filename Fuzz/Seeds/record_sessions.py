@@ -79,6 +79,18 @@ ferry("get-binary", "get", "binary.bin", "--output", "got-binary.bin")
 ferry("get-missing", "get", "missing")
 ferry("shell", stdin="list\nget small.txt --force\nput empty --overwrite\nexit\n")
 
+# Several files over one connection: pipelined small uploads (one refused), a streamed large one, pipelined
+# downloads with a missing name among them.
+with open(os.path.join(work, "large.bin"), "wb") as f: f.write(bytes(range(256)) * 1200)
+os.makedirs(os.path.join(work, "folder"))
+for i in range(3):
+    with open(os.path.join(work, "folder", "part-%d" % i), "wb") as f: f.write(b"part %d ## " % i * (i + 1))
+for folder in ("mirror", "several"): os.makedirs(os.path.join(work, folder))
+ferry("put-folder", "put", "folder", "small.txt")
+ferry("put-large", "put", "large.bin")
+ferry("get-all", "get", "--all", "-o", "mirror")
+ferry("get-several", "get", "small.txt", "missing", "large.bin", "-o", "several")
+
 # The old protocol's greeting, recorded raw.
 current["name"] = "seed-client"
 s = socket.create_connection(("127.0.0.1", relay_port)); s.sendall(b"LIST"); time.sleep(0.3); s.close()

@@ -11,13 +11,14 @@ public enum ChannelTuning {
         high: 2 * ProtocolLimits.defaultDataChunkLength
     )
 
-    /// Reads grow up to a quarter of a DATA frame at a time when data streams in, and stay small on idle
-    /// connections (NIO's adaptive default stops at 64 KiB).
+    /// Reads grow up to four DATA frames at a time when data streams in, and stay small on idle connections
+    /// (NIO's adaptive default stops at 64 KiB). A frame that straddles two reads is copied once to be made whole;
+    /// with reads several frames long most frames arrive whole and are used where they landed.
     public static var receiveAllocator: AdaptiveRecvByteBufferAllocator {
         AdaptiveRecvByteBufferAllocator(
             minimum: 1024,
             initial: 16 * 1024,
-            maximum: ProtocolLimits.defaultDataChunkLength
+            maximum: 4 * ProtocolLimits.defaultDataChunkLength
         )
     }
 }

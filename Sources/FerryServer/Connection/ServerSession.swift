@@ -140,15 +140,39 @@ struct ServerSession {
         return true
     }
 
+    /// Sends the listing as it is made: the names first (one job), then their sizes and times in batches, two
+    /// jobs at a time on the thread pool, each batch written while the next ones are looked up. The client starts
+    /// reading a large listing long before the last `stat` returns.
     private mutating func list(_ record: RequestRecord) async throws {
-        let entries: [ListEntry]
+        var count = 0
         do {
-            entries = try await self.library.list()
+            let batches = try await self.library.listNames().chunks(of: Self.listBatchLength)
+            for start in stride(from: 0, to: batches.count, by: 2) {
+                let library = self.library
+                let current = batches[start]
+                let next = start + 1 < batches.count ? batches[start + 1] : []
+                async let first = library.describe(current)
+                async let second = next.isEmpty ? [] : library.describe(next)
+                for entries in [try await first, try await second] where !entries.isEmpty {
+                    count += entries.count
+                    try await self.reply(self.listFrames(entries))
+                    try await self.flush()
+                }
+            }
         } catch let error as LibraryError {
+            // Before LIST_END, an ERROR ends the listing: the client drops what it received.
             try await self.refuse(error, record)
             return
         }
-        // Fill each LIST_ENTRIES frame up to the client's limit (and at most 256 KiB, to keep frames modest).
+        try await self.reply(.listEnd(ListEnd(count: UInt64(count))))
+        self.log(record, bytes: UInt64(count), result: "ok")
+    }
+
+    /// Names per listing batch.
+    private static let listBatchLength = 1024
+
+    /// LIST_ENTRIES frames for these entries, each filled up to the client's limit (and at most 256 KiB).
+    private func listFrames(_ entries: [ListEntry]) -> [Message] {
         let budget = min(self.writer.peerMaximumPayloadLength, 256 * 1024) - ListEntry.batchHeaderLength
         var messages: [Message] = []
         var batch: [ListEntry] = []
@@ -165,9 +189,7 @@ struct ServerSession {
         if !batch.isEmpty {
             messages.append(.listEntries(batch))
         }
-        messages.append(.listEnd(ListEnd(count: UInt64(entries.count))))
-        try await self.reply(messages)
-        self.log(record, bytes: UInt64(entries.count), result: "ok")
+        return messages
     }
 
     private mutating func retrieve(_ request: RetrieveRequest, _ record: RequestRecord) async throws {

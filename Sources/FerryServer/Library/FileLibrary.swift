@@ -69,12 +69,19 @@ public struct FileLibrary: Sendable {
 
     /// Every regular file with a valid name, sorted by the bytes of its UTF-8 name. Folders, links, dot-files
     /// and staging files are left out.
-    ///
-    /// One job reads the folder's names; the `stat` of each, most of the cost for a large folder, is then split
-    /// across the thread pool's threads (a 10,000-file folder takes half the time on two cores).
     func list() async throws -> [ListEntry] {
+        var entries: [ListEntry] = []
+        for batch in try await self.listNames().chunks(of: Self.namesPerListJob) {
+            entries += try await self.describe(batch)
+        }
+        return entries
+    }
+
+    /// The names a listing may show, sorted by the bytes of their UTF-8: one job reads the folder. What each is
+    /// (``describe(_:)``) is looked up afterwards, in batches, so a large listing can be sent while it is made.
+    func listNames() async throws -> [String] {
         let root = self.root.string
-        let names = try await self.threadPool.runIfActive { () throws -> [(bytes: [UInt8], name: String)] in
+        return try await self.threadPool.runIfActive { () throws -> [String] in
             var names: [(bytes: [UInt8], name: String)] = []
             try Self.forEachEntry(in: root) { _, nameBytes, type in
                 guard type == DT_REG || type == DT_UNKNOWN,
@@ -83,30 +90,20 @@ public struct FileLibrary: Sendable {
                 names.append((nameBytes, name))
             }
             names.sort { $0.bytes.lexicographicallyPrecedes($1.bytes) }
-            return names
+            return names.map(\.name)
         }
-        let parts = max(1, min(System.coreCount, names.count / Self.namesPerListJob))
-        let partLength = (names.count + parts - 1) / max(parts, 1)
-        let entries = try await withThrowingTaskGroup(of: (Int, [ListEntry]).self) { group in
-            for part in 0..<parts {
-                let slice = Array(
-                    names[min(names.count, part * partLength)..<min(names.count, (part + 1) * partLength)]
-                )
-                group.addTask {
-                    (part, try await self.threadPool.runIfActive { try Self.describe(slice.map(\.name), in: root) })
-                }
-            }
-            var results = [[ListEntry]](repeating: [], count: parts)
-            for try await (part, entries) in group {
-                results[part] = entries
-            }
-            return results.flatMap { $0 }
-        }
-        return entries
     }
 
-    /// Below this many names a listing is not worth splitting.
-    private static let namesPerListJob = 1024
+    /// The entries for those of `names` that are regular files, in order: one job of `stat` calls, the bulk of a
+    /// listing's cost. Names that vanished or turned into something else since ``listNames()`` are left out.
+    func describe(_ names: ArraySlice<String>) async throws -> [ListEntry] {
+        let root = self.root.string
+        let names = Array(names)
+        return try await self.threadPool.runIfActive { try Self.describe(names, in: root) }
+    }
+
+    /// Names per ``describe(_:)`` job when listing in one go.
+    static let namesPerListJob = 1024
 
     /// The entries for those of `names` that are regular files, in order. Blocking.
     private static func describe(_ names: [String], in root: String) throws -> [ListEntry] {
@@ -426,6 +423,13 @@ struct ReadableFile: Sendable {
     let handle: ReadFileHandle
     let size: UInt64
     let modified: Int64
+}
+
+extension Array {
+    /// Consecutive slices of at most `size` elements.
+    func chunks(of size: Int) -> [ArraySlice<Element>] {
+        stride(from: 0, to: self.count, by: Swift.max(size, 1)).map { self[$0..<Swift.min($0 + size, self.count)] }
+    }
 }
 
 /// A small upload received whole and verified, for ``FileLibrary/commit(_:)``.

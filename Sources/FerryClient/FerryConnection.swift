@@ -266,13 +266,29 @@ public final class FerryConnection {
         var failure: FerryClientError?
         let outcome: Result<UInt64, FerryClientError>
         do {
-            outcome = try await self.receiveData(&transfer, progress: progress) { chunk in
-                // After a local failure the rest of the file is read and dropped: the connection stays usable.
-                guard failure == nil else { return }
+            // Each chunk is written by a child task while the next one arrives and is checked.
+            outcome = try await withThrowingTaskGroup(of: Void.self) { writes in
+                func finishWrites() async {
+                    do {
+                        try await writes.waitForAll()
+                    } catch {
+                        try? await writes.waitForAll()
+                        failure = failure ?? (error as? FerryClientError) ?? .localFile("\(error)")
+                    }
+                }
                 do {
-                    try await download.write(chunk)
-                } catch let error as FerryClientError {
-                    failure = error
+                    let outcome = try await self.receiveData(&transfer, progress: progress) { chunk in
+                        // After a local failure the rest of the file is read and dropped: the connection stays
+                        // usable.
+                        await finishWrites()
+                        guard failure == nil else { return }
+                        writes.addTask(operation: download.nextWrite(chunk))
+                    }
+                    await finishWrites()
+                    return outcome
+                } catch {
+                    await finishWrites()
+                    throw error
                 }
             }
         } catch {

@@ -115,13 +115,20 @@ final class LocalDownload {
         self.path = path
     }
 
-    func write(_ bytes: ByteBuffer) async throws {
-        do {
-            try await self.handle.write(contentsOf: bytes, toAbsoluteOffset: self.offset)
-        } catch {
-            throw FerryClientError.localFile("writing '\(self.path)' failed: \(FerryConnection.describe(error))")
-        }
+    /// The write of the next `bytes`, to be run (by a child task, while the next chunk arrives) before the
+    /// following one is started.
+    func nextWrite(_ bytes: ByteBuffer) -> @Sendable () async throws -> Void {
+        let handle = self.handle
+        let path = self.path
+        let offset = self.offset
         self.offset += Int64(bytes.readableBytes)
+        return {
+            do {
+                try await handle.write(contentsOf: bytes, toAbsoluteOffset: offset)
+            } catch {
+                throw FerryClientError.localFile("writing '\(path)' failed: \(FerryConnection.describe(error))")
+            }
+        }
     }
 
     /// Flushes to disk and publishes onto `target` (see ``publishFile(_:as:replacing:)``).

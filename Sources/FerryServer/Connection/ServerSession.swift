@@ -310,7 +310,15 @@ struct ServerSession {
                 try await self.reply(.ready(Ready(offset: 0)))
                 upload.readySent = true
             }
-            try await self.receive(&upload, request: request, record)
+            try await withThrowingTaskGroup(of: Void.self) { writes in
+                do {
+                    try await self.receive(&upload, request: request, record, writes: &writes)
+                } catch {
+                    // The staging file is released only once no write to it is running.
+                    try? await writes.waitForAll()
+                    throw error
+                }
+            }
         } catch {
             await self.release(&upload)
             self.log(record, bytes: upload.transfer.receivedLength, result: "failed: \(error)")
@@ -345,10 +353,14 @@ struct ServerSession {
     }
 
     /// Receives DATA until END or ABORT (SPEC.md §7.3).
+    ///
+    /// A large upload's chunks are written to the staging file by a child task in `writes`, one at a time, while
+    /// the next frame is read and checked: verifying and writing overlap instead of taking turns.
     private mutating func receive(
         _ upload: inout Upload,
         request: StoreRequest,
-        _ record: RequestRecord
+        _ record: RequestRecord,
+        writes: inout ThrowingTaskGroup<Void, any Error>
     ) async throws {
         while true {
             var next = try self.reader.nextIfBuffered()
@@ -380,18 +392,18 @@ struct ServerSession {
                     bytes.writeBuffer(&payload)
                     upload.destination = .memory(bytes)
                 case .staging(let staging, let offset):
-                    do {
-                        try await staging.handle.write(contentsOf: chunk.bytes, toAbsoluteOffset: offset)
-                        upload.destination = .staging(staging, offset: offset + Int64(chunk.bytes.readableBytes))
-                    } catch {
-                        try await self.abandon(&upload, .storageFailure, "writing the upload failed: \(error)", record)
-                    }
+                    guard try await self.finishWrites(&writes, &upload, record) else { continue }
+                    let handle = staging.handle
+                    let bytes = chunk.bytes
+                    writes.addTask { try await handle.write(contentsOf: bytes, toAbsoluteOffset: offset) }
+                    upload.destination = .staging(staging, offset: offset + Int64(bytes.readableBytes))
                 case .released:
                     break
                 }
             case .end where upload.refused, .abort where upload.refused:
                 return
             case .abort:
+                try? await writes.waitForAll()
                 try await self.abandon(
                     &upload,
                     .aborted,
@@ -400,6 +412,7 @@ struct ServerSession {
                 )
                 return
             case .end(let end):
+                guard try await self.finishWrites(&writes, &upload, record) else { return }
                 do {
                     try upload.transfer.verify(end)
                 } catch {
@@ -437,6 +450,23 @@ struct ServerSession {
             default:
                 throw FerryProtocolError.unexpected(message.frameType, in: "during an upload")
             }
+        }
+    }
+
+    /// Waits for the staging write in flight. If it failed, the upload is abandoned (and answered) and this
+    /// returns `false`.
+    private mutating func finishWrites(
+        _ writes: inout ThrowingTaskGroup<Void, any Error>,
+        _ upload: inout Upload,
+        _ record: RequestRecord
+    ) async throws -> Bool {
+        do {
+            try await writes.waitForAll()
+            return true
+        } catch {
+            try? await writes.waitForAll()
+            try await self.abandon(&upload, .storageFailure, "writing the upload failed: \(error)", record)
+            return false
         }
     }
 

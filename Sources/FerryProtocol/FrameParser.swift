@@ -139,9 +139,13 @@ public struct FrameParser: Sendable {
     private mutating func compact() {
         guard self.buffer.readerIndex > 0 || self.buffer.capacity < self.expectedFrameLength else { return }
         var partial = self.buffer
-        // Reserve for the whole frame up to the size of a normal DATA frame: a peer that announces a large frame and
-        // then trickles cannot make every connection hold the maximum in advance.
-        let reserve = min(self.expectedFrameLength, ProtocolLimits.defaultDataChunkLength + FrameLayout.overhead)
+        // Reserve for the whole frame up to the size of a normal DATA frame, or up to four times what has arrived
+        // of it: a peer that announces a large frame and then trickles cannot make every connection hold the
+        // maximum in advance, while a large frame that is really coming is copied once, not regrown.
+        let reserve = min(
+            self.expectedFrameLength,
+            max(ProtocolLimits.defaultDataChunkLength + FrameLayout.overhead, 4 * partial.readableBytes)
+        )
         var fresh = ByteBufferAllocator().buffer(capacity: max(partial.readableBytes, reserve))
         fresh.writeBuffer(&partial)
         self.buffer = fresh

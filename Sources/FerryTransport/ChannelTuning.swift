@@ -11,14 +11,15 @@ public enum ChannelTuning {
         high: 2 * ProtocolLimits.defaultDataChunkLength
     )
 
-    /// Reads grow up to four DATA frames at a time when data streams in, and stay small on idle connections
-    /// (NIO's adaptive default stops at 64 KiB). A frame that straddles two reads is copied once to be made whole;
-    /// with reads several frames long most frames arrive whole and are used where they landed.
+    /// Reads grow up to two bulk DATA frames (eight ordinary ones) at a time when data streams in, and stay small
+    /// on idle connections (NIO's adaptive default stops at 64 KiB). A frame that straddles two reads is copied
+    /// once to be made whole; with reads several frames long most frames arrive whole and are used where they
+    /// landed.
     public static var receiveAllocator: AdaptiveRecvByteBufferAllocator {
         AdaptiveRecvByteBufferAllocator(
             minimum: 1024,
             initial: 16 * 1024,
-            maximum: 4 * ProtocolLimits.defaultDataChunkLength
+            maximum: 2 * ProtocolLimits.bulkDataChunkLength
         )
     }
 }

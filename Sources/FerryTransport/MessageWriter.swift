@@ -23,6 +23,15 @@ public struct MessageWriter: Sendable {
         min(ProtocolLimits.defaultDataChunkLength, self.peerMaximumPayloadLength)
     }
 
+    /// The DATA payload size for a transfer of `length` bytes: larger for bulk transfers, capped by the peer's
+    /// limit.
+    public func dataChunkLength(forTransferOf length: UInt64) -> Int {
+        let preferred =
+            length >= ProtocolLimits.bulkTransferThreshold
+            ? ProtocolLimits.bulkDataChunkLength : ProtocolLimits.defaultDataChunkLength
+        return min(preferred, self.peerMaximumPayloadLength)
+    }
+
     public func writeMagic(then message: Message) async throws {
         var buffer = self.allocator.buffer(capacity: 64)
         buffer.writeBytes(Handshake.magic)

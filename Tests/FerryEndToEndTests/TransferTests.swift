@@ -86,6 +86,35 @@ struct TransferTests {
         }
     }
 
+    /// The server reuses a listing while nothing in the folder changed; anything done to the folder behind its
+    /// back (a new file, a removed one, a file rewritten in place, a changed time) shows in the next listing.
+    @Test func changesMadeBehindTheServersBackShowInTheNextListing() async throws {
+        try await TestServer.run { server in
+            try server.write("a", [1, 2, 3])
+            try server.write("b", [1])
+            try await server.client.withConnection { connection in
+                #expect(try await connection.list().map(\.name) == ["a", "b"])
+                #expect(try await connection.list().map(\.name) == ["a", "b"], "the same, from the cache")
+
+                try server.write("c", [])
+                #expect(try await connection.list().map(\.name) == ["a", "b", "c"])
+                try FileManager.default.removeItem(atPath: server.path("b"))
+                #expect(try await connection.list().map(\.name) == ["a", "c"])
+
+                let handle = try #require(FileHandle(forWritingAtPath: server.path("a")))
+                try handle.seekToEnd()
+                try handle.write(contentsOf: Data([4, 5]))
+                try handle.close()
+                #expect(try await connection.list().first?.size == 5, "a file grown in place")
+
+                let past = Date(timeIntervalSince1970: 1_000_000_000)
+                try FileManager.default.setAttributes([.modificationDate: past], ofItemAtPath: server.path("c"))
+                let entry = try #require(try await connection.list().last)
+                #expect(entry.modified == 1_000_000_000_000_000_000, "a file whose time was set")
+            }
+        }
+    }
+
     @Test func existingFilesAreKeptUnlessOverwriteIsAsked() async throws {
         try await TestServer.run { server in
             let scratch = Scratch.makeDirectory("client")

@@ -144,6 +144,13 @@ struct ServerSession {
     /// jobs at a time on the thread pool, each batch written while the next ones are looked up. The client starts
     /// reading a large listing long before the last `stat` returns.
     private mutating func list(_ record: RequestRecord) async throws {
+        if let entries = self.library.listingCache.entries() {
+            try await self.reply(self.listFrames(entries) + [.listEnd(ListEnd(count: UInt64(entries.count)))])
+            self.log(record, bytes: UInt64(entries.count), result: "ok (unchanged since the last listing)")
+            return
+        }
+        let generation = self.library.listingCache.generation()
+        var listing: [ListEntry] = []
         var count = 0
         do {
             let batches = try await self.library.listNames().chunks(of: Self.listBatchLength)
@@ -155,6 +162,9 @@ struct ServerSession {
                 async let second = next.isEmpty ? [] : library.describe(next)
                 for entries in [try await first, try await second] where !entries.isEmpty {
                     count += entries.count
+                    if count <= ListingCache.maximumEntries {
+                        listing += entries
+                    }
                     try await self.reply(self.listFrames(entries))
                     try await self.flush()
                 }
@@ -163,6 +173,9 @@ struct ServerSession {
             // Before LIST_END, an ERROR ends the listing: the client drops what it received.
             try await self.refuse(error, record)
             return
+        }
+        if count == listing.count {
+            self.library.listingCache.keep(listing, madeAt: generation)
         }
         try await self.reply(.listEnd(ListEnd(count: UInt64(count))))
         self.log(record, bytes: UInt64(count), result: "ok")

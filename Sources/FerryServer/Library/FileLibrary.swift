@@ -26,6 +26,8 @@ public struct FileLibrary: Sendable {
     public let root: FilePath
     private let fileSystem: FileSystem
     private let threadPool: NIOThreadPool
+    /// The last listing, while nothing in the folder has changed.
+    let listingCache: ListingCache
 
     /// Staging files start with this; a dot-name is never valid, so staging is never listed or retrievable.
     static let stagingPrefix = ".ferry-staging-"
@@ -59,6 +61,7 @@ public struct FileLibrary: Sendable {
         self.root = root
         self.fileSystem = fileSystem
         self.threadPool = threadPool
+        self.listingCache = ListingCache(watching: root.string)
     }
 
     private func path(_ name: String) -> FilePath {
@@ -67,17 +70,8 @@ public struct FileLibrary: Sendable {
 
     // MARK: - Listing
 
-    /// Every regular file with a valid name, sorted by the bytes of its UTF-8 name. Folders, links, dot-files
-    /// and staging files are left out.
-    func list() async throws -> [ListEntry] {
-        var entries: [ListEntry] = []
-        for batch in try await self.listNames().chunks(of: Self.namesPerListJob) {
-            entries += try await self.describe(batch)
-        }
-        return entries
-    }
-
-    /// The names a listing may show, sorted by the bytes of their UTF-8: one job reads the folder. What each is
+    /// The names a listing may show: regular files with a valid name (never folders, links, dot-files or staging
+    /// files), sorted by the bytes of their UTF-8. One job reads the folder. What each is
     /// (``describe(_:)``) is looked up afterwards, in batches, so a large listing can be sent while it is made.
     func listNames() async throws -> [String] {
         let root = self.root.string
@@ -101,9 +95,6 @@ public struct FileLibrary: Sendable {
         let names = Array(names)
         return try await self.threadPool.runIfActive { try Self.describe(names, in: root) }
     }
-
-    /// Names per ``describe(_:)`` job when listing in one go.
-    static let namesPerListJob = 1024
 
     /// The entries for those of `names` that are regular files, in order. Blocking.
     private static func describe(_ names: [String], in root: String) throws -> [ListEntry] {

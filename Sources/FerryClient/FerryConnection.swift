@@ -107,14 +107,23 @@ public final class FerryConnection {
         overwrite: Bool = false,
         progress: (UInt64, UInt64) -> Void = { _, _ in }
     ) async throws -> UInt64 {
+        try await Self.single { completed in
+            try await self.get(
+                [Download(name: name, destination: destination)],
+                overwrite: overwrite,
+                progress: { _, received, expected in progress(received, expected) },
+                completed: completed
+            )
+        }
+    }
+
+    /// The result of a batch operation run for one file.
+    private static func single(
+        _ batch: (_ completed: (Int, Result<UInt64, FerryClientError>) -> Void) async throws -> Void
+    ) async throws -> UInt64 {
         var outcome: Result<UInt64, FerryClientError>?
-        try await self.get(
-            [Download(name: name, destination: destination)],
-            overwrite: overwrite,
-            progress: { _, received, expected in progress(received, expected) },
-            completed: { _, result in outcome = result }
-        )
-        guard let outcome else { throw FerryClientError.connectionLost("the download did not finish") }
+        try await batch { _, result in outcome = result }
+        guard let outcome else { throw FerryClientError.connectionLost("the transfer did not finish") }
         return try outcome.get()
     }
 
@@ -354,15 +363,14 @@ public final class FerryConnection {
         overwrite: Bool = false,
         progress: (UInt64, UInt64) -> Void = { _, _ in }
     ) async throws -> UInt64 {
-        var outcome: Result<UInt64, FerryClientError>?
-        try await self.put(
-            [Upload(source: source, name: name)],
-            overwrite: overwrite,
-            progress: { _, sent, size in progress(sent, size) },
-            completed: { _, result in outcome = result }
-        )
-        guard let outcome else { throw FerryClientError.connectionLost("the upload did not finish") }
-        return try outcome.get()
+        try await Self.single { completed in
+            try await self.put(
+                [Upload(source: source, name: name)],
+                overwrite: overwrite,
+                progress: { _, sent, size in progress(sent, size) },
+                completed: completed
+            )
+        }
     }
 
     /// One file of a batch upload.

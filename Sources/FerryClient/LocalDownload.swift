@@ -73,17 +73,8 @@ final class LocalDownload {
         guard descriptor >= 0 else {
             return .localFile("cannot create a file beside '\(destination)': \(String(cString: strerror(errno)))")
         }
-        let failure = bytes.withUnsafeReadableBytes { source -> String? in
-            var written = 0
-            while written < source.count {
-                let count = Glibc.write(descriptor, source.baseAddress.map { $0 + written }, source.count - written)
-                if count < 0, errno == EINTR { continue }
-                guard count > 0 else { return count == 0 ? "nothing written" : String(cString: strerror(errno)) }
-                written += count
-            }
-            return fsync(descriptor) == 0 ? nil : String(cString: strerror(errno))
-        }
-        let closeFailure = close(descriptor) == 0 ? nil : String(cString: strerror(errno))
+        let failure = BlockingFileIO.writeAndSynchronize(descriptor, bytes)
+        let closeFailure = close(descriptor) == 0 ? nil : SystemCallError(code: errno)
         if let reason = failure ?? closeFailure {
             unlink(temporary)
             return .localFile("writing '\(destination)' failed: \(reason)")

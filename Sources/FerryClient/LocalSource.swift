@@ -1,4 +1,5 @@
 import FerryProtocol
+import FerryTransport
 import NIOCore
 import NIOPosix
 import _NIOFileSystem
@@ -105,18 +106,11 @@ enum LocalSource {
         guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_size <= limit else {
             return nil
         }
-        let size = Int(info.st_size)
-        var bytes = ByteBufferAllocator().buffer(capacity: size)
-        while bytes.readableBytes < size {
-            let offset = bytes.readableBytes
-            let count = bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: size - offset) { target in
-                pread(descriptor, target.baseAddress, size - offset, off_t(offset))
-            }
-            if count == 0 { break }
-            if count < 0, errno != EINTR {
-                throw FerryClientError.localFile("reading '\(path)' failed: \(String(cString: strerror(errno)))")
-            }
+        switch BlockingFileIO.read(descriptor, upTo: Int(info.st_size)) {
+        case .success(let bytes):
+            return bytes
+        case .failure(let error):
+            throw FerryClientError.localFile("reading '\(path)' failed: \(error)")
         }
-        return bytes
     }
 }

@@ -41,42 +41,20 @@ struct Get: AsyncParsableCommand {
     func run() async throws {
         try await Failure.exitOnFailure {
             let client = FerryClient(host: self.connection.host, port: self.connection.port)
-            var downloads: [FerryConnection.Download] = []
-            var failures: [FerryClientError] = []
-            try await client.withConnection { connection in
+            let report = try await client.withConnection { connection in
                 let names = self.all ? try await connection.list().map(\.name) : self.names
-                downloads = names.map {
+                let downloads = names.map {
                     FerryConnection.Download(name: $0, destination: self.destination(for: $0, of: names.count))
                 }
-                var bars: [Int: ProgressBar] = [:]
-                try await connection.get(
-                    downloads,
-                    overwrite: self.force,
-                    progress: { index, received, expected in
-                        let bar = bars[index] ?? ProgressBar(label: downloads[index].name)
-                        bars[index] = bar
-                        bar.update(received, expected)
-                    },
-                    completed: { index, result in
-                        bars.removeValue(forKey: index)?.finish()
-                        let download = downloads[index]
-                        switch result {
-                        case .success(let bytes):
-                            print(
-                                "received \(download.name) → \(download.destination) (\(Sizes.describe(bytes)), verified)"
-                            )
-                        case .failure(let error):
-                            failures.append(error)
-                            if downloads.count > 1 { Failure.report(error, about: download.name) }
-                        }
+                let report = BatchReport(labels: names, subjects: names)
+                try await connection.get(downloads, overwrite: self.force, progress: report.progress) { index, result in
+                    report.completed(index, result) { bytes in
+                        "received \(names[index]) → \(downloads[index].destination) (\(Sizes.describe(bytes)), verified)"
                     }
-                )
+                }
+                return report
             }
-            if let only = failures.first, downloads.count == 1, !self.all {
-                throw only
-            } else if !failures.isEmpty {
-                throw Failure.some(failures.count, of: downloads.count, "downloaded")
-            }
+            try report.finish("downloaded", single: !self.all && self.names.count == 1)
         }
     }
 }

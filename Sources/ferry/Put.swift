@@ -38,35 +38,17 @@ struct Put: AsyncParsableCommand {
             let uploads = sources.map {
                 FerryConnection.Upload(source: $0, name: self.remoteName ?? Shell.lastComponent(of: $0))
             }
-            var failures: [FerryClientError] = []
+            let report = BatchReport(labels: uploads.map(\.name), subjects: uploads.map(\.source))
             try await client.withConnection { connection in
-                var bars: [Int: ProgressBar] = [:]
-                try await connection.put(
-                    uploads,
-                    overwrite: self.overwrite,
-                    progress: { index, sent, size in
-                        let bar = bars[index] ?? ProgressBar(label: uploads[index].name)
-                        bars[index] = bar
-                        bar.update(sent, size)
-                    },
-                    completed: { index, result in
-                        bars.removeValue(forKey: index)?.finish()
-                        let upload = uploads[index]
-                        switch result {
-                        case .success(let bytes):
-                            print("stored \(upload.source) → \(upload.name) (\(Sizes.describe(bytes)), verified)")
-                        case .failure(let error):
-                            failures.append(error)
-                            if uploads.count > 1 { Failure.report(error, about: upload.source) }
-                        }
+                try await connection.put(uploads, overwrite: self.overwrite, progress: report.progress) {
+                    index,
+                    result in
+                    report.completed(index, result) { bytes in
+                        "stored \(uploads[index].source) → \(uploads[index].name) (\(Sizes.describe(bytes)), verified)"
                     }
-                )
+                }
             }
-            if let only = failures.first, uploads.count == 1, uploads[0].source == self.paths.first {
-                throw only
-            } else if !failures.isEmpty {
-                throw Failure.some(failures.count, of: uploads.count, "stored")
-            }
+            try report.finish("stored", single: uploads.count == 1 && uploads[0].source == self.paths.first)
         }
     }
 }

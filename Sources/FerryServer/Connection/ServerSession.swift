@@ -27,7 +27,7 @@ struct ServerSession {
     /// (``FileLibrary/commit(_:)``) before the session answers anything else or waits for input, and answered then.
     private var uncommitted: [VerifiedUpload] = []
     private var uncommittedBytes = 0
-    private static let groupCommitLimit = (uploads: 64, bytes: 4 << 20)
+    private static let groupCommitLimit = (uploads: 64, bytes: 1 << 20)
     /// Set when a STOR was refused before READY: the DATA and the END or ABORT a pipelining client sent with it
     /// are dropped, up to the next request (SPEC.md §7.3).
     private var skippingRefusedUpload = false

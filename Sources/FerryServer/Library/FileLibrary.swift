@@ -191,17 +191,10 @@ public struct FileLibrary: Sendable {
                 throw LibraryError.noSuchFile(name)
             }
             guard info.st_size <= limit else { return nil }
-            let size = Int(info.st_size)
-            var bytes = ByteBufferAllocator().buffer(capacity: size)
-            while bytes.readableBytes < size {
-                let offset = bytes.readableBytes
-                let count = bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: size - offset) { target in
-                    pread(descriptor, target.baseAddress, size - offset, off_t(offset))
-                }
-                if count == 0 { break }  // It shrank: send what it holds now.
-                if count < 0, errno != EINTR {
-                    throw LibraryError.storage("cannot read '\(name)': \(Self.describeErrno())")
-                }
+            let bytes: ByteBuffer
+            switch BlockingFileIO.read(descriptor, upTo: Int(info.st_size)) {
+            case .success(let read): bytes = read
+            case .failure(let error): throw LibraryError.storage("cannot read '\(name)': \(error)")
             }
             let modified = Self.nanoseconds(
                 seconds: Int64(info.st_mtim.tv_sec),
@@ -328,17 +321,8 @@ public struct FileLibrary: Sendable {
         guard descriptor >= 0 else {
             return .storage("cannot create a staging file: \(Self.describeErrno())")
         }
-        let failure = bytes.withUnsafeReadableBytes { source -> String? in
-            var written = 0
-            while written < source.count {
-                let count = Glibc.write(descriptor, source.baseAddress.map { $0 + written }, source.count - written)
-                if count < 0, errno == EINTR { continue }
-                guard count > 0 else { return count == 0 ? "no space written" : Self.describeErrno() }
-                written += count
-            }
-            return fsync(descriptor) == 0 ? nil : Self.describeErrno()
-        }
-        let closeFailure = close(descriptor) == 0 ? nil : Self.describeErrno()
+        let failure = BlockingFileIO.writeAndSynchronize(descriptor, bytes)
+        let closeFailure = close(descriptor) == 0 ? nil : SystemCallError(code: errno)
         guard let reason = failure ?? closeFailure else { return nil }
         unlink(path)
         return .storage("cannot write the upload to disk: \(reason)")

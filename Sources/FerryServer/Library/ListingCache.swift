@@ -52,25 +52,23 @@ final class ListingCache: Sendable {
     /// The cached listing if nothing changed since it was made.
     func entries() -> [ListEntry]? {
         guard self.events >= 0 else { return nil }
-        let changed = self.drainEvents()
-        return self.state.withLock { state in
-            if changed {
-                state.entries = nil
-                state.generation &+= 1
-            }
-            return state.entries
-        }
+        return self.refreshed().entries
     }
 
     /// Where the folder stands now; pass it to ``keep(_:madeAt:)`` with a listing made from here on.
     func generation() -> UInt64 {
+        self.refreshed().generation
+    }
+
+    /// The state after taking in the changes queued so far.
+    private func refreshed() -> State {
         let changed = self.drainEvents()
         return self.state.withLock { state in
             if changed {
                 state.entries = nil
                 state.generation &+= 1
             }
-            return state.generation
+            return state
         }
     }
 

@@ -61,9 +61,11 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        .target(name: "CMallocArena"),
         .executableTarget(
             name: "ferryd",
             dependencies: [
+                "CMallocArena",
                 "FerryServer",
                 "FerryTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -52,7 +52,7 @@ public struct FerryClient: Sendable {
                         )
                         return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
                             wrappingChannelSynchronously: channel,
-                            configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8))
+                            configuration: .init(backPressureStrategy: ChannelTuning.inboundBackPressure)
                         )
                     }
                 }

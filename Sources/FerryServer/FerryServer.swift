@@ -53,7 +53,7 @@ public struct FerryServer: Service {
                     return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
                         wrappingChannelSynchronously: channel,
                         configuration: .init(
-                            backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8),
+                            backPressureStrategy: ChannelTuning.inboundBackPressure,
                             isOutboundHalfClosureEnabled: true
                         )
                     )

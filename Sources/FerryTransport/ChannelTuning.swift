@@ -19,7 +19,15 @@ public enum ChannelTuning {
         AdaptiveRecvByteBufferAllocator(
             minimum: 1024,
             initial: 16 * 1024,
-            maximum: 2 * ProtocolLimits.bulkDataChunkLength
+            maximum: ProtocolLimits.bulkDataChunkLength
         )
     }
+
+    /// How many reads a connection's async stream holds for its reader before it stops reading the socket. It
+    /// counts reads, not bytes: with reads of up to 2 MiB, two in waiting keep a transfer streaming while one
+    /// connection holds at most a few MiB, however slow its disk (NIO's usual eight would allow 16 MiB).
+    public static let inboundBackPressure = NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark(
+        lowWatermark: 1,
+        highWatermark: 2
+    )
 }

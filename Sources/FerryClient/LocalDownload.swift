@@ -52,34 +52,31 @@ final class LocalDownload {
     static func publish(_ files: [VerifiedDownload], overwrite: Bool) async -> [FerryClientError?] {
         let temporaries = files.map { Self.temporaryPath(beside: $0.target).string }
         do {
+            let group = zip(files, temporaries).map { file, temporary in
+                BlockingFileIO.GroupFile(
+                    bytes: file.bytes,
+                    temporary: temporary,
+                    destination: file.target.string,
+                    replacing: overwrite
+                )
+            }
             return try await NIOThreadPool.singleton.runIfActive {
-                zip(files, temporaries).map { file, temporary in
-                    Self.writeAndPublish(file.bytes, via: temporary, as: file.target.string, overwrite: overwrite)
+                zip(group, BlockingFileIO.publishGroup(group)).map { file, failure in
+                    switch failure {
+                    case nil:
+                        nil
+                    case .create(let error)?:
+                        .localFile("cannot create a file beside '\(file.destination)': \(error)")
+                    case .write(let error)?:
+                        .localFile("writing '\(file.destination)' failed: \(error)")
+                    case .publish(let code)?:
+                        Self.describePublishing(code, file.destination)
+                    }
                 }
             }
         } catch {
             return files.map { .localFile("cannot write '\($0.target)': \(FerryConnection.describe(error))") }
         }
-    }
-
-    /// Blocking.
-    private static func writeAndPublish(
-        _ bytes: ByteBuffer,
-        via temporary: String,
-        as destination: String,
-        overwrite: Bool
-    ) -> FerryClientError? {
-        let descriptor = Glibc.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else {
-            return .localFile("cannot create a file beside '\(destination)': \(String(cString: strerror(errno)))")
-        }
-        let failure = BlockingFileIO.writeAndSynchronize(descriptor, bytes)
-        let closeFailure = close(descriptor) == 0 ? nil : SystemCallError(code: errno)
-        if let reason = failure ?? closeFailure {
-            unlink(temporary)
-            return .localFile("writing '\(destination)' failed: \(reason)")
-        }
-        return Self.describePublishing(publishFile(temporary, as: destination, replacing: overwrite), destination)
     }
 
     private static func temporaryPath(beside target: FilePath) -> FilePath {

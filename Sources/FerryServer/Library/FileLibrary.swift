@@ -286,46 +286,34 @@ public struct FileLibrary: Sendable {
                 self.path(upload.name).string
             )
         }
+        let files = zip(uploads, targets).map { upload, target in
+            BlockingFileIO.GroupFile(
+                bytes: upload.bytes,
+                temporary: target.staging,
+                destination: target.final,
+                replacing: upload.overwrite
+            )
+        }
         do {
             return try await self.threadPool.runIfActive { () -> [LibraryError?] in
-                var outcomes: [LibraryError?] = []
-                for (upload, target) in zip(uploads, targets) {
-                    if let failure = Self.writeAndFlush(upload.bytes, to: target.staging) {
-                        outcomes.append(failure)
-                        continue
-                    }
-                    let published = publishFile(target.staging, as: target.final, replacing: upload.overwrite)
-                    switch published {
-                    case 0: outcomes.append(nil)
-                    case EEXIST: outcomes.append(.fileExists(upload.name))
-                    default:
-                        outcomes.append(
-                            .storage("cannot publish '\(upload.name)': \(String(cString: strerror(published)))")
-                        )
-                    }
-                }
-                if outcomes.contains(where: { $0 == nil }) {
+                let failures = BlockingFileIO.publishGroup(files)
+                if failures.contains(where: { $0 == nil }) {
                     Self.synchronizeFolder(root)
                 }
-                return outcomes
+                return zip(uploads, failures).map { upload, failure in
+                    switch failure {
+                    case nil: nil
+                    case .create(let error)?: .storage("cannot create a staging file: \(error)")
+                    case .write(let error)?: .storage("cannot write the upload to disk: \(error)")
+                    case .publish(EEXIST)?: .fileExists(upload.name)
+                    case .publish(let code)?:
+                        .storage("cannot publish '\(upload.name)': \(SystemCallError(code: code))")
+                    }
+                }
             }
         } catch {
             return uploads.map { .storage("cannot publish '\($0.name)': the server is stopping") }
         }
-    }
-
-    /// Creates `path` (never an existing file or a link), writes `bytes` and flushes them to disk. On failure
-    /// nothing is left at `path`. Blocking.
-    private static func writeAndFlush(_ bytes: ByteBuffer, to path: String) -> LibraryError? {
-        let descriptor = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else {
-            return .storage("cannot create a staging file: \(Self.describeErrno())")
-        }
-        let failure = BlockingFileIO.writeAndSynchronize(descriptor, bytes)
-        let closeFailure = close(descriptor) == 0 ? nil : SystemCallError(code: errno)
-        guard let reason = failure ?? closeFailure else { return nil }
-        unlink(path)
-        return .storage("cannot write the upload to disk: \(reason)")
     }
 
     /// Closes and removes a staging file whose upload failed. Never throws: it runs on failure paths.

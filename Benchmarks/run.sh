@@ -19,8 +19,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 python3 -c "import pyftpdlib" 2> /dev/null || pip install -q pyftpdlib
 
-swift build -c release > /dev/null
-bin=$(swift build -c release --show-bin-path)
+# Release binaries with the Swift runtime linked in, as one would deploy them (they start about 4 ms faster than
+# ones that load the toolchain's shared libraries, which shows in every one-shot `ferry` command).
+build=(-c release --static-swift-stdlib --scratch-path .build-static)
+swift build "${build[@]}" > /dev/null
+bin=$(swift build "${build[@]}" --show-bin-path)
 mkdir -p Benchmarks/results
 
 if [ "${1:-}" = "--quick" ]; then

@@ -16,6 +16,7 @@ public struct FerryServer: Service {
     private let logger: Logger
     private let eventLoopGroup: any EventLoopGroup
     private let onListening: @Sendable (SocketAddress) -> Void
+    private let transfers = TransferGauge()
 
     /// - Parameter onListening: called once with the bound address (the real port when `port` is 0).
     public init(
@@ -111,6 +112,7 @@ public struct FerryServer: Service {
                         library: self.library,
                         configuration: self.configuration,
                         quiescer: quiescer,
+                        transfers: self.transfers,
                         logger: logger
                     )
                     return await session.run()

@@ -7,7 +7,7 @@ extension MessageWriter {
     /// is written, and returns the account of what was sent (for END).
     ///
     /// Exactly one chunk is read ahead, so a slow peer holds the server to about two chunks plus the socket's
-    /// write buffer, whatever the file's size (chunks are 256 KiB, 1 MiB for files of 16 MiB and more). A file that ends early (it shrank while being sent) ends the
+    /// write buffer, whatever the file's size (``dataChunkLength(forTransferOf:alongside:)`` by default). A file that ends early (it shrank while being sent) ends the
     /// stream early: the caller sees `sentLength` short of `end - start`.
     ///
     /// - Throws: ``FileReadError`` when the file cannot be read; the channel's errors as they are.
@@ -15,10 +15,11 @@ extension MessageWriter {
         _ handle: ReadFileHandle,
         from start: UInt64,
         to end: UInt64,
+        chunkLength: Int? = nil,
         progress: (UInt64) -> Void = { _ in }
     ) async throws -> OutgoingTransfer {
         var transfer = OutgoingTransfer()
-        let chunkLength = Int64(self.dataChunkLength(forTransferOf: end - min(start, end)))
+        let chunkLength = Int64(max(1, chunkLength ?? self.dataChunkLength(forTransferOf: end - min(start, end))))
         let end = Int64(clamping: end)
         var offset = Int64(clamping: start)
         var next = try await Self.read(handle, at: offset, length: min(chunkLength, end - offset))

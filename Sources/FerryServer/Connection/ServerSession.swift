@@ -15,6 +15,7 @@ struct ServerSession {
     private let library: FileLibrary
     private let configuration: ServerConfiguration
     private let quiescer: ConnectionQuiescer
+    private let transfers: TransferGauge
     private let channel: any Channel
     private var logger: Logger
     /// Whether our magic has gone out: errors after the peer's magic are frames, and frames follow our magic.
@@ -39,6 +40,7 @@ struct ServerSession {
         library: FileLibrary,
         configuration: ServerConfiguration,
         quiescer: ConnectionQuiescer,
+        transfers: TransferGauge,
         logger: Logger
     ) {
         self.reader = MessageReader(inbound)
@@ -47,6 +49,7 @@ struct ServerSession {
         self.library = library
         self.configuration = configuration
         self.quiescer = quiescer
+        self.transfers = transfers
         self.logger = logger
     }
 
@@ -237,7 +240,17 @@ struct ServerSession {
         do {
             try await self.reply(.fileInfo(FileInfo(size: file.size, offset: request.offset, modified: file.modified)))
             try await self.flush()
-            transfer = try await self.writer.sendFile(file.handle, from: request.offset, to: file.size)
+            let alongside = self.transfers.begin()
+            defer { self.transfers.end() }
+            transfer = try await self.writer.sendFile(
+                file.handle,
+                from: request.offset,
+                to: file.size,
+                chunkLength: self.writer.dataChunkLength(
+                    forTransferOf: file.size - request.offset,
+                    alongside: alongside
+                )
+            )
             try? await file.handle.closeRegardlessOfCancellation()
         } catch let error as FileReadError {
             try? await file.handle.closeRegardlessOfCancellation()

@@ -598,7 +598,9 @@ def report(results):
             ratio = "only one without failures or stalls"
         elif "ferry" in medians and peers:
             best = min(peers) if lower_is_better else max(peers)
-            if best > 0.05:
+            if lower_is_better and medians["ferry"] <= best and medians["ferry"] < 0.05:
+                ratio = "best"
+            elif best > 0.05:
                 ratio = f"{medians['ferry'] / best:.2f}×"
             elif lower_is_better and medians["ferry"] <= best:
                 ratio = "best"

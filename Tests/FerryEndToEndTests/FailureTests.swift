@@ -113,6 +113,18 @@ struct FailureTests {
             try await connection.send(.end(EndOfData(length: 9, crc32: CRC32.checksum(nine))))
             #expect(try await connection.expectError() == .lengthMismatch)
             #expect(try server.folderContents() == [])
+
+            // Too much in an upload large enough to be streamed to disk, a chunk's write still running when the
+            // overflow arrives: refused, and nothing left.
+            try await connection.send(.store(StoreRequest(name: "large", size: 300_000)))
+            guard case .ready? = try await connection.next() else { throw TestFailure("no READY") }
+            let chunk = DataChunk(ByteBuffer(bytes: Array(repeating: 3, count: 200_000)))
+            try await connection.send(raw: RawConnection.encode(.data(chunk)) + RawConnection.encode(.data(chunk)))
+            #expect(try await connection.expectError() == .lengthMismatch)
+            try await connection.send(.end(EndOfData(length: 400_000, crc32: 0)))
+            try await connection.send(.list)
+            guard case .listEnd? = try await connection.next() else { throw TestFailure("the connection broke") }
+            #expect(try server.folderContents() == [], "no staging file left")
             await connection.close()
         }
     }

@@ -408,6 +408,8 @@ struct ServerSession {
                 do {
                     try upload.transfer.receive(chunk)
                 } catch {
+                    // The staging file is released only once no write to it is running.
+                    try? await writes.waitForAll()
                     try await self.abandon(&upload, error.errorCode, error.description, record)
                     continue
                 }
@@ -496,7 +498,8 @@ struct ServerSession {
         }
     }
 
-    /// Fails an upload in progress: drops what it holds and answers at once; later frames are dropped.
+    /// Fails an upload in progress: drops what it holds and answers at once; later frames are dropped. No write
+    /// to its staging file may still be running.
     private mutating func abandon(
         _ upload: inout Upload,
         _ code: ErrorCode,

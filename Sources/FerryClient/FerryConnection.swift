@@ -117,6 +117,9 @@ public final class FerryConnection {
         }
     }
 
+    /// How many small files, and how many of their bytes, a batch reads or writes in one thread-pool job.
+    private static let groupLimit = (files: 64, bytes: 4 << 20)
+
     /// The result of a batch operation run for one file.
     private static func single(
         _ batch: (_ completed: (Int, Result<UInt64, FerryClientError>) -> Void) async throws -> Void
@@ -159,8 +162,8 @@ public final class FerryConnection {
         // Refused locally, before anything is sent: bad names, and targets in the way.
         var refusals: [Int: FerryClientError] = [:]
         for (index, download) in downloads.enumerated() {
-            if case .failure(let rule) = FileName.validate(download.name) {
-                refusals[index] = .invalidName(name: download.name, rule: rule)
+            if let refusal = Self.refusal(ofName: download.name) {
+                refusals[index] = refusal
             } else if !overwrite, Self.localItemExists(FilePath(download.destination)) {
                 refusals[index] = .localFile(
                     "'\(download.destination)' already exists locally; not replaced (use --force to replace it)"
@@ -212,7 +215,7 @@ public final class FerryConnection {
                     case .verified(let bytes):
                         unpublished.append((index, VerifiedDownload(bytes: bytes, target: target)))
                         unpublishedBytes += bytes.readableBytes
-                        if unpublished.count >= 64 || unpublishedBytes >= 4 << 20 {
+                        if unpublished.count >= Self.groupLimit.files || unpublishedBytes >= Self.groupLimit.bytes {
                             await publishGroup()
                         }
                     case .finished(let result):
@@ -281,7 +284,7 @@ public final class FerryConnection {
                     do {
                         try await writes.waitForAll()
                     } catch {
-                        try? await writes.waitForAll()
+                        await writes.drain()
                         failure = failure ?? (error as? FerryClientError) ?? .localFile("\(error)")
                     }
                 }
@@ -428,15 +431,15 @@ public final class FerryConnection {
                 }
             }
             for (index, upload) in uploads.enumerated() {
-                if case .failure(let rule) = FileName.validate(upload.name) {
+                if let refusal = Self.refusal(ofName: upload.name) {
                     try await collect(downTo: 0)
-                    completed(index, .failure(.invalidName(name: upload.name, rule: rule)))
+                    completed(index, .failure(refusal))
                     continue
                 }
                 if index >= readAhead.start + readAhead.files.count {
-                    // The next files, read in one job: up to 64 small ones, or 4 MiB.
-                    let paths = uploads[index..<min(uploads.count, index + 64)].map(\.source)
-                    readAhead = (index, await LocalSource.read(paths, wholeUpTo: chunk, budget: 4 << 20))
+                    // The next files, read in one job.
+                    let paths = uploads[index..<min(uploads.count, index + Self.groupLimit.files)].map(\.source)
+                    readAhead = (index, await LocalSource.read(paths, wholeUpTo: chunk, budget: Self.groupLimit.bytes))
                 }
                 let source: LocalSource
                 do {
@@ -613,10 +616,12 @@ public final class FerryConnection {
         }
     }
 
-    private static func validateName(_ name: String) throws {
+    /// The error for a name no Ferry server accepts, refused before it is sent; `nil` for a valid name.
+    private static func refusal(ofName name: String) -> FerryClientError? {
         if case .failure(let rule) = FileName.validate(name) {
-            throw FerryClientError.invalidName(name: name, rule: rule)
+            return .invalidName(name: name, rule: rule)
         }
+        return nil
     }
 
     static func localItemExists(_ path: FilePath) -> Bool {

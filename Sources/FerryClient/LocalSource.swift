@@ -4,12 +4,6 @@ import NIOCore
 import NIOPosix
 import _NIOFileSystem
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// A local file about to be uploaded: read whole when it fits one DATA frame, or open for streaming.
 enum LocalSource {
     /// The whole file, read in one thread-pool job (open, check, read, close).
@@ -43,15 +37,18 @@ enum LocalSource {
                 var peeks: [Peek] = []
                 var total = 0
                 for path in paths where total < budget {
-                    do {
-                        if let bytes = try Self.readWhole(path, upTo: limit) {
-                            total += bytes.readableBytes
-                            peeks.append(.whole(bytes))
-                        } else {
-                            peeks.append(.large(path: path))
-                        }
-                    } catch let error as FerryClientError {
-                        peeks.append(.failed(error))
+                    switch BlockingFileIO.readSmallFile(at: path, upTo: limit, followingLinks: true) {
+                    case .contents(let bytes, _):
+                        total += bytes.readableBytes
+                        peeks.append(.whole(bytes))
+                    case .larger:
+                        peeks.append(.large(path: path))
+                    case .notRegular:
+                        peeks.append(.failed(.localFile("'\(path)' is not a regular file")))
+                    case .cannotOpen(let error):
+                        peeks.append(.failed(.localFile("cannot read '\(path)': \(error)")))
+                    case .cannotRead(let error):
+                        peeks.append(.failed(.localFile("reading '\(path)' failed: \(error)")))
                     }
                 }
                 return peeks
@@ -84,33 +81,6 @@ enum LocalSource {
             throw error
         } catch {
             throw FerryClientError.localFile("cannot read '\(path)': \(FerryConnection.describe(error))")
-        }
-    }
-
-    /// The file's bytes if it is a regular file of at most `limit` bytes; `nil` if it is larger. Blocking.
-    private static func readWhole(_ path: String, upTo limit: Int) throws -> ByteBuffer? {
-        // Checked before opening, so that opening never blocks on a FIFO.
-        var info = stat()
-        guard stat(path, &info) == 0 else {
-            throw FerryClientError.localFile("cannot read '\(path)': \(String(cString: strerror(errno)))")
-        }
-        guard (info.st_mode & S_IFMT) == S_IFREG else {
-            throw FerryClientError.localFile("'\(path)' is not a regular file")
-        }
-        guard info.st_size <= limit else { return nil }
-        let descriptor = Glibc.open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        guard descriptor >= 0 else {
-            throw FerryClientError.localFile("cannot read '\(path)': \(String(cString: strerror(errno)))")
-        }
-        defer { close(descriptor) }
-        guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_size <= limit else {
-            return nil
-        }
-        switch BlockingFileIO.read(descriptor, upTo: Int(info.st_size)) {
-        case .success(let bytes):
-            return bytes
-        case .failure(let error):
-            throw FerryClientError.localFile("reading '\(path)' failed: \(error)")
         }
     }
 }

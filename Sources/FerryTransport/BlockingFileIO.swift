@@ -27,6 +27,46 @@ public enum BlockingFileIO {
         return .success(bytes)
     }
 
+    /// What ``readSmallFile(at:upTo:followingLinks:)`` found.
+    public enum SmallFileRead: Sendable {
+        /// The whole file, and when it was last modified.
+        case contents(ByteBuffer, modified: (seconds: Int64, nanoseconds: Int64))
+        /// A regular file of more than the limit: to be streamed instead.
+        case larger
+        /// Something that is not a regular file (a folder, a FIFO, a device; with `followingLinks: false`, a link).
+        case notRegular
+        /// Looking at or opening the file failed (`ENOENT`, `ELOOP`, `EACCES`…).
+        case cannotOpen(SystemCallError)
+        /// Reading it failed.
+        case cannotRead(SystemCallError)
+    }
+
+    /// Reads the file at `path` whole if it is a regular file of at most `limit` bytes: the small-file paths' one
+    /// job for open, check, read and close.
+    ///
+    /// The kind of file is checked before opening, so that opening never blocks on a FIFO or touches a device,
+    /// and again on the open descriptor, in case the path changed in between. Memory is bounded by `limit`.
+    public static func readSmallFile(at path: String, upTo limit: Int, followingLinks: Bool) -> SmallFileRead {
+        var info = stat()
+        guard (followingLinks ? stat(path, &info) : lstat(path, &info)) == 0 else {
+            return .cannotOpen(SystemCallError(code: errno))
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { return .notRegular }
+        guard info.st_size <= limit else { return .larger }
+        let descriptor = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | (followingLinks ? 0 : O_NOFOLLOW))
+        guard descriptor >= 0 else { return .cannotOpen(SystemCallError(code: errno)) }
+        defer { close(descriptor) }
+        guard fstat(descriptor, &info) == 0 else { return .cannotOpen(SystemCallError(code: errno)) }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { return .notRegular }
+        guard info.st_size <= limit else { return .larger }
+        switch self.read(descriptor, upTo: Int(info.st_size)) {
+        case .success(let bytes):
+            return .contents(bytes, modified: (Int64(info.st_mtim.tv_sec), Int64(info.st_mtim.tv_nsec)))
+        case .failure(let error):
+            return .cannotRead(error)
+        }
+    }
+
     /// Writes all of `bytes` to an open file.
     public static func writeAll(_ descriptor: Int32, _ bytes: ByteBuffer) -> SystemCallError? {
         let failure = bytes.withUnsafeReadableBytes { source -> Int32 in

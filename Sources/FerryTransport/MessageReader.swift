@@ -47,9 +47,7 @@ public struct MessageReader {
     /// ``FerryProtocolError/Kind/invalidName``, whose frame was intact) and ``TransportError`` for a
     /// connection that closed inside a frame.
     public mutating func next() async throws -> Message? {
-        if let leftover = self.leftover.take() {
-            self.parser.append(bytes: leftover)
-        }
+        self.parseLeftover()
         while true {
             if let frame = try self.parser.nextFrame() {
                 return try Message(decoding: frame)
@@ -67,9 +65,7 @@ public struct MessageReader {
     /// Whether a whole frame has already arrived: ``next()`` will not wait for the peer (unless the frame is an
     /// optional one it skips). Lets a client finish local work before it would sit waiting.
     public mutating func hasBufferedFrame() -> Bool {
-        if let leftover = self.leftover.take() {
-            self.parser.append(bytes: leftover)
-        }
+        self.parseLeftover()
         return self.parser.hasCompleteFrame
     }
 
@@ -78,11 +74,16 @@ public struct MessageReader {
     /// A server uses it to hold back small replies while requests are still queued, and write them together when
     /// it would otherwise wait (one write for a burst of pipelined requests instead of one per reply).
     public mutating func nextIfBuffered() throws -> Message? {
+        self.parseLeftover()
+        guard let frame = try self.parser.nextFrame() else { return nil }
+        return try Message(decoding: frame)
+    }
+
+    /// Hands the bytes that came with the magic to the parser, once.
+    private mutating func parseLeftover() {
         if let leftover = self.leftover.take() {
             self.parser.append(bytes: leftover)
         }
-        guard let frame = try self.parser.nextFrame() else { return nil }
-        return try Message(decoding: frame)
     }
 
     /// Reads and discards whatever the peer still sends, for at most `limit` bytes, until it closes: used after

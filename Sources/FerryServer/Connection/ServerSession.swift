@@ -229,11 +229,7 @@ struct ServerSession {
         }
         guard request.offset <= file.size else {
             try? await file.handle.closeRegardlessOfCancellation()
-            try await self.refuse(
-                .invalidOffset,
-                "offset \(request.offset) is beyond the end of '\(request.name)' (\(file.size) bytes)",
-                record
-            )
+            try await self.refuseOffset(request, size: file.size, record)
             return
         }
         let transfer: OutgoingTransfer
@@ -273,11 +269,7 @@ struct ServerSession {
     private mutating func send(_ file: WholeFile, _ request: RetrieveRequest, _ record: RequestRecord) async throws {
         let size = UInt64(file.bytes.readableBytes)
         guard request.offset <= size else {
-            try await self.refuse(
-                .invalidOffset,
-                "offset \(request.offset) is beyond the end of '\(request.name)' (\(size) bytes)",
-                record
-            )
+            try await self.refuseOffset(request, size: size, record)
             return
         }
         var messages: [Message] = [.fileInfo(FileInfo(size: size, offset: request.offset, modified: file.modified))]
@@ -341,7 +333,7 @@ struct ServerSession {
                     try await self.receive(&upload, request: request, record, writes: &writes)
                 } catch {
                     // The staging file is released only once no write to it is running.
-                    try? await writes.waitForAll()
+                    await writes.drain()
                     throw error
                 }
             }
@@ -408,9 +400,7 @@ struct ServerSession {
                 do {
                     try upload.transfer.receive(chunk)
                 } catch {
-                    // The staging file is released only once no write to it is running.
-                    try? await writes.waitForAll()
-                    try await self.abandon(&upload, error.errorCode, error.description, record)
+                    try await self.abandon(&upload, &writes, error.errorCode, error.description, record)
                     continue
                 }
                 switch upload.destination {
@@ -431,9 +421,9 @@ struct ServerSession {
             case .end where upload.refused, .abort where upload.refused:
                 return
             case .abort:
-                try? await writes.waitForAll()
                 try await self.abandon(
                     &upload,
+                    &writes,
                     .aborted,
                     "the upload of '\(request.name)' was aborted by the client",
                     record
@@ -444,7 +434,13 @@ struct ServerSession {
                 do {
                     try upload.transfer.verify(end)
                 } catch {
-                    try await self.abandon(&upload, error.errorCode, "'\(request.name)' not stored: \(error)", record)
+                    try await self.abandon(
+                        &upload,
+                        &writes,
+                        error.errorCode,
+                        "'\(request.name)' not stored: \(error)",
+                        record
+                    )
                     return
                 }
                 let destination = upload.destination
@@ -492,21 +488,22 @@ struct ServerSession {
             try await writes.waitForAll()
             return true
         } catch {
-            try? await writes.waitForAll()
-            try await self.abandon(&upload, .storageFailure, "writing the upload failed: \(error)", record)
+            try await self.abandon(&upload, &writes, .storageFailure, "writing the upload failed: \(error)", record)
             return false
         }
     }
 
-    /// Fails an upload in progress: drops what it holds and answers at once; later frames are dropped. No write
-    /// to its staging file may still be running.
+    /// Fails an upload in progress: drops what it holds and answers at once; later frames are dropped. The
+    /// staging file is removed only once no write to it is running.
     private mutating func abandon(
         _ upload: inout Upload,
+        _ writes: inout ThrowingTaskGroup<Void, any Error>,
         _ code: ErrorCode,
         _ message: String,
         _ record: RequestRecord
     ) async throws {
         upload.refused = true
+        await writes.drain()
         await self.release(&upload)
         try await self.refuse(code, message, record)
     }
@@ -529,6 +526,15 @@ struct ServerSession {
 
     private mutating func refuse(_ error: LibraryError, _ record: RequestRecord) async throws {
         try await self.refuse(error.errorCode, error.description, record)
+    }
+
+    /// A RETR whose offset lies past the end of the file.
+    private mutating func refuseOffset(_ request: RetrieveRequest, size: UInt64, _ record: RequestRecord) async throws {
+        try await self.refuse(
+            .invalidOffset,
+            "offset \(request.offset) is beyond the end of '\(request.name)' (\(size) bytes)",
+            record
+        )
     }
 
     /// Ends the session on a connection-level failure: tells the client why when it can, then closes.

@@ -68,6 +68,12 @@ public struct FileLibrary: Sendable {
         self.root.appending(name)
     }
 
+    /// A fresh staging file name in the library (hidden, random; see ``stagingPrefix``).
+    private func newStagingPath() -> FilePath {
+        var random = SystemRandomNumberGenerator()
+        return self.path(Self.stagingPrefix + String(random.next(), radix: 16))
+    }
+
     // MARK: - Listing
 
     /// The names a listing may show: regular files with a valid name (never folders, links, dot-files or staging
@@ -175,32 +181,23 @@ public struct FileLibrary: Sendable {
     func readWhole(_ name: String, upTo limit: Int) async throws -> WholeFile? {
         let path = self.path(name).string
         return try await self.threadPool.runIfActive { () throws -> WholeFile? in
-            // Checked before opening, so that opening never blocks on a FIFO or touches a device.
-            var info = stat()
-            guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            switch BlockingFileIO.readSmallFile(at: path, upTo: limit, followingLinks: false) {
+            case .contents(let bytes, let modified):
+                return WholeFile(
+                    bytes: bytes,
+                    modified: Self.nanoseconds(seconds: modified.seconds, nanoseconds: modified.nanoseconds)
+                )
+            case .larger:
+                return nil
+            case .notRegular:
                 throw LibraryError.noSuchFile(name)
-            }
-            guard info.st_size <= limit else { return nil }
-            let descriptor = Glibc.open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-            guard descriptor >= 0 else {
-                if errno == ENOENT || errno == ELOOP { throw LibraryError.noSuchFile(name) }
-                throw LibraryError.storage("cannot open '\(name)': \(Self.describeErrno())")
-            }
-            defer { close(descriptor) }
-            guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            case .cannotOpen(let error) where error.code == ENOENT || error.code == ELOOP:
                 throw LibraryError.noSuchFile(name)
+            case .cannotOpen(let error):
+                throw LibraryError.storage("cannot open '\(name)': \(error)")
+            case .cannotRead(let error):
+                throw LibraryError.storage("cannot read '\(name)': \(error)")
             }
-            guard info.st_size <= limit else { return nil }
-            let bytes: ByteBuffer
-            switch BlockingFileIO.read(descriptor, upTo: Int(info.st_size)) {
-            case .success(let read): bytes = read
-            case .failure(let error): throw LibraryError.storage("cannot read '\(name)': \(error)")
-            }
-            let modified = Self.nanoseconds(
-                seconds: Int64(info.st_mtim.tv_sec),
-                nanoseconds: Int64(info.st_mtim.tv_nsec)
-            )
-            return WholeFile(bytes: bytes, modified: modified)
         }
     }
 
@@ -217,12 +214,10 @@ public struct FileLibrary: Sendable {
 
     /// A new, empty, hidden staging file for an upload.
     func createStagingFile() async throws -> StagingFile {
-        var random = SystemRandomNumberGenerator()
-        let suffix = String(random.next(), radix: 16)
-        let name = Self.stagingPrefix + suffix
+        let path = self.newStagingPath()
         do {
             let handle = try await self.fileSystem.openFile(
-                forWritingAt: self.path(name),
+                forWritingAt: path,
                 options: OpenOptions.Write(
                     existingFile: .none,
                     newFile: OpenOptions.NewFile(permissions: nil, transactionalCreation: false),
@@ -230,7 +225,7 @@ public struct FileLibrary: Sendable {
                     closeOnExec: true
                 )
             )
-            return StagingFile(handle: handle, path: self.path(name))
+            return StagingFile(handle: handle, path: path)
         } catch {
             throw LibraryError.storage("cannot create a staging file: \(error)")
         }
@@ -279,18 +274,11 @@ public struct FileLibrary: Sendable {
     /// - Returns: for each upload in order, `nil` if it is committed, or why not.
     func commit(_ uploads: [SmallUpload]) async -> [LibraryError?] {
         let root = self.root.string
-        let targets = uploads.map { upload -> (staging: String, final: String) in
-            var random = SystemRandomNumberGenerator()
-            return (
-                self.path(Self.stagingPrefix + String(random.next(), radix: 16)).string,
-                self.path(upload.name).string
-            )
-        }
-        let files = zip(uploads, targets).map { upload, target in
+        let files = uploads.map { upload in
             BlockingFileIO.GroupFile(
                 bytes: upload.bytes,
-                temporary: target.staging,
-                destination: target.final,
+                temporary: self.newStagingPath().string,
+                destination: self.path(upload.name).string,
                 replacing: upload.overwrite
             )
         }

@@ -38,7 +38,7 @@ public struct FerryClient: Sendable {
         _ body: (FerryConnection) async throws -> Result
     ) async throws -> Result {
         let idle = TimeAmount(self.idleTimeout)
-        let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        let channel: NIOAsyncChannel<ByteBuffer, IOData>
         do {
             channel = try await ClientBootstrap(group: self.eventLoopGroup)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -50,7 +50,7 @@ public struct FerryClient: Sendable {
                         try channel.pipeline.syncOperations.addHandler(
                             IdleTimeoutHandler(timeout: idle, lingerTimeout: .seconds(1))
                         )
-                        return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                        return try NIOAsyncChannel<ByteBuffer, IOData>(
                             wrappingChannelSynchronously: channel,
                             configuration: .init(backPressureStrategy: ChannelTuning.inboundBackPressure)
                         )
@@ -67,7 +67,7 @@ public struct FerryClient: Sendable {
     ///
     /// - Parameter server: how to name the peer in error messages.
     public static func withConnection<Result>(
-        over channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>,
+        over channel: NIOAsyncChannel<ByteBuffer, IOData>,
         server: String,
         _ body: (FerryConnection) async throws -> Result
     ) async throws -> Result {

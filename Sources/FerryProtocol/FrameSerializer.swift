@@ -13,7 +13,8 @@ public enum FrameSerializer {
             Self.writeHeader(type: .data, payloadLength: chunk.bytes.readableBytes, into: &buffer)
             let headerCRC = Self.headerCRC(buffer)
             buffer.writeImmutableBuffer(chunk.bytes)
-            buffer.writeInteger(Self.frameCRC(header: headerCRC, chunk: chunk))
+            let payloadLength = UInt64(chunk.bytes.readableBytes)
+            buffer.writeInteger(CRC32.combine(headerCRC, chunk.crc32, secondLength: payloadLength))
             return
         }
         let start = buffer.writerIndex
@@ -50,11 +51,21 @@ public enum FrameSerializer {
         for chunk: DataChunk,
         allocator: ByteBufferAllocator
     ) -> (header: ByteBuffer, trailer: ByteBuffer) {
+        Self.dataFrameEnvelope(payloadLength: chunk.bytes.readableBytes, payloadCRC32: chunk.crc32, allocator: allocator)
+    }
+
+    /// The header and trailer of a DATA frame whose payload is known only by its length and CRC-32: a payload
+    /// that goes from a file to the socket without passing through memory (`sendfile`).
+    public static func dataFrameEnvelope(
+        payloadLength: Int,
+        payloadCRC32: UInt32,
+        allocator: ByteBufferAllocator
+    ) -> (header: ByteBuffer, trailer: ByteBuffer) {
         var header = allocator.buffer(capacity: FrameLayout.headerLength)
-        Self.writeHeader(type: .data, payloadLength: chunk.bytes.readableBytes, into: &header)
+        Self.writeHeader(type: .data, payloadLength: payloadLength, into: &header)
         let headerCRC = Self.headerCRC(header)
         var trailer = allocator.buffer(capacity: FrameLayout.trailerLength)
-        trailer.writeInteger(Self.frameCRC(header: headerCRC, chunk: chunk))
+        trailer.writeInteger(CRC32.combine(headerCRC, payloadCRC32, secondLength: UInt64(payloadLength)))
         return (header, trailer)
     }
 
@@ -78,9 +89,5 @@ public enum FrameSerializer {
             crc.update(UnsafeRawBufferPointer(rebasing: bytes.suffix(FrameLayout.headerLength)))
             return crc.value
         }
-    }
-
-    private static func frameCRC(header: UInt32, chunk: DataChunk) -> UInt32 {
-        CRC32.combine(header, chunk.crc32, secondLength: UInt64(chunk.bytes.readableBytes))
     }
 }

@@ -74,8 +74,13 @@ public struct OutgoingTransfer: Hashable, Sendable {
     public init() {}
 
     public mutating func record(_ chunk: DataChunk) {
-        let length = UInt64(chunk.bytes.readableBytes)
-        self.checksum = CRC32(continuingFrom: CRC32.combine(self.checksum.value, chunk.crc32, secondLength: length))
+        self.record(length: chunk.bytes.readableBytes, crc32: chunk.crc32)
+    }
+
+    /// Records a payload sent without passing through memory, known by its length and CRC-32.
+    public mutating func record(length: Int, crc32: UInt32) {
+        let length = UInt64(length)
+        self.checksum = CRC32(continuingFrom: CRC32.combine(self.checksum.value, crc32, secondLength: length))
         self.sentLength += length
     }
 

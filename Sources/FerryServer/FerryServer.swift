@@ -51,7 +51,7 @@ public struct FerryServer: Service {
                             lingerTimeout: TimeAmount(configuration.lingerTimeout)
                         )
                     )
-                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                    return try NIOAsyncChannel<ByteBuffer, IOData>(
                         wrappingChannelSynchronously: channel,
                         configuration: .init(
                             backPressureStrategy: ChannelTuning.inboundBackPressure,
@@ -95,7 +95,7 @@ public struct FerryServer: Service {
     /// ``run()`` calls this for every accepted connection within the limit. It is public so that a connection
     /// accepted elsewhere, or an in-memory channel in tests and fuzzing, gets exactly the same handling. The channel
     /// should have its outbound half-closure enabled, so that a connection error is delivered before the close.
-    public func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
+    public func serve(_ connection: NIOAsyncChannel<ByteBuffer, IOData>) async {
         var logger = self.logger
         logger[metadataKey: "peer"] = "\(connection.channel.remoteAddress?.displayString ?? "unknown")"
         logger.info("connection opened")
@@ -130,7 +130,7 @@ public struct FerryServer: Service {
     }
 
     /// Answers a connection over the limit with "server busy" and closes it, without reading its requests.
-    private func turnAway(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
+    private func turnAway(_ connection: NIOAsyncChannel<ByteBuffer, IOData>) async {
         self.logger.warning(
             "connection refused: server busy",
             metadata: ["peer": "\(connection.channel.remoteAddress?.displayString ?? "unknown")"]

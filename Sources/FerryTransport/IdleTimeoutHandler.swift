@@ -18,8 +18,8 @@ public enum ConnectionInterruption: Error, Hashable, Sendable {
 public final class IdleTimeoutHandler: ChannelDuplexHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
-    public typealias OutboundIn = ByteBuffer
-    public typealias OutboundOut = ByteBuffer
+    public typealias OutboundIn = IOData
+    public typealias OutboundOut = IOData
 
     private let timeout: TimeAmount
     private let lingerTimeout: TimeAmount

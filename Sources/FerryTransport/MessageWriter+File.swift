@@ -1,5 +1,5 @@
 public import FerryProtocol
-import NIOCore
+public import NIOCore
 public import _NIOFileSystem
 
 extension MessageWriter {
@@ -16,7 +16,8 @@ extension MessageWriter {
         from start: UInt64,
         to end: UInt64,
         chunkLength: Int? = nil,
-        progress: (UInt64) -> Void = { _ in }
+        progress: (UInt64) -> Void = { _ in },
+        sentChunk: (_ length: Int, _ crc32: UInt32) -> Void = { _, _ in }
     ) async throws -> OutgoingTransfer {
         var transfer = OutgoingTransfer()
         let chunkLength = Int64(max(1, chunkLength ?? self.dataChunkLength(forTransferOf: end - min(start, end))))
@@ -31,10 +32,60 @@ extension MessageWriter {
             async let following = Self.read(handle, at: readAt, length: readLength)
             transfer.record(current)
             try await self.write(current)
+            sentChunk(current.bytes.readableBytes, current.crc32)
             progress(transfer.sentLength)
             next = try await following
         }
         return transfer
+    }
+
+    /// Sends pieces of an open file whose CRC-32s are already known as DATA frames, with `sendfile`: the server
+    /// neither reads nor checksums the bytes, and holds none of them. Returns the account of what was sent (for
+    /// END).
+    ///
+    /// The caller closes `handle` after this returns, and only then: queued writes still refer to it until the
+    /// channel has taken them, so this returns once everything it wrote has reached the socket or failed (a
+    /// closed channel fails what it still held).
+    ///
+    /// The pieces must lie within the file: a file truncated while it is sent leaves `sendfile` with nothing to
+    /// send, and the connection then stalls until the idle timeout closes it. Ferry never truncates a library
+    /// file (uploads are published by `rename`); only another program could.
+    public func sendFile(
+        _ handle: NIOFileHandle,
+        pieces: some Sequence<ChecksummedPiece>,
+        on channel: any Channel
+    ) async throws -> OutgoingTransfer {
+        var transfer = OutgoingTransfer()
+        do {
+            for piece in pieces {
+                let (header, trailer) = FrameSerializer.dataFrameEnvelope(
+                    payloadLength: piece.length,
+                    payloadCRC32: piece.crc32,
+                    allocator: self.allocator
+                )
+                let region = FileRegion(
+                    fileHandle: handle,
+                    readerIndex: Int(piece.offset),
+                    endIndex: Int(piece.offset) + piece.length
+                )
+                try await self.outbound.write(contentsOf: [
+                    .byteBuffer(header), .fileRegion(region), .byteBuffer(trailer),
+                ])
+                transfer.record(length: piece.length, crc32: piece.crc32)
+            }
+        } catch {
+            await Self.awaitWritten(on: channel)
+            throw error
+        }
+        await Self.awaitWritten(on: channel)
+        return transfer
+    }
+
+    /// Returns once every write queued so far has completed or failed. The outbound writer hands each write to the
+    /// event loop before its `write` returns, and the event loop runs writes in order, so an empty write made now
+    /// completes after all of them.
+    private static func awaitWritten(on channel: any Channel) async {
+        try? await channel.writeAndFlush(IOData.byteBuffer(ByteBuffer())).get()
     }
 
     private static func read(_ handle: ReadFileHandle, at offset: Int64, length: Int64) async throws -> ByteBuffer {
@@ -53,5 +104,18 @@ public struct FileReadError: Error, CustomStringConvertible {
 
     public var description: String {
         (self.underlying as? FileSystemError)?.message ?? "\(self.underlying)"
+    }
+}
+
+/// A piece of a file and the CRC-32 of its bytes, to be sent as one DATA frame.
+public struct ChecksummedPiece: Hashable, Sendable {
+    public var offset: UInt64
+    public var length: Int
+    public var crc32: UInt32
+
+    public init(offset: UInt64, length: Int, crc32: UInt32) {
+        self.offset = offset
+        self.length = length
+        self.crc32 = crc32
     }
 }

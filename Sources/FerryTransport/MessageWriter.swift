@@ -4,14 +4,14 @@ public import NIOCore
 /// Writes Ferry messages to a channel. Each call suspends while the channel is not writable, so a slow peer
 /// slows the sender down instead of making it buffer.
 public struct MessageWriter: Sendable {
-    private let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
-    private let allocator: ByteBufferAllocator
+    let outbound: NIOAsyncChannelOutboundWriter<IOData>
+    let allocator: ByteBufferAllocator
 
     /// The largest frame payload the peer accepts: until its HELLO arrives, the minimum every peer accepts.
     public var peerMaximumPayloadLength = Int(ProtocolLimits.minimumFramePayload)
 
     public init(
-        _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+        _ outbound: NIOAsyncChannelOutboundWriter<IOData>,
         allocator: ByteBufferAllocator = ByteBufferAllocator()
     ) {
         self.outbound = outbound
@@ -49,7 +49,7 @@ public struct MessageWriter: Sendable {
         var buffer = self.allocator.buffer(capacity: 64)
         buffer.writeBytes(Handshake.magic)
         FrameSerializer.serialize(message, into: &buffer)
-        try await self.outbound.write(buffer)
+        try await self.outbound.write(.byteBuffer(buffer))
     }
 
     public func write(_ message: Message) async throws {
@@ -59,7 +59,7 @@ public struct MessageWriter: Sendable {
         }
         var buffer = self.allocator.buffer(capacity: 64)
         FrameSerializer.serialize(message, into: &buffer)
-        try await self.outbound.write(buffer)
+        try await self.outbound.write(.byteBuffer(buffer))
     }
 
     /// Writes several messages with one flush.
@@ -68,19 +68,19 @@ public struct MessageWriter: Sendable {
         for message in messages {
             FrameSerializer.serialize(message, into: &buffer)
         }
-        try await self.outbound.write(buffer)
+        try await self.outbound.write(.byteBuffer(buffer))
     }
 
     /// Writes one DATA frame without copying its payload: header, payload and trailer go out as one vectored
     /// write.
     public func write(_ chunk: DataChunk) async throws {
         let (header, trailer) = FrameSerializer.dataFrameEnvelope(for: chunk, allocator: self.allocator)
-        try await self.outbound.write(contentsOf: [header, chunk.bytes, trailer])
+        try await self.outbound.write(contentsOf: [.byteBuffer(header), .byteBuffer(chunk.bytes), .byteBuffer(trailer)])
     }
 
     /// Writes raw bytes: the text line a server sends to a peer that is not speaking Ferry.
     public func writeRaw(_ bytes: ByteBuffer) async throws {
-        try await self.outbound.write(bytes)
+        try await self.outbound.write(.byteBuffer(bytes))
     }
 
     /// Closes the write side (TCP FIN) while still reading: the last message is delivered, not reset.

@@ -79,7 +79,7 @@ struct CommandLineTests {
         let started = ContinuousClock.now
         #expect(daemon.stop() == 0)
         #expect(ContinuousClock.now - started < .seconds(10))
-        #expect(try FileManager.default.contentsOfDirectory(atPath: root.path) == [], "no staging, nothing visible")
+        #expect(try Scratch.libraryContents(root) == [], "no staging, nothing visible")
         await stalled.close()
     }
 
@@ -88,7 +88,7 @@ struct CommandLineTests {
         try Data("partial".utf8).write(to: root.appendingPathComponent(".ferry-staging-deadbeef"))
         try Data("kept".utf8).write(to: root.appendingPathComponent("kept"))
         let daemon = try await Daemon.start(root: root)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: root.path) == ["kept"])
+        #expect(try Scratch.libraryContents(root) == ["kept"])
         _ = daemon.stop()
     }
 

@@ -34,6 +34,6 @@ struct ShutdownTests {
             #expect(try await uploading.expectError() == .shuttingDown, "then the connection is closed")
         }
         #expect(try Data(contentsOf: root.appendingPathComponent("during-shutdown")) == Data(bytes))
-        #expect(try FileManager.default.contentsOfDirectory(atPath: root.path) == ["during-shutdown"])
+        #expect(try Scratch.libraryContents(root) == ["during-shutdown"])
     }
 }

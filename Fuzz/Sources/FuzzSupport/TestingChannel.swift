@@ -5,13 +5,13 @@ import NIOEmbedded
 /// writes is collected and dropped.
 public struct InMemoryConnection: Sendable {
     public let channel: NIOAsyncTestingChannel
-    public let asyncChannel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+    public let asyncChannel: NIOAsyncChannel<ByteBuffer, IOData>
 
     public static func make() async throws -> InMemoryConnection {
         let channel = NIOAsyncTestingChannel()
         try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9))
         let asyncChannel = try await channel.testingEventLoop.executeInContext {
-            try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+            try NIOAsyncChannel<ByteBuffer, IOData>(
                 wrappingChannelSynchronously: channel,
                 configuration: .init(isOutboundHalfClosureEnabled: true)
             )
@@ -33,10 +33,10 @@ public struct InMemoryConnection: Sendable {
     /// Drops what the code under test wrote, fires the timers it left (a linger close, say) and releases the
     /// channel, so nothing outlives the input.
     public func tearDown() async {
-        while (try? await self.channel.readOutbound(as: ByteBuffer.self)) != nil {}
+        while (try? await self.channel.readOutbound(as: IOData.self)) != nil {}
         await self.channel.testingEventLoop.advanceTime(by: .hours(1))
         _ = try? await self.channel.finish(acceptAlreadyClosed: true)
-        while (try? await self.channel.readOutbound(as: ByteBuffer.self)) != nil {}
+        while (try? await self.channel.readOutbound(as: IOData.self)) != nil {}
         try? await self.channel.testingEventLoop.shutdownGracefully()
     }
 }

@@ -35,7 +35,7 @@ struct ServerSession {
 
     init(
         inbound: NIOAsyncChannelInboundStream<ByteBuffer>,
-        outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+        outbound: NIOAsyncChannelOutboundWriter<IOData>,
         channel: any Channel,
         library: FileLibrary,
         configuration: ServerConfiguration,
@@ -220,6 +220,13 @@ struct ServerSession {
             try await self.send(whole, request, record)
             return
         }
+        if let file = try await self.library.openWithChecksums(request.name) {
+            if let pieces = file.checksums.pieces(from: request.offset, within: self.writer.peerMaximumPayloadLength) {
+                try await self.send(file, pieces, request, record)
+                return
+            }
+            try? file.handle.close()
+        }
         let file: ReadableFile
         do {
             file = try await self.library.openForReading(request.name)
@@ -238,6 +245,7 @@ struct ServerSession {
             try await self.flush()
             let alongside = self.transfers.begin()
             defer { self.transfers.end() }
+            var checksums = ChunkChecksumBuilder()
             transfer = try await self.writer.sendFile(
                 file.handle,
                 from: request.offset,
@@ -245,8 +253,13 @@ struct ServerSession {
                 chunkLength: self.writer.dataChunkLength(
                     forTransferOf: file.size - request.offset,
                     alongside: alongside
-                )
+                ),
+                sentChunk: { checksums.append(length: $0, crc32: $1) }
             )
+            if request.offset == 0, transfer.sentLength == file.size {
+                // Checksummed whole: the next download of this file is sent from the table.
+                await self.library.keepChecksums(checksums, of: file, as: request.name)
+            }
             try? await file.handle.closeRegardlessOfCancellation()
         } catch let error as FileReadError {
             try? await file.handle.closeRegardlessOfCancellation()
@@ -260,6 +273,31 @@ struct ServerSession {
             // The file shrank while being read: END would be a lie.
             try await self.refuse(.storageFailure, "'\(request.name)' changed while being sent", record)
             return
+        }
+        try await self.reply(.end(transfer.end))
+        self.log(record, bytes: transfer.sentLength, result: "ok")
+    }
+
+    /// Sends a file from its checksum table: FILE_INFO, then each piece as a DATA frame whose payload goes from
+    /// the file to the socket by `sendfile`, then END from the table's CRC-32s.
+    private mutating func send(
+        _ file: ChecksummedFile,
+        _ pieces: [ChecksummedPiece],
+        _ request: RetrieveRequest,
+        _ record: RequestRecord
+    ) async throws {
+        let identity = file.checksums.identity
+        let transfer: OutgoingTransfer
+        do {
+            try await self.reply(
+                .fileInfo(FileInfo(size: identity.size, offset: request.offset, modified: identity.modified))
+            )
+            try await self.flush()
+            transfer = try await self.writer.sendFile(file.handle, pieces: pieces, on: self.channel)
+            try? file.handle.close()
+        } catch {
+            try? file.handle.close()
+            throw error
         }
         try await self.reply(.end(transfer.end))
         self.log(record, bytes: transfer.sentLength, result: "ok")
@@ -356,6 +394,8 @@ struct ServerSession {
 
         var destination: Destination
         var transfer: IncomingTransfer
+        /// The pieces it arrived in, for the file's checksum table (large uploads only).
+        var checksums = ChunkChecksumBuilder()
         /// Set once the upload has failed and been answered: the rest of its frames are read and dropped.
         var refused = false
         /// A small upload's READY is held back while its data is already here (a pipelining client): READY and
@@ -414,6 +454,7 @@ struct ServerSession {
                     let handle = staging.handle
                     let bytes = chunk.bytes
                     writes.addTask { try await handle.write(contentsOf: bytes, toAbsoluteOffset: offset) }
+                    upload.checksums.append(length: bytes.readableBytes, crc32: chunk.crc32)
                     upload.destination = .staging(staging, offset: offset + Int64(bytes.readableBytes))
                 case .released:
                     break
@@ -460,7 +501,12 @@ struct ServerSession {
                     }
                 case .staging(let staging, _):
                     do {
-                        try await self.library.commit(staging, as: request.name, overwrite: overwrite)
+                        try await self.library.commit(
+                            staging,
+                            as: request.name,
+                            overwrite: overwrite,
+                            checksums: upload.checksums
+                        )
                     } catch let error as LibraryError {
                         try await self.refuse(error, record)
                         return

@@ -32,6 +32,11 @@ public struct FileLibrary: Sendable {
     /// Staging files start with this; a dot-name is never valid, so staging is never listed or retrievable.
     static let stagingPrefix = ".ferry-staging-"
 
+    /// The folder of ``ChunkChecksums`` tables, one per file, named like the file. A dot-name: never listed.
+    static let checksumFolderName = ".ferry-checksums"
+    /// Tables are written under this name in their folder, then renamed into place.
+    private static let checksumTemporaryPrefix = ".tmp-"
+
     /// Opens (creating if missing) the folder at `path`, and removes staging files a crash left behind.
     public static func open(
         at path: String,
@@ -50,7 +55,10 @@ public struct FileLibrary: Sendable {
             guard stat(resolved, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
                 throw LibraryError.storage("'\(path)' is not a folder")
             }
-            return FilePath(String(cString: resolved))
+            let root = String(cString: resolved)
+            // Without the folder (a read-only library), downloads simply go without tables.
+            _ = mkdir(root + "/" + Self.checksumFolderName, 0o755)
+            return FilePath(root)
         }
         let library = FileLibrary(root: root, fileSystem: fileSystem, threadPool: threadPool)
         try await library.removeLeftoverStaging()
@@ -162,7 +170,12 @@ public struct FileLibrary: Sendable {
                 seconds: Int64(info.lastDataModificationTime.seconds),
                 nanoseconds: Int64(info.lastDataModificationTime.nanoseconds)
             )
-            return ReadableFile(handle: handle, size: UInt64(max(info.size, 0)), modified: modified)
+            return ReadableFile(
+                handle: handle,
+                size: UInt64(max(info.size, 0)),
+                modified: modified,
+                identity: info.platformSpecificStatus.map(FileIdentity.init)
+            )
         } catch let error as LibraryError {
             throw error
         } catch {
@@ -210,6 +223,68 @@ public struct FileLibrary: Sendable {
         }
     }
 
+    // MARK: - Chunk checksums
+
+    private func checksumPath(_ name: String) -> String {
+        self.root.appending(Self.checksumFolderName).appending(name).string
+    }
+
+    /// Opens `name` to be sent from its ``ChunkChecksums`` table, if it has one that matches the file as opened:
+    /// one job (check, open, `fstat`, read the table, compare). `nil` when there is none, or for anything but a
+    /// regular file: ``openForReading(_:)`` then sends it, or says why not.
+    func openWithChecksums(_ name: String) async throws -> ChecksummedFile? {
+        let path = self.path(name).string
+        let tablePath = self.checksumPath(name)
+        return try await self.threadPool.runIfActive { () -> ChecksummedFile? in
+            var info = stat()
+            guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+            let descriptor = Glibc.open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW)
+            guard descriptor >= 0 else { return nil }
+            guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG,
+                case .contents(let stored, _) = BlockingFileIO.readSmallFile(
+                    at: tablePath,
+                    upTo: ChunkChecksums.maximumEncodedLength,
+                    followingLinks: false
+                ),
+                let checksums = ChunkChecksums(decoding: stored),
+                checksums.identity == FileIdentity(info)
+            else {
+                close(descriptor)
+                return nil
+            }
+            return ChecksummedFile(
+                handle: NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: descriptor),
+                checksums: checksums
+            )
+        }
+    }
+
+    /// Keeps the table of a file just sent whole by ``openForReading(_:)``, if the file is still what it was
+    /// when opened (otherwise what was checksummed may not be what it holds now).
+    func keepChecksums(_ collected: ChunkChecksumBuilder, of file: ReadableFile, as name: String) async {
+        guard let identity = file.identity,
+            let now = try? await file.handle.info().platformSpecificStatus.map(FileIdentity.init), now == identity,
+            let checksums = collected.checksums(for: identity)
+        else { return }
+        let tablePath = self.checksumPath(name)
+        _ = try? await self.threadPool.runIfActive { Self.store(checksums, at: tablePath) }
+    }
+
+    /// Writes a table under a temporary name and renames it into place, so a reader sees a whole table or none.
+    /// Not flushed: a table lost or torn by a crash is only a cache miss (its own CRC catches the tear). Blocking.
+    private static func store(_ checksums: ChunkChecksums, at tablePath: String) {
+        var random = SystemRandomNumberGenerator()
+        let folder = tablePath[..<(tablePath.lastIndex(of: "/") ?? tablePath.endIndex)]
+        let temporary = "\(folder)/\(Self.checksumTemporaryPrefix)\(String(random.next(), radix: 16))"
+        let descriptor = Glibc.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { return }
+        let failed = BlockingFileIO.writeAll(descriptor, checksums.encoded()) != nil
+        close(descriptor)
+        if failed || rename(temporary, tablePath) != 0 {
+            unlink(temporary)
+        }
+    }
+
     // MARK: - Writing
 
     /// A new, empty, hidden staging file for an upload.
@@ -235,7 +310,15 @@ public struct FileLibrary: Sendable {
     /// `overwrite` exactly one of two racing uploads wins; with it the old file is replaced atomically). The folder
     /// is then flushed too, so the new name survives a power cut. The staging file is gone afterwards whether this
     /// succeeds or throws.
-    func commit(_ staging: StagingFile, as name: String, overwrite: Bool) async throws {
+    ///
+    /// `checksums`, the pieces the upload arrived in, become the file's table (``ChunkChecksums``) once it is
+    /// published.
+    func commit(
+        _ staging: StagingFile,
+        as name: String,
+        overwrite: Bool,
+        checksums: ChunkChecksumBuilder? = nil
+    ) async throws {
         do {
             try await staging.handle.synchronize()
             try await staging.handle.closeRegardlessOfCancellation()
@@ -246,12 +329,22 @@ public struct FileLibrary: Sendable {
         let stagingPath = staging.path.string
         let finalPath = self.path(name).string
         let root = self.root.string
+        let tablePath = self.checksumPath(name)
         let outcome = try? await self.threadPool.runIfActive { () -> Int32 in
+            var staged = stat()
+            let knowsStaged = lstat(stagingPath, &staged) == 0
             let failure = publishFile(stagingPath, as: finalPath, replacing: overwrite)
-            if failure == 0 {
-                Self.synchronizeFolder(root)
+            guard failure == 0 else { return failure }
+            Self.synchronizeFolder(root)
+            var published = stat()
+            // Only if the name still holds this upload: a racing overwrite may have replaced it already.
+            if knowsStaged, lstat(finalPath, &published) == 0, published.st_ino == staged.st_ino,
+                published.st_dev == staged.st_dev,
+                let table = checksums?.checksums(for: FileIdentity(published))
+            {
+                Self.store(table, at: tablePath)
             }
-            return failure
+            return 0
         }
         switch outcome {
         case 0?:
@@ -318,14 +411,28 @@ public struct FileLibrary: Sendable {
         }
     }
 
-    /// Removes staging files left by a crash. Runs at start-up, before any connection is accepted.
+    /// Removes staging files left by a crash, and checksum tables that were being written or whose file is gone.
+    /// Runs at start-up, before any connection is accepted.
     private func removeLeftoverStaging() async throws {
         let root = self.root.string
+        let checksumFolder = self.root.appending(Self.checksumFolderName).string
         let prefix = Array(Self.stagingPrefix.utf8)
         try await self.threadPool.runIfActive {
             try Self.forEachEntry(in: root) { descriptor, name, _ in
                 guard name.starts(with: prefix) else { return }
                 _ = String(decoding: name, as: UTF8.self).withCString { unlinkat(descriptor, $0, 0) }
+            }
+            let rootDescriptor = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard rootDescriptor >= 0 else { return }
+            defer { close(rootDescriptor) }
+            try? Self.forEachEntry(in: checksumFolder) { descriptor, name, type in
+                guard type != DT_DIR else { return }
+                String(decoding: name, as: UTF8.self).withCString { name in
+                    var info = stat()
+                    if fstatat(rootDescriptor, name, &info, AT_SYMLINK_NOFOLLOW) != 0 {
+                        unlinkat(descriptor, name, 0)
+                    }
+                }
             }
         }
     }
@@ -374,6 +481,15 @@ struct ReadableFile: Sendable {
     let handle: ReadFileHandle
     let size: UInt64
     let modified: Int64
+    /// What it was when opened, for ``FileLibrary/keepChecksums(_:of:as:)``.
+    let identity: FileIdentity?
+}
+
+/// A file opened with a table that matches it, to be sent with `sendfile`. The handle is the caller's to close,
+/// once nothing still queued on the channel refers to it.
+struct ChecksummedFile: Sendable {
+    let handle: NIOFileHandle
+    let checksums: ChunkChecksums
 }
 
 extension Array {

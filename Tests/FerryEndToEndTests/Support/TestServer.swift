@@ -19,9 +19,16 @@ struct TestServer: Sendable {
         self.root.appendingPathComponent(name).path
     }
 
-    /// Every name in the library folder, hidden ones included: what a test checks for leftovers.
+    /// Every name in the library folder, hidden ones included, but for the folder of checksum tables: what a test
+    /// checks for leftovers.
     func folderContents() throws -> [String] {
-        try FileManager.default.contentsOfDirectory(atPath: self.root.path).sorted()
+        try Scratch.libraryContents(self.root)
+    }
+
+    /// The names of the files that have a checksum table (`.ferry-checksums`).
+    func checksumTables() throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: self.root.appendingPathComponent(".ferry-checksums").path)
+            .sorted()
     }
 
     func write(_ name: String, _ bytes: [UInt8]) throws {
@@ -77,6 +84,11 @@ struct TestFailure: Error, CustomStringConvertible {
 
 /// Temporary folders under one per-run root, removed by the OS's tmp cleaning; tests never share one.
 enum Scratch {
+    /// Every name in a library folder, hidden ones included, but for the server's folder of checksum tables.
+    static func libraryContents(_ folder: URL) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0 != ".ferry-checksums" }.sorted()
+    }
+
     static func makeDirectory(_ label: String) -> URL {
         let url = FileManager.default.temporaryDirectory
             .appendingPathComponent("ferry-tests-\(ProcessInfo.processInfo.processIdentifier)")

@@ -51,7 +51,11 @@ public enum FrameSerializer {
         for chunk: DataChunk,
         allocator: ByteBufferAllocator
     ) -> (header: ByteBuffer, trailer: ByteBuffer) {
-        Self.dataFrameEnvelope(payloadLength: chunk.bytes.readableBytes, payloadCRC32: chunk.crc32, allocator: allocator)
+        Self.dataFrameEnvelope(
+            payloadLength: chunk.bytes.readableBytes,
+            payloadCRC32: chunk.crc32,
+            allocator: allocator
+        )
     }
 
     /// The header and trailer of a DATA frame whose payload is known only by its length and CRC-32: a payload

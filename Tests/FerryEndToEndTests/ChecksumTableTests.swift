@@ -2,13 +2,14 @@ import FerryClient
 import FerryProtocol
 import FerryTransport
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import NIOCore
 import Testing
 
 @testable import FerryServer
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The server keeps each large file's piece CRC-32s (`.ferry-checksums`) and sends later downloads with
 /// `sendfile`. These tests hold the tables to what they promise: the bytes a client receives are the file's, with
@@ -86,7 +87,9 @@ struct ChecksumTableTests {
             #expect(try await self.download("big.bin", from: server) == bytes)
             // On a piece boundary (sent from the table), inside a piece (read and checksummed), at the very end.
             for offset in [1 << 20, 12_345, bytes.count] {
-                #expect(try await self.retrieve("big.bin", offset: offset, port: server.port) == Array(bytes[offset...]))
+                #expect(
+                    try await self.retrieve("big.bin", offset: offset, port: server.port) == Array(bytes[offset...])
+                )
             }
             // A peer that accepts only 64 KiB frames cannot take the table's 1 MiB pieces: read and checksummed.
             #expect(
@@ -177,7 +180,12 @@ struct ChecksumTableTests {
     ) async throws -> [UInt8] {
         let connection = try await RawConnection(port: port)
         do {
-            let received = try await self.retrieve(name, offset: offset, over: connection, maximumPayload: maximumPayload)
+            let received = try await self.retrieve(
+                name,
+                offset: offset,
+                over: connection,
+                maximumPayload: maximumPayload
+            )
             await connection.close()
             return received
         } catch {

@@ -188,7 +188,11 @@ struct CommandLineTests {
         try Data("two".utf8).write(to: folder.appendingPathComponent("f2"))
         try Data("hidden".utf8).write(to: folder.appendingPathComponent(".hidden"))
         try Data("in sub".utf8).write(to: folder.appendingPathComponent("sub/f3"))
-        let putFolder = try await Binaries.run("ferry", ["put", "folder", "greeting.txt"] + port, currentDirectory: work)
+        let putFolder = try await Binaries.run(
+            "ferry",
+            ["put", "folder", "greeting.txt"] + port,
+            currentDirectory: work
+        )
         #expect(putFolder.status != 0, "greeting.txt exists on the server")
         #expect(putFolder.stdout.contains("folder/f1") && putFolder.stdout.contains("folder/f2"))
         #expect(

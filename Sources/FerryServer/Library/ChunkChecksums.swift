@@ -79,8 +79,14 @@ extension FileIdentity {
             device: UInt64(info.st_dev),
             inode: UInt64(info.st_ino),
             size: UInt64(clamping: info.st_size),
-            modified: FileLibrary.nanoseconds(seconds: Int64(info.st_mtim.tv_sec), nanoseconds: Int64(info.st_mtim.tv_nsec)),
-            changed: FileLibrary.nanoseconds(seconds: Int64(info.st_ctim.tv_sec), nanoseconds: Int64(info.st_ctim.tv_nsec))
+            modified: FileLibrary.nanoseconds(
+                seconds: Int64(info.st_mtim.tv_sec),
+                nanoseconds: Int64(info.st_mtim.tv_nsec)
+            ),
+            changed: FileLibrary.nanoseconds(
+                seconds: Int64(info.st_ctim.tv_sec),
+                nanoseconds: Int64(info.st_ctim.tv_nsec)
+            )
         )
     }
 }

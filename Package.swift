@@ -37,9 +37,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        .target(name: "CMallocTuning"),
         .target(
             name: "FerryTransport",
             dependencies: [
+                "CMallocTuning",
                 "FerryProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "_NIOFileSystem", package: "swift-nio"),
@@ -61,11 +63,9 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        .target(name: "CMallocArena"),
         .executableTarget(
             name: "ferryd",
             dependencies: [
-                "CMallocArena",
                 "FerryServer",
                 "FerryTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -91,6 +91,7 @@ let package = Package(
             name: "ferry",
             dependencies: [
                 "FerryClient",
+                "FerryTransport",
                 "CEditLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

@@ -443,7 +443,10 @@ def main():
     parser.add_argument("--sessions", default="200,1000")
     parser.add_argument("--memory-gib", type=int, default=4)
     parser.add_argument("--raw", default=os.path.join(HERE, "results", "latest.json"))
+    parser.add_argument("--only", default="bulk,small,list,sessions,memory",
+                        help="comma-separated measurements to run (a quicker look at one of them)")
     args = parser.parse_args()
+    args.only = set(args.only.split(","))
 
     work = tempfile.mkdtemp(prefix="ferry-bench-", dir=args.base)
     systems = []
@@ -478,6 +481,27 @@ def measure(systems, work, args):
     os.makedirs(source)
 
     # 1. Bulk.
+    if "bulk" in args.only:
+        measure_bulk(systems, source, args, record)
+    if "small" in args.only:
+        measure_small_files(systems, source, args, record)
+    if "list" in args.only:
+        measure_listing(systems, args, record)
+    if "sessions" in args.only:
+        measure_sessions(systems, args, record)
+    if "memory" in args.only:
+        measure_memory(systems, source, args, record)
+
+    # 6. This machine's limits.
+    results["limits"] = machine_limits(args.bin)
+    for system in systems:
+        if getattr(system, "lost_bytes", 0):
+            results.setdefault("notes", []).append(
+                f"{system.name} lost {system.lost_bytes} bytes in its uploads (files shorter than sent)")
+    return results
+
+
+def measure_bulk(systems, source, args, record):
     bulk = os.path.join(source, "bulk.bin")
     make_file(bulk, args.bulk_mib * MiB)
     for _ in range(args.rounds):
@@ -488,7 +512,9 @@ def measure(systems, work, args):
             os.remove(os.path.join(system.library, "bulk.bin"))
     os.remove(bulk)
 
-    # 2. Small files, one session each way (the seed's protocol cannot carry back-to-back transfers: skipped).
+
+def measure_small_files(systems, source, args, record):
+    """Small files, one session each way (the seed's protocol cannot carry back-to-back transfers: skipped)."""
     small_dir = os.path.join(source, "small")
     os.makedirs(small_dir)
     names = [f"f{i:05d}" for i in range(args.small_files)]
@@ -512,7 +538,8 @@ def measure(systems, work, args):
             os.remove(os.path.join(system.library, name))
     shutil.rmtree(small_dir)
 
-    # 3. Listing.
+
+def measure_listing(systems, args, record):
     for system in systems:
         for i in range(args.list_entries):
             open(os.path.join(system.library, f"entry-{i:06d}.txt"), "wb").close()
@@ -523,7 +550,10 @@ def measure(systems, work, args):
         for i in range(args.list_entries):
             os.remove(os.path.join(system.library, f"entry-{i:06d}.txt"))
 
-    # 4. Simultaneous sessions (Ferry and the FTP servers; the seed's one-thread-per-client server is skipped).
+
+def measure_sessions(systems, args, record):
+    """Ferry and the FTP servers; the seed's one-thread-per-client server is skipped."""
+    peers = [s for s in systems if hasattr(s, "get_many")]
     for system in peers:
         make_file(os.path.join(system.library, "one.bin"), MiB)
     for count in [int(c) for c in args.sessions.split(",") if c]:
@@ -533,7 +563,9 @@ def measure(systems, work, args):
                 for key, value in outcome.items():
                     record(f"{count} sessions {key}", system, value)
 
-    # 5. Memory while moving a large file (RETR then STOR), against idle.
+
+def measure_memory(systems, source, args, record):
+    """Memory while moving a large file (STOR then RETR), against idle."""
     big = os.path.join(source, "big.bin")
     make_file(big, args.memory_gib << 30)
     for system in systems:
@@ -545,14 +577,6 @@ def measure(systems, work, args):
         system.clear_client()
         os.remove(os.path.join(system.library, "big.bin"))
     os.remove(big)
-
-    # 6. This machine's limits.
-    results["limits"] = machine_limits(args.bin)
-    for system in systems:
-        if getattr(system, "lost_bytes", 0):
-            results.setdefault("notes", []).append(
-                f"{system.name} lost {system.lost_bytes} bytes in its uploads (files shorter than sent)")
-    return results
 
 
 def machine_limits(bin_dir):

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryTransport
 
 @main
 struct Ferry: AsyncParsableCommand {
@@ -13,6 +14,11 @@ struct Ferry: AsyncParsableCommand {
         subcommands: [Shell.self, List.self, Get.self, Put.self],
         defaultSubcommand: Shell.self
     )
+
+    static func main() async {
+        TransferMemory.tuneAllocator()
+        await Self.main(nil)
+    }
 }
 
 /// The server to talk to, shared by every subcommand.

@@ -1,2 +1,2 @@
 // The shim is header-only; SwiftPM needs one C source file to build the target.
-#include "CMallocArena.h"
+#include "CMallocTuning.h"

@@ -85,11 +85,13 @@ struct NameAndHandshakeTests {
             guard case .listEnd(let end)? = try await connection.next() else { throw TestFailure("no listing") }
             #expect(end.count == 0, "links are not listed")
             // Uploading onto the link's name never writes through it.
+            let bytes: [UInt8] = Array("new".utf8)
             try await connection.send(.store(StoreRequest(name: "link", size: 3)))
-            #expect(try await connection.expectError() == .fileExists)
+            try await connection.send(.data(DataChunk(ByteBuffer(bytes: bytes))))
+            try await connection.send(.end(EndOfData(length: 3, crc32: CRC32.checksum(bytes))))
+            #expect(try await connection.expectStoreRefusal() == .fileExists)
             try await connection.send(.store(StoreRequest(name: "link", size: 3, options: .overwrite)))
             guard case .ready? = try await connection.next() else { throw TestFailure("no READY") }
-            let bytes: [UInt8] = Array("new".utf8)
             try await connection.send(.data(DataChunk(ByteBuffer(bytes: bytes))))
             try await connection.send(.end(EndOfData(length: 3, crc32: CRC32.checksum(bytes))))
             #expect(try await connection.next() == .ok)

@@ -36,21 +36,17 @@ struct PipelineTests {
                     + RawConnection.encode(.retrieve(RetrieveRequest(name: "twice")))
                     + RawConnection.encode(.list)
             )
-            #expect(try await connection.expectError() == .fileExists)
+            #expect(try await connection.expectStoreRefusal() == .fileExists)
             guard case .ready? = try await connection.next() else { throw TestFailure("no READY for fresh") }
             guard case .ok? = try await connection.next() else { throw TestFailure("no OK for fresh") }
-            #expect(try await connection.expectError() == .fileExists)
+            #expect(try await connection.expectStoreRefusal() == .fileExists)
             #expect(try await connection.expectError() == .invalidName)
             guard case .ready? = try await connection.next() else { throw TestFailure("no READY for kept") }
             guard case .ok? = try await connection.next() else { throw TestFailure("no OK for kept") }
             guard case .ready? = try await connection.next() else { throw TestFailure("no READY for twice") }
             guard case .ok? = try await connection.next() else { throw TestFailure("no OK for twice") }
             // The same new name again, uploaded in the same burst: one of them wins (SPEC §7.3), never a mix.
-            switch try await connection.next() {
-            case .ready?: #expect(try await connection.expectError() == .fileExists)
-            case .error(let reply)?: #expect(reply.code == .fileExists)
-            case let other: throw TestFailure("second upload of twice answered \(String(describing: other))")
-            }
+            #expect(try await connection.expectStoreRefusal() == .fileExists)
             // A RETR right behind the uploads sees them committed.
             guard case .fileInfo? = try await connection.next() else { throw TestFailure("no FILE_INFO") }
             guard case .data(let chunk)? = try await connection.next() else { throw TestFailure("no DATA") }

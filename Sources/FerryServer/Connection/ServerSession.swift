@@ -335,7 +335,11 @@ struct ServerSession {
                     .fileTooLarge,
                     "\(request.size) bytes is more than this server accepts (\(self.configuration.maximumFileSize))"
                 )
-            } else if !request.options.contains(.overwrite), (try? await self.library.exists(request.name)) == true {
+            } else if !request.options.contains(.overwrite), !Self.isSmall(request),
+                (try? await self.library.exists(request.name)) == true
+            {
+                // A small upload is not checked here: its commit refuses a taken name anyway (`link` fails), and
+                // one thread-pool job fewer per file is what lets a session commit thousands per second.
                 (.fileExists, LibraryError.fileExists(request.name).description)
             } else {
                 nil
@@ -349,7 +353,7 @@ struct ServerSession {
         // An upload that fits one DATA frame is gathered in memory and committed in one job; a larger one is
         // streamed into a staging file as it arrives. Either way at most one frame's worth is held.
         let destination: Upload.Destination
-        if request.size <= UInt64(ProtocolLimits.defaultDataChunkLength) {
+        if Self.isSmall(request) {
             destination = .memory(self.channel.allocator.buffer(capacity: Int(request.size)))
         } else {
             do {
@@ -380,6 +384,11 @@ struct ServerSession {
             self.log(record, bytes: upload.transfer.receivedLength, result: "failed: \(error)")
             throw error
         }
+    }
+
+    /// Whether an upload fits one DATA frame: gathered in memory and committed with others (a group commit).
+    private static func isSmall(_ request: StoreRequest) -> Bool {
+        request.size <= UInt64(ProtocolLimits.defaultDataChunkLength)
     }
 
     private struct Upload {

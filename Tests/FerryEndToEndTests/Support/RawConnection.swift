@@ -95,6 +95,16 @@ final class RawConnection {
         return reply.code
     }
 
+    /// The answer to a STOR the server must refuse: an ERROR in place of READY, or READY and then the ERROR (a
+    /// server may find a taken name only when it commits, after END: SPEC.md §7.3). Its code.
+    func expectStoreRefusal() async throws -> ErrorCode {
+        switch try await self.next() {
+        case .ready?: return try await self.expectError()
+        case .error(let reply)?: return reply.code
+        case let other: throw TestFailure("STOR answered \(String(describing: other))")
+        }
+    }
+
     /// Shuts down the sending side only (TCP FIN), as a client does after its last request.
     func finishSending() async throws {
         try await self.channel.close(mode: .output)

@@ -401,7 +401,7 @@ public final class FerryConnection {
     public func put(
         _ uploads: [Upload],
         overwrite: Bool = false,
-        window: Int = 32,
+        window: Int = 96,
         progress: (Int, UInt64, UInt64) -> Void = { _, _, _ in },
         completed: (Int, Result<UInt64, FerryClientError>) -> Void
     ) async throws {

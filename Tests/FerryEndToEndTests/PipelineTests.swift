@@ -63,6 +63,69 @@ struct PipelineTests {
         }
     }
 
+    /// The server reads the small files of a run of pipelined RETRs together, ahead of their turn. Each answer must
+    /// still be the file as every earlier request left it, and a failure in the run must stay that file's alone.
+    @Test func pipelinedDownloadsAreAnsweredInOrderWithWhatEachEarlierRequestLeft() async throws {
+        try await TestServer.run { server in
+            // 150 files of 40 KiB: more than one read-ahead group by count (64) and by bytes (1 MiB).
+            var contents: [String: [UInt8]] = [:]
+            for index in 0..<150 {
+                let bytes = Scratch.randomBytes(40 << 10, seed: UInt64(index))
+                contents["small-\(index)"] = bytes
+                try server.write("small-\(index)", bytes)
+            }
+            contents["large"] = Scratch.randomBytes(300 << 10, seed: 999)
+            try server.write("large", try #require(contents["large"]))
+            var requests = (0..<150).map { "small-\($0)" }
+            requests.insert("missing", at: 10)
+            requests.insert("large", at: 70)
+            requests.insert("../escape", at: 100)
+            let replacement = Array("replaced".utf8)
+            var burst = requests.flatMap { RawConnection.encode(.retrieve(RetrieveRequest(name: $0))) }
+            // An upload in the middle of the burst, then downloads of the file it replaced and of one it created.
+            burst += self.pipelinedUpload("small-3", replacement, overwrite: true)
+            burst += self.pipelinedUpload("created", replacement)
+            burst += ["small-3", "created", "small-4"].flatMap {
+                RawConnection.encode(.retrieve(RetrieveRequest(name: $0)))
+            }
+            let connection = try await RawConnection.handshaken(port: server.port)
+            try await connection.send(raw: burst)
+            for name in requests {
+                switch name {
+                case "missing": #expect(try await connection.expectError() == .noSuchFile)
+                case "../escape": #expect(try await connection.expectError() == .invalidName)
+                default: #expect(try await self.receive(over: connection) == contents[name], "\(name)")
+                }
+            }
+            for _ in 0..<2 {
+                guard case .ready? = try await connection.next() else { throw TestFailure("no READY") }
+                guard case .ok? = try await connection.next() else { throw TestFailure("no OK") }
+            }
+            #expect(try await self.receive(over: connection) == replacement, "small-3 as the upload left it")
+            #expect(try await self.receive(over: connection) == replacement, "created by the upload before it")
+            #expect(try await self.receive(over: connection) == contents["small-4"])
+            await connection.close()
+        }
+    }
+
+    /// One RETR's answer: FILE_INFO, DATA, END, with the whole-file length and CRC checked.
+    private func receive(over connection: RawConnection) async throws -> [UInt8] {
+        guard case .fileInfo(let info)? = try await connection.next() else { throw TestFailure("no FILE_INFO") }
+        var bytes: [UInt8] = []
+        while true {
+            switch try await connection.next() {
+            case .data(let chunk)?:
+                bytes += Array(chunk.bytes.readableBytesView)
+            case .end(let end)?:
+                #expect(end == EndOfData(length: UInt64(bytes.count), crc32: CRC32.checksum(bytes)))
+                #expect(info.size == UInt64(bytes.count))
+                return bytes
+            case let other:
+                throw TestFailure("unexpected \(String(describing: other))")
+            }
+        }
+    }
+
     @Test func batchesReportEveryFileInOrderAndGoOnPastFailures() async throws {
         try await TestServer.run { server in
             let scratch = Scratch.makeDirectory("batch")

@@ -32,6 +32,13 @@ struct ServerSession {
     /// Set when a STOR was refused before READY: the DATA and the END or ABORT a pipelining client sent with it
     /// are dropped, up to the next request (SPEC.md §7.3).
     private var skippingRefusedUpload = false
+    /// Requests taken from the reader before their turn (a run of pipelined RETRs and the request after it), or
+    /// the error reading one raised: handled in order before anything else is read.
+    private var taken: [Result<Message, any Error>] = []
+    /// Small files read for the RETRs in ``taken`` (and the one being handled), in order: a run of pipelined
+    /// downloads costs one thread-pool job per group instead of one per file.
+    private var readAhead: [(name: String, read: Result<WholeFile?, LibraryError>)] = []
+    private static let readAheadLimit = (requests: 64, bytes: 1 << 20)
 
     init(
         inbound: NIOAsyncChannelInboundStream<ByteBuffer>,
@@ -211,7 +218,7 @@ struct ServerSession {
     private mutating func retrieve(_ request: RetrieveRequest, _ record: RequestRecord) async throws {
         let whole: WholeFile?
         do {
-            whole = try await self.library.readWhole(request.name, upTo: self.writer.dataChunkLength)
+            whole = try await self.readWhole(request.name)
         } catch let error as LibraryError {
             try await self.refuse(error, record)
             return
@@ -276,6 +283,49 @@ struct ServerSession {
         }
         try await self.reply(.end(transfer.end))
         self.log(record, bytes: transfer.sentLength, result: "ok")
+    }
+
+    /// `name` read whole if it fits one DATA frame (`nil` if larger), from the read-ahead when it is there.
+    ///
+    /// With the read-ahead empty, the RETRs already received behind this one are taken from the reader and their
+    /// files read in the same thread-pool job, up to ``readAheadLimit``. Each is read before its turn but after
+    /// every request before it: nothing between them is handled but these same RETRs.
+    private mutating func readWhole(_ name: String) async throws -> WholeFile? {
+        if self.readAhead.isEmpty {
+            var names = [name]
+            for case .success(.retrieve(let request)) in self.taken.prefix(while: \.isRetrieval) {
+                names.append(request.name)
+            }
+            while names.count < Self.readAheadLimit.requests, self.taken.allSatisfy(\.isRetrieval),
+                let next = self.takeBufferedRequest()
+            {
+                self.taken.append(next)
+                if case .success(.retrieve(let request)) = next {
+                    names.append(request.name)
+                }
+            }
+            let reads = try await self.library.readWhole(
+                names,
+                upTo: self.writer.dataChunkLength,
+                budget: Self.readAheadLimit.bytes
+            )
+            self.readAhead = Array(zip(names, reads)).map { (name: $0, read: $1) }
+        }
+        guard let next = self.readAhead.first, next.name == name else {
+            self.readAhead.removeAll()
+            return try await self.library.readWhole(name, upTo: self.writer.dataChunkLength)
+        }
+        self.readAhead.removeFirst()
+        return try next.read.get()
+    }
+
+    /// Takes the next request from the reader if it has fully arrived, without waiting; `nil` if none has.
+    private mutating func takeBufferedRequest() -> Result<Message, any Error>? {
+        do {
+            return try self.reader.nextIfBuffered().map { .success($0) }
+        } catch {
+            return .failure(error)
+        }
     }
 
     /// Sends a file from its checksum table: FILE_INFO, then each piece as a DATA frame whose payload goes from
@@ -430,7 +480,7 @@ struct ServerSession {
         writes: inout ThrowingTaskGroup<Void, any Error>
     ) async throws {
         while true {
-            var next = try self.reader.nextIfBuffered()
+            var next = try self.bufferedMessage()
             if next == nil {
                 if !upload.readySent, !upload.refused {
                     // The client is waiting for READY (or its data is still on the way).
@@ -676,12 +726,20 @@ struct ServerSession {
     /// The next message: one already received if there is one, otherwise the queued replies are written first
     /// (the client may be waiting for them) and then the session waits.
     private mutating func nextMessage() async throws -> Message? {
-        if let message = try self.reader.nextIfBuffered() {
+        if let message = try self.bufferedMessage() {
             return message
         }
         try await self.commitGroup()
         try await self.flush()
         return try await self.reader.next()
+    }
+
+    /// The next message if it has already arrived (taken ahead of its turn, or whole in the reader).
+    private mutating func bufferedMessage() throws -> Message? {
+        if !self.taken.isEmpty {
+            return try self.taken.removeFirst().get()
+        }
+        return try self.reader.nextIfBuffered()
     }
 
     /// After the last word: read and drop what still arrives, for a bounded time, so the client reads our ERROR
@@ -715,4 +773,11 @@ private struct RequestRecord {
     let operation: String
     let name: String?
     let started = ContinuousClock.now
+}
+
+extension Result<Message, any Error> {
+    /// Whether this is a RETR taken ahead of its turn.
+    fileprivate var isRetrieval: Bool {
+        if case .success(.retrieve) = self { true } else { false }
+    }
 }

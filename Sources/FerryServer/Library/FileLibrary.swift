@@ -193,7 +193,35 @@ public struct FileLibrary: Sendable {
     /// meanwhile is sent as one consistent snapshot of that length.
     func readWhole(_ name: String, upTo limit: Int) async throws -> WholeFile? {
         let path = self.path(name).string
-        return try await self.threadPool.runIfActive { () throws -> WholeFile? in
+        return try await self.threadPool.runIfActive { try Self.readWhole(name, at: path, upTo: limit).get() }
+    }
+
+    /// ``readWhole(_:upTo:)`` for several files in one job, in order, until `budget` bytes have been read: the
+    /// results are for a prefix of `names` (at least one).
+    func readWhole(
+        _ names: [String],
+        upTo limit: Int,
+        budget: Int
+    ) async throws -> [Result<WholeFile?, LibraryError>] {
+        let paths = names.map { self.path($0).string }
+        return try await self.threadPool.runIfActive { () -> [Result<WholeFile?, LibraryError>] in
+            var reads: [Result<WholeFile?, LibraryError>] = []
+            var spent = 0
+            for (name, path) in zip(names, paths) where reads.isEmpty || spent < budget {
+                let read = Self.readWhole(name, at: path, upTo: limit)
+                if case .success(let file?) = read {
+                    spent += file.bytes.readableBytes
+                }
+                reads.append(read)
+            }
+            return reads
+        }
+    }
+
+    /// One file of ``readWhole(_:upTo:)``. Blocking.
+    private static func readWhole(_ name: String, at path: String, upTo limit: Int) -> Result<WholeFile?, LibraryError>
+    {
+        Result { () throws(LibraryError) -> WholeFile? in
             switch BlockingFileIO.readSmallFile(at: path, upTo: limit, followingLinks: false) {
             case .contents(let bytes, let modified):
                 return WholeFile(

@@ -1,3 +1,5 @@
+import CRenameNoReplace
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -6,10 +8,11 @@ import Darwin
 
 /// Gives a finished, flushed temporary file its final name, the one way both sides of a transfer do it.
 ///
-/// Without `replacing`, `link(2)` creates the name only if nothing has it, atomically: of two writers racing for
-/// one new name exactly one wins, and an existing file is never touched. With it, `rename(2)` replaces the old file
-/// atomically, so a reader sees the old file or the new one, never a mix. Either way the temporary name is gone
-/// afterwards. A blocking call: run it on a thread pool.
+/// Without `replacing`, `renameat2(2)` with `RENAME_NOREPLACE` (or, where a file system lacks it, `link(2)`) creates
+/// the name only if nothing has it, atomically: of two writers racing for one new name exactly one wins, and an
+/// existing file is never touched. With it, `rename(2)` replaces the old file atomically, so a reader sees the old
+/// file or the new one, never a mix. Either way the temporary name is gone afterwards. A blocking call: run it on a
+/// thread pool.
 ///
 /// - Returns: 0, or the `errno` that stopped it (`EEXIST` when the name was taken and not to be replaced).
 public func publishFile(_ temporary: String, as destination: String, replacing: Bool) -> Int32 {
@@ -18,6 +21,15 @@ public func publishFile(_ temporary: String, as destination: String, replacing: 
         if failure != 0 { unlink(temporary) }
         return failure
     }
+    if ferry_rename_no_replace(temporary, destination) == 0 {
+        return 0
+    }
+    let refusal = errno
+    guard refusal == EINVAL || refusal == ENOSYS else {
+        unlink(temporary)
+        return refusal
+    }
+    // A file system without `RENAME_NOREPLACE`: `link` refuses an existing name just as atomically.
     let failure = link(temporary, destination) == 0 ? 0 : errno
     unlink(temporary)
     return failure

@@ -118,6 +118,12 @@ public enum BlockingFileIO {
         var outcomes = [GroupFailure?](repeating: nil, count: files.count)
         var descriptors = [Int32](repeating: -1, count: files.count)
         for (index, file) in files.enumerated() {
+            var existing = stat()
+            if !file.replacing, lstat(file.destination, &existing) == 0 {
+                // Taken already: refused without writing it (publishing would refuse it anyway, atomically).
+                outcomes[index] = .publish(EEXIST)
+                continue
+            }
             let descriptor = open(file.temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
             guard descriptor >= 0 else {
                 outcomes[index] = .create(SystemCallError(code: errno))

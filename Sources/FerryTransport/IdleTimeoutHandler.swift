@@ -11,8 +11,8 @@ public enum ConnectionInterruption: Error, Hashable, Sendable {
 /// ``ConnectionInterruption/idleTimeout`` into the inbound stream, then closes the channel after the linger time
 /// (a task stuck writing to a peer that reads nothing never gets to handle the error itself).
 ///
-/// A connection is idle when we are waiting to read and nothing arrives, and nothing we wrote is being taken
-/// either. Unlike NIO's `IdleStateHandler`, time during which *we* are not reading (our consumer is busy or
+/// A connection is idle when we are waiting for the peer (to send, or to take what we wrote) and nothing moves
+/// either way. Unlike NIO's `IdleStateHandler`, time during which *we* are not reading (our consumer is busy or
 /// applying backpressure: a slow disk, a loaded machine) does not count: a transfer that keeps moving is never
 /// idle, while a silent peer, a stalled frame, or a peer that stopped reading our data is.
 public final class IdleTimeoutHandler: ChannelDuplexHandler {
@@ -25,6 +25,8 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
     private let lingerTimeout: TimeAmount
     private var lastProgress = NIODeadline.now()
     private var readPending = false
+    /// Writes handed to the socket that have not completed: while there are any, we are waiting for the peer.
+    private var writesPending = 0
     private var check: Scheduled<Void>?
     private var fired = false
 
@@ -74,8 +76,12 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let written = promise ?? context.eventLoop.makePromise()
-        written.futureResult.assumeIsolated().whenSuccess {
-            self.lastProgress = .now()
+        self.writesPending += 1
+        written.futureResult.assumeIsolated().whenComplete { result in
+            self.writesPending -= 1
+            if case .success = result {
+                self.lastProgress = .now()
+            }
         }
         context.write(data, promise: written)
     }
@@ -91,8 +97,8 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
 
     private func evaluate(context: ChannelHandlerContext) {
         guard context.channel.isActive, !self.fired else { return }
-        if !self.readPending {
-            // We are not asking the peer for anything right now: whatever is slow, it is not the peer.
+        if !self.readPending, self.writesPending == 0 {
+            // We are not waiting for the peer right now: whatever is slow, it is not the peer.
             self.lastProgress = .now()
         }
         guard NIODeadline.now() - self.lastProgress >= self.timeout else {

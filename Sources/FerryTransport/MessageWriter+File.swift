@@ -47,17 +47,26 @@ extension MessageWriter {
     /// channel has taken them, so this returns once everything it wrote has reached the socket or failed (a
     /// closed channel fails what it still held).
     ///
-    /// The pieces must lie within the file: a file truncated while it is sent leaves `sendfile` with nothing to
-    /// send, and the connection then stalls until the idle timeout closes it. Ferry never truncates a library
-    /// file (uploads are published by `rename`); only another program could.
+    /// The file's size (`currentSize`) is checked before each piece is queued: a file that shrank ends the transfer
+    /// with ``FileReadError`` instead of leaving NIO's `sendfile` with nothing to send, which it would retry at once
+    /// until the connection's idle timeout closes it. Only a truncation while a piece is already queued escapes the
+    /// check; Ferry itself never truncates a library file (uploads are published by `rename`). `currentSize` must
+    /// not use `handle`: NIO holds it while it sends, and refuses a second user (`EBUSY`).
+    ///
+    /// - Throws: ``FileReadError`` if the file is shorter than a piece; the channel's errors as they are.
     public func sendFile(
         _ handle: NIOFileHandle,
         pieces: some Sequence<ChecksummedPiece>,
-        on channel: any Channel
+        on channel: any Channel,
+        currentSize: () -> Int64
     ) async throws -> OutgoingTransfer {
         var transfer = OutgoingTransfer()
         do {
             for piece in pieces {
+                let size = currentSize()
+                guard size >= Int64(piece.offset) + Int64(piece.length) else {
+                    throw FileReadError(underlying: FileShrank(size: size))
+                }
                 let (header, trailer) = FrameSerializer.dataFrameEnvelope(
                     payloadLength: piece.length,
                     payloadCRC32: piece.crc32,
@@ -74,18 +83,18 @@ extension MessageWriter {
                 transfer.record(length: piece.length, crc32: piece.crc32)
             }
         } catch {
-            await Self.awaitWritten(on: channel)
+            try? await Self.awaitWritten(on: channel)
             throw error
         }
-        await Self.awaitWritten(on: channel)
+        try await Self.awaitWritten(on: channel)
         return transfer
     }
 
-    /// Returns once every write queued so far has completed or failed. The outbound writer hands each write to the
-    /// event loop before its `write` returns, and the event loop runs writes in order, so an empty write made now
-    /// completes after all of them.
-    private static func awaitWritten(on channel: any Channel) async {
-        try? await channel.writeAndFlush(IOData.byteBuffer(ByteBuffer())).get()
+    /// Returns once every write queued so far has completed, or throws once one has failed. The outbound writer
+    /// hands each write to the event loop before its `write` returns, and the event loop runs writes in order, so
+    /// an empty write made now completes after all of them.
+    private static func awaitWritten(on channel: any Channel) async throws {
+        try await channel.writeAndFlush(IOData.byteBuffer(ByteBuffer())).get()
     }
 
     private static func read(_ handle: ReadFileHandle, at offset: Int64, length: Int64) async throws -> ByteBuffer {
@@ -104,6 +113,15 @@ public struct FileReadError: Error, CustomStringConvertible {
 
     public var description: String {
         (self.underlying as? FileSystemError)?.message ?? "\(self.underlying)"
+    }
+}
+
+/// The file being sent from its checksums is shorter than they say.
+struct FileShrank: Error, CustomStringConvertible {
+    var size: Int64
+
+    var description: String {
+        self.size < 0 ? "cannot inspect the file" : "the file shrank to \(self.size) bytes while being sent"
     }
 }
 

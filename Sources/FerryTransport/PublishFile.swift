@@ -25,11 +25,12 @@ public func publishFile(_ temporary: String, as destination: String, replacing: 
         return 0
     }
     let refusal = errno
-    guard refusal == EINVAL || refusal == ENOSYS else {
+    // EINVAL: the file system lacks the flag; ENOSYS, EPERM: the system or a sandbox lacks the call.
+    guard refusal == EINVAL || refusal == ENOSYS || refusal == EPERM else {
         unlink(temporary)
         return refusal
     }
-    // A file system without `RENAME_NOREPLACE`: `link` refuses an existing name just as atomically.
+    // `link` refuses an existing name just as atomically.
     let failure = link(temporary, destination) == 0 ? 0 : errno
     unlink(temporary)
     return failure

@@ -22,6 +22,15 @@ public enum TransferMemory {
         _ = ferry_keep_buffers_in_heap(Int32(Self.largestHeapBuffer), Int32(Self.retainedFreeMemory))
     }
 
+    /// Gives the memory a bulk transfer used back to the system once it is over.
+    ///
+    /// Buffers kept in the heap (``tuneAllocator(arenas:)``) are reused within a transfer, but what a 1 GiB
+    /// transfer's reads, frames and writes left free in the middle of the heap stays resident until trimmed: measured
+    /// here, a server that had moved 1 GiB files then served 200 clients at 59 MiB instead of 32.
+    public static func releaseFreeMemory() {
+        _ = ferry_release_free_memory()
+    }
+
     /// Above the largest frame a receiver reassembles (1 MiB payload and its envelope, rounded up by the buffer).
     static let largestHeapBuffer = 4 * ProtocolLimits.bulkDataChunkLength
     /// A few frames' worth.

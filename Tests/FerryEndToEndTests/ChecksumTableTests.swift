@@ -156,6 +156,48 @@ struct ChecksumTableTests {
         }
     }
 
+    /// Another program truncates a file while the server is sending it from its table (a piece may already be
+    /// queued for `sendfile`, which then has nothing to send): that download ends, with an ERROR or a closed
+    /// connection and never with END, within the idle timeout, and the server goes on serving.
+    @Test func aFileTruncatedWhileItIsSentEndsThatDownloadOnly() async throws {
+        var configuration = ServerConfiguration()
+        configuration.idleTimeout = .seconds(2)
+        let bytes = Scratch.randomBytes(64 << 20, seed: 9)
+        try await TestServer.run(configuration: configuration) { server in
+            try await self.upload(bytes, as: "shrinking.bin", to: server)
+            let connection = try await RawConnection.handshaken(port: server.port)
+            try await connection.send(.retrieve(RetrieveRequest(name: "shrinking.bin")))
+            try await connection.setReading(false)
+            // Not reading for a while: the sockets fill up and the server waits with a piece queued.
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(truncate(server.path("shrinking.bin"), 1 << 20) == 0)
+            try await connection.setReading(true)
+            guard case .fileInfo? = try await connection.next() else { throw TestFailure("no FILE_INFO") }
+            let started = ContinuousClock.now
+            var ending = "closed"
+            reading: while true {
+                switch try await connection.next() {
+                case .data?: continue
+                case .end?:
+                    ending = "END"
+                    break reading
+                case .error(let reply)?:
+                    ending = "ERROR \(reply.code.rawValue)"
+                    break reading
+                case nil: break reading
+                case let other?:
+                    ending = "\(other)"
+                    break reading
+                }
+            }
+            #expect(ending != "END", "a download of a file that shrank was completed")
+            #expect(ContinuousClock.now - started < .seconds(15), "ended by \(ending)")
+            await connection.close()
+            let listing = try await server.client.withConnection { try await $0.list() }
+            #expect(listing.map(\.size) == [1 << 20], "the server goes on serving")
+        }
+    }
+
     // MARK: - Helpers
 
     private func upload(_ bytes: [UInt8], as name: String, to server: TestServer) async throws {

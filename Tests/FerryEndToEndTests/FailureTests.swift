@@ -74,8 +74,12 @@ struct FailureTests {
             let connection = try await self.startUpload("flipped", size: UInt64(bytes.count), server: server)
             var frame = RawConnection.encode(.data(DataChunk(ByteBuffer(bytes: bytes))))
             frame[50_000] ^= 0x04
-            try await connection.send(raw: frame)
-            try await connection.send(.end(EndOfData(length: UInt64(bytes.count), crc32: CRC32.checksum(bytes))))
+            // In one write: the server closes once it has seen the bad frame, and a later write could find the
+            // connection already gone.
+            try await connection.send(
+                raw: frame
+                    + RawConnection.encode(.end(EndOfData(length: UInt64(bytes.count), crc32: CRC32.checksum(bytes))))
+            )
             #expect(try await connection.expectError() == .badChecksum)
             #expect(try await connection.next() == nil, "the connection is closed after a protocol violation")
             try await self.waitUntilFolder(server, equals: [])

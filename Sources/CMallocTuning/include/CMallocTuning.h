@@ -29,4 +29,14 @@ static inline int ferry_keep_buffers_in_heap(int largest, int retained) {
 #endif
 }
 
+/// Returns the heap's free memory to the system (glibc `malloc_trim(0)`, which also releases free pages in the
+/// middle of the heap). Returns 1 if memory was released, 0 otherwise or where there is no such call.
+static inline int ferry_release_free_memory(void) {
+#if defined(__GLIBC__)
+    return malloc_trim(0);
+#else
+    return 0;
+#endif
+}
+
 #endif

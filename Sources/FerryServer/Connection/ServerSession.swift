@@ -33,12 +33,15 @@ struct ServerSession {
     /// are dropped, up to the next request (SPEC.md §7.3).
     private var skippingRefusedUpload = false
     /// Requests taken from the reader before their turn (a run of pipelined RETRs and the request after it), or
-    /// the error reading one raised: handled in order before anything else is read.
-    private var taken: [Result<Message, any Error>] = []
-    /// Small files read for the RETRs in ``taken`` (and the one being handled), in order: a run of pipelined
-    /// downloads costs one thread-pool job per group instead of one per file.
+    /// the error reading one raised: handled in order before anything else is read. Empty whenever an upload's
+    /// frames are being read, since only a RETR fills it and the run ends at any other request.
+    private var requestsTakenEarly: [Result<Message, any Error>] = []
+    /// Small files read for the RETRs in ``requestsTakenEarly`` (and the one being handled), in order: a run of
+    /// pipelined downloads costs one thread-pool job per group instead of one per file.
     private var readAhead: [(name: String, read: Result<WholeFile?, LibraryError>)] = []
-    private static let readAheadLimit = (requests: 64, bytes: 1 << 20)
+    /// As many files as a client's download window (32) and then some, within one small file's worth of memory
+    /// (at most 256 KiB plus the last file read) per session, however many sessions there are.
+    private static let readAheadLimit = (requests: 64, bytes: ProtocolLimits.defaultDataChunkLength)
 
     init(
         inbound: NIOAsyncChannelInboundStream<ByteBuffer>,
@@ -218,7 +221,7 @@ struct ServerSession {
     private mutating func retrieve(_ request: RetrieveRequest, _ record: RequestRecord) async throws {
         let whole: WholeFile?
         do {
-            whole = try await self.readWhole(request.name)
+            whole = try await self.readSmallFile(request.name)
         } catch let error as LibraryError {
             try await self.refuse(error, record)
             return
@@ -227,7 +230,8 @@ struct ServerSession {
             try await self.send(whole, request, record)
             return
         }
-        if let file = try await self.library.openWithChecksums(request.name) {
+        let lookup = try await self.library.openWithChecksums(request.name)
+        if case .sendable(let file) = lookup {
             if let pieces = file.checksums.pieces(from: request.offset, within: self.writer.peerMaximumPayloadLength) {
                 try await self.send(file, pieces, request, record)
                 return
@@ -263,7 +267,8 @@ struct ServerSession {
                 ),
                 sentChunk: { checksums.append(length: $0, crc32: $1) }
             )
-            if request.offset == 0, transfer.sentLength == file.size {
+            Self.releaseMemory(afterMoving: transfer.sentLength)
+            if case .noTable = lookup, request.offset == 0, transfer.sentLength == file.size {
                 // Checksummed whole: the next download of this file is sent from the table.
                 await self.library.keepChecksums(checksums, of: file, as: request.name)
             }
@@ -290,16 +295,16 @@ struct ServerSession {
     /// With the read-ahead empty, the RETRs already received behind this one are taken from the reader and their
     /// files read in the same thread-pool job, up to ``readAheadLimit``. Each is read before its turn but after
     /// every request before it: nothing between them is handled but these same RETRs.
-    private mutating func readWhole(_ name: String) async throws -> WholeFile? {
+    private mutating func readSmallFile(_ name: String) async throws -> WholeFile? {
         if self.readAhead.isEmpty {
             var names = [name]
-            for case .success(.retrieve(let request)) in self.taken.prefix(while: \.isRetrieval) {
+            for case .success(.retrieve(let request)) in self.requestsTakenEarly.prefix(while: \.isRetrieval) {
                 names.append(request.name)
             }
-            while names.count < Self.readAheadLimit.requests, self.taken.allSatisfy(\.isRetrieval),
+            while names.count < Self.readAheadLimit.requests, self.requestsTakenEarly.last?.isRetrieval ?? true,
                 let next = self.takeBufferedRequest()
             {
-                self.taken.append(next)
+                self.requestsTakenEarly.append(next)
                 if case .success(.retrieve(let request)) = next {
                     names.append(request.name)
                 }
@@ -319,7 +324,8 @@ struct ServerSession {
         return try next.read.get()
     }
 
-    /// Takes the next request from the reader if it has fully arrived, without waiting; `nil` if none has.
+    /// Takes the next request from the reader if it has fully arrived, without waiting; `nil` if none has. It
+    /// bypasses ``requestsTakenEarly``: only for filling it.
     private mutating func takeBufferedRequest() -> Result<Message, any Error>? {
         do {
             return try self.reader.nextIfBuffered().map { .success($0) }
@@ -343,8 +349,17 @@ struct ServerSession {
                 .fileInfo(FileInfo(size: identity.size, offset: request.offset, modified: identity.modified))
             )
             try await self.flush()
-            transfer = try await self.writer.sendFile(file.handle, pieces: pieces, on: self.channel)
+            transfer = try await self.writer.sendFile(
+                file.handle,
+                pieces: pieces,
+                on: self.channel,
+                currentSize: file.currentSize
+            )
             try? file.handle.close()
+        } catch let error as FileReadError {
+            try? file.handle.close()
+            try await self.refuse(.storageFailure, "reading '\(request.name)' failed: \(error)", record)
+            return
         } catch {
             try? file.handle.close()
             throw error
@@ -388,8 +403,8 @@ struct ServerSession {
             } else if !request.options.contains(.overwrite), !Self.isSmall(request),
                 (try? await self.library.exists(request.name)) == true
             {
-                // A small upload is not checked here: its commit refuses a taken name anyway (`link` fails), and
-                // one thread-pool job fewer per file is what lets a session commit thousands per second.
+                // A small upload is checked in its group commit's job instead (which would refuse a taken name
+                // anyway): one thread-pool job fewer per file lets a session commit thousands per second.
                 (.fileExists, LibraryError.fileExists(request.name).description)
             } else {
                 nil
@@ -415,6 +430,7 @@ struct ServerSession {
             }
         }
         var upload = Upload(destination: destination, transfer: IncomingTransfer(expectedLength: request.size))
+        defer { Self.releaseMemory(afterMoving: upload.transfer.receivedLength) }
         do {
             if case .staging = destination {
                 try await self.reply(.ready(Ready(offset: 0)))
@@ -433,6 +449,13 @@ struct ServerSession {
             await self.release(&upload)
             self.log(record, bytes: upload.transfer.receivedLength, result: "failed: \(error)")
             throw error
+        }
+    }
+
+    /// After a bulk transfer, gives what its buffers left free in the heap back to the system.
+    private static func releaseMemory(afterMoving length: UInt64) {
+        if length >= ProtocolLimits.bulkTransferThreshold {
+            TransferMemory.releaseFreeMemory()
         }
     }
 
@@ -736,8 +759,8 @@ struct ServerSession {
 
     /// The next message if it has already arrived (taken ahead of its turn, or whole in the reader).
     private mutating func bufferedMessage() throws -> Message? {
-        if !self.taken.isEmpty {
-            return try self.taken.removeFirst().get()
+        if !self.requestsTakenEarly.isEmpty {
+            return try self.requestsTakenEarly.removeFirst().get()
         }
         return try self.reader.nextIfBuffered()
     }

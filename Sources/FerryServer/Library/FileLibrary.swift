@@ -19,9 +19,10 @@ import Darwin
 /// following symbolic links, so a link placed in the library cannot lead out of it either.
 ///
 /// Uploads are written to a hidden staging file (``stagingPrefix``) in the same folder, flushed to disk, and
-/// published by an atomic `link`/`rename` only after they are verified. File data moves through
-/// `_NIOFileSystem`; the few metadata calls (listing, commit, clean-up) run as single jobs on the I/O thread pool,
-/// so no event loop ever waits for the disk.
+/// published by an atomic rename (``publishFile(_:as:replacing:)``) only after they are verified. File data moves
+/// through `_NIOFileSystem` or whole-file jobs; the metadata calls (listing, commit, clean-up) run as single jobs on
+/// the I/O thread pool; a file goes to `sendfile`, which runs on an event loop, only while it is wholly in the page
+/// cache: no event loop waits for the disk.
 public struct FileLibrary: Sendable {
     public let root: FilePath
     private let fileSystem: FileSystem
@@ -207,7 +208,8 @@ public struct FileLibrary: Sendable {
         return try await self.threadPool.runIfActive { () -> [Result<WholeFile?, LibraryError>] in
             var reads: [Result<WholeFile?, LibraryError>] = []
             var spent = 0
-            for (name, path) in zip(names, paths) where reads.isEmpty || spent < budget {
+            for (name, path) in zip(names, paths) {
+                guard reads.isEmpty || spent < budget else { break }
                 let read = Self.readWhole(name, at: path, upTo: limit)
                 if case .success(let file?) = read {
                     spent += file.bytes.readableBytes
@@ -257,17 +259,27 @@ public struct FileLibrary: Sendable {
         self.root.appending(Self.checksumFolderName).appending(name).string
     }
 
-    /// Opens `name` to be sent from its ``ChunkChecksums`` table, if it has one that matches the file as opened:
-    /// one job (check, open, `fstat`, read the table, compare). `nil` when there is none, or for anything but a
-    /// regular file: ``openForReading(_:)`` then sends it, or says why not.
-    func openWithChecksums(_ name: String) async throws -> ChecksummedFile? {
+    /// What ``openWithChecksums(_:)`` found.
+    enum ChecksumLookup: Sendable {
+        /// A table that matches the file as opened, and the file wholly in the page cache: send it with `sendfile`.
+        case sendable(ChecksummedFile)
+        /// A table that matches, but some of the file would have to come from the disk: `sendfile` runs on an event
+        /// loop, which must never wait for the disk, so the file is read on the thread pool instead.
+        case uncached
+        /// No usable table (or not a regular file: ``openForReading(_:)`` says why not).
+        case noTable
+    }
+
+    /// Opens `name` to be sent from its ``ChunkChecksums`` table: one job (check, open, `fstat`, read the table,
+    /// compare, check the page cache).
+    func openWithChecksums(_ name: String) async throws -> ChecksumLookup {
         let path = self.path(name).string
         let tablePath = self.checksumPath(name)
-        return try await self.threadPool.runIfActive { () -> ChecksummedFile? in
+        return try await self.threadPool.runIfActive { () -> ChecksumLookup in
             var info = stat()
-            guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+            guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return .noTable }
             let descriptor = Glibc.open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW)
-            guard descriptor >= 0 else { return nil }
+            guard descriptor >= 0 else { return .noTable }
             guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG,
                 case .contents(let stored, _) = BlockingFileIO.readSmallFile(
                     at: tablePath,
@@ -278,13 +290,40 @@ public struct FileLibrary: Sendable {
                 checksums.identity == FileIdentity(info)
             else {
                 close(descriptor)
-                return nil
+                return .noTable
             }
-            return ChecksummedFile(
-                handle: NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: descriptor),
-                checksums: checksums
+            guard Self.isCached(descriptor, size: checksums.identity.size) else {
+                close(descriptor)
+                return .uncached
+            }
+            return .sendable(
+                ChecksummedFile(
+                    handle: NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: descriptor),
+                    descriptor: descriptor,
+                    checksums: checksums
+                )
             )
         }
+    }
+
+    /// Whether every page of the file is in the page cache (`mincore` over a mapping that is never touched, so a
+    /// file truncated meanwhile cannot fault). Blocking; about a millisecond per GiB.
+    private static func isCached(_ descriptor: Int32, size: UInt64) -> Bool {
+        let pageSize = max(Int(sysconf(Int32(_SC_PAGESIZE))), 1)
+        let window = 64 << 20
+        var residency = [UInt8](repeating: 0, count: window / pageSize + 1)
+        var offset: UInt64 = 0
+        while offset < size {
+            let length = Int(min(UInt64(window), size - offset))
+            let mapping = mmap(nil, length, PROT_READ, MAP_SHARED, descriptor, off_t(offset))
+            guard let mapping, mapping != UnsafeMutableRawPointer(bitPattern: -1) else { return false }
+            let checked = mincore(mapping, length, &residency) == 0
+            munmap(mapping, length)
+            let pages = (length + pageSize - 1) / pageSize
+            guard checked, residency.prefix(pages).allSatisfy({ $0 & 1 == 1 }) else { return false }
+            offset += UInt64(length)
+        }
+        return true
     }
 
     /// Keeps the table of a file just sent whole by ``openForReading(_:)``, if the file is still what it was
@@ -302,9 +341,15 @@ public struct FileLibrary: Sendable {
     /// Not flushed: a table lost or torn by a crash is only a cache miss (its own CRC catches the tear). Blocking.
     private static func store(_ checksums: ChunkChecksums, at tablePath: String) {
         var random = SystemRandomNumberGenerator()
-        let folder = tablePath[..<(tablePath.lastIndex(of: "/") ?? tablePath.endIndex)]
+        let folder = String(tablePath[..<(tablePath.lastIndex(of: "/") ?? tablePath.endIndex)])
         let temporary = "\(folder)/\(Self.checksumTemporaryPrefix)\(String(random.next(), radix: 16))"
-        let descriptor = Glibc.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
+        var descriptor = Glibc.open(temporary, flags, 0o644)
+        if descriptor < 0, errno == ENOENT {
+            // The folder was removed while the server ran: make it again.
+            mkdir(folder, 0o755)
+            descriptor = Glibc.open(temporary, flags, 0o644)
+        }
         guard descriptor >= 0 else { return }
         let failed = BlockingFileIO.writeAll(descriptor, checksums.encoded()) != nil
         close(descriptor)
@@ -517,7 +562,15 @@ struct ReadableFile: Sendable {
 /// once nothing still queued on the channel refers to it.
 struct ChecksummedFile: Sendable {
     let handle: NIOFileHandle
+    /// The handle's descriptor, for ``currentSize()`` while NIO holds the handle to send from it.
+    let descriptor: Int32
     let checksums: ChunkChecksums
+
+    /// The file's size now (`fstat`), or -1 if it cannot be had. Valid until the handle is closed.
+    func currentSize() -> Int64 {
+        var info = stat()
+        return fstat(self.descriptor, &info) == 0 ? Int64(info.st_size) : -1
+    }
 }
 
 extension Array {

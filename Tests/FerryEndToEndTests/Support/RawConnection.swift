@@ -105,6 +105,15 @@ final class RawConnection {
         }
     }
 
+    /// Stops or resumes reading from the socket, so that the server's writes back up as with a client that stops
+    /// reading.
+    func setReading(_ reading: Bool) async throws {
+        try await self.channel.setOption(ChannelOptions.autoRead, value: reading)
+        if reading {
+            self.channel.read()
+        }
+    }
+
     /// Shuts down the sending side only (TCP FIN), as a client does after its last request.
     func finishSending() async throws {
         try await self.channel.close(mode: .output)

@@ -94,7 +94,9 @@ public struct FerryServer: Service {
     ///
     /// ``run()`` calls this for every accepted connection within the limit. It is public so that a connection
     /// accepted elsewhere, or an in-memory channel in tests and fuzzing, gets exactly the same handling. The channel
-    /// should have its outbound half-closure enabled, so that a connection error is delivered before the close.
+    /// should have its outbound half-closure enabled, so that a connection error is delivered before the close, and
+    /// must accept `FileRegion` writes (a plain socket does; a TLS handler does not): large files are sent with
+    /// `sendfile` from their checksum tables.
     public func serve(_ connection: NIOAsyncChannel<ByteBuffer, IOData>) async {
         var logger = self.logger
         logger[metadataKey: "peer"] = "\(connection.channel.remoteAddress?.displayString ?? "unknown")"

@@ -73,7 +73,10 @@ public struct FerryServer: Service {
                             group.addTask {
                                 if admitted {
                                     await self.serve(connection)
-                                    connections.release()
+                                    if connections.release() == 0 {
+                                        // Idle: what the connections left free in the heap goes back to the system.
+                                        TransferMemory.releaseFreeMemory()
+                                    }
                                 } else {
                                     await self.turnAway(connection)
                                 }
@@ -168,7 +171,8 @@ private final class ConnectionCounter: Sendable {
         return true
     }
 
-    func release() {
-        self.count.subtract(1, ordering: .relaxed)
+    /// Counts a connection out; returns how many are still being served.
+    func release() -> Int {
+        self.count.subtract(1, ordering: .relaxed).newValue
     }
 }

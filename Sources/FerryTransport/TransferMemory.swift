@@ -22,11 +22,12 @@ public enum TransferMemory {
         _ = ferry_keep_buffers_in_heap(Int32(Self.largestHeapBuffer), Int32(Self.retainedFreeMemory))
     }
 
-    /// Gives the memory a bulk transfer used back to the system once it is over.
+    /// Gives the heap's free memory back to the system: ferryd calls it after each bulk transfer and whenever its
+    /// last connection closes.
     ///
-    /// Buffers kept in the heap (``tuneAllocator(arenas:)``) are reused within a transfer, but what a 1 GiB
-    /// transfer's reads, frames and writes left free in the middle of the heap stays resident until trimmed: measured
-    /// here, a server that had moved 1 GiB files then served 200 clients at 59 MiB instead of 32.
+    /// Buffers kept in the heap (``tuneAllocator(arenas:)``) are reused within a transfer, but what transfers left
+    /// free in the middle of the heap stays resident until trimmed: measured here, 200 simultaneous downloads after
+    /// bulk, small-file and listing runs peaked at 47.9 MiB without trimming and 30.7 MiB with it.
     public static func releaseFreeMemory() {
         _ = ferry_release_free_memory()
     }

@@ -19,7 +19,10 @@ public struct FrameParser: Sendable {
         didSet { self.maximumPayloadLength = Self.clamp(self.maximumPayloadLength) }
     }
 
+    /// The frame being parsed, or the frames of one read.
     private var buffer: ByteBuffer
+    /// What arrived after the end of the frame in ``buffer``, kept as it arrived: parsed once that frame is done.
+    private var following = ByteBuffer()
     private var failure: FerryProtocolError?
 
     public init(maximumPayloadLength: Int) {
@@ -35,12 +38,12 @@ public struct FrameParser: Sendable {
 
     /// Bytes received but not yet returned as frames.
     public var bufferedByteCount: Int {
-        self.buffer.readableBytes
+        self.buffer.readableBytes + self.following.readableBytes
     }
 
     /// Whether a frame has been started but not completed, which is what an idle timer needs to know.
     public var isInsideFrame: Bool {
-        self.buffer.readableBytes > 0
+        self.bufferedByteCount > 0
     }
 
     /// Whether ``nextFrame()`` can answer without more bytes: a whole frame is buffered, or a header that fails.
@@ -53,13 +56,30 @@ public struct FrameParser: Sendable {
     }
 
     public mutating func append(bytes: ByteBuffer) {
-        if self.buffer.readableBytes == 0 {
+        var bytes = bytes
+        if self.following.readableBytes > 0 {
+            self.following.writeBuffer(&bytes)
+        } else if self.buffer.readableBytes == 0 {
             // Take the read as it is: no copy for the common case of a frame arriving whole.
             self.buffer = bytes
+        } else if let missing = self.missingByteCount, missing > 0, missing < bytes.readableBytes {
+            // Copy only what completes the frame in progress; the frames after it are parsed where they landed,
+            // and the frame's storage holds that frame alone.
+            var completion = bytes.readSlice(length: missing) ?? ByteBuffer()
+            self.buffer.writeBuffer(&completion)
+            self.following = bytes
         } else {
-            var bytes = bytes
             self.buffer.writeBuffer(&bytes)
         }
+    }
+
+    /// How many bytes the frame at the start of the buffer still lacks, once its header is in (and within the
+    /// limit); zero or less when the buffer holds all of it, and perhaps more.
+    private var missingByteCount: Int? {
+        guard let declared = self.buffer.getInteger(at: self.buffer.readerIndex + 2, as: UInt64.self),
+            declared <= UInt64(self.maximumPayloadLength)
+        else { return nil }
+        return FrameLayout.overhead + Int(declared) - self.buffer.readableBytes
     }
 
     /// The next complete frame, or `nil` when more bytes are needed. Frames of unknown optional types are
@@ -129,7 +149,8 @@ public struct FrameParser: Sendable {
     private mutating func reclaimConsumedBytes() {
         if self.buffer.readableBytes == 0 {
             // Drop the storage entirely: the returned payloads keep it alive only as long as they need to.
-            self.buffer = ByteBuffer()
+            self.buffer = self.following
+            self.following = ByteBuffer()
         }
     }
 

@@ -20,7 +20,10 @@ public enum ProtocolLimits {
     /// The DATA payload size for files of at least ``bulkTransferThreshold`` bytes: four times fewer frames,
     /// thread hops and wake-ups per byte where they add up, while small and medium files (many at once, say)
     /// keep the smaller chunk and the smaller buffers.
-    public static let bulkDataChunkLength = 1024 * 1024
+    ///
+    /// The whole frame, header and CRC included, is exactly 1 MiB: NIO rounds every buffer up to a power of two,
+    /// so a receiver reassembling a frame of a 1 MiB payload would hold 2 MiB for it.
+    public static let bulkDataChunkLength = 1024 * 1024 - FrameLayout.overhead
     public static let bulkTransferThreshold: UInt64 = 16 * 1024 * 1024
 
     /// The longest valid file name, in UTF-8 bytes.

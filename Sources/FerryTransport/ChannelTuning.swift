@@ -19,7 +19,7 @@ public enum ChannelTuning {
         AdaptiveRecvByteBufferAllocator(
             minimum: 1024,
             initial: 16 * 1024,
-            maximum: ProtocolLimits.bulkDataChunkLength
+            maximum: ProtocolLimits.defaultMaximumFramePayload
         )
     }
 

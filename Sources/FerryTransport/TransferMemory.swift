@@ -33,7 +33,7 @@ public enum TransferMemory {
     }
 
     /// Above the largest frame a receiver reassembles (1 MiB payload and its envelope, rounded up by the buffer).
-    static let largestHeapBuffer = 4 * ProtocolLimits.bulkDataChunkLength
+    static let largestHeapBuffer = 4 * ProtocolLimits.defaultMaximumFramePayload
     /// A few frames' worth.
-    static let retainedFreeMemory = 8 * ProtocolLimits.bulkDataChunkLength
+    static let retainedFreeMemory = 8 * ProtocolLimits.defaultMaximumFramePayload
 }

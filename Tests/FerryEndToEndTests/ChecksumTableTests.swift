@@ -86,7 +86,7 @@ struct ChecksumTableTests {
             #expect(try server.checksumTables() == ["big.bin"])
             #expect(try await self.download("big.bin", from: server) == bytes)
             // On a piece boundary (sent from the table), inside a piece (read and checksummed), at the very end.
-            for offset in [1 << 20, 12_345, bytes.count] {
+            for offset in [ChunkChecksums.maximumChunkLength, 12_345, bytes.count] {
                 #expect(
                     try await self.retrieve("big.bin", offset: offset, port: server.port) == Array(bytes[offset...])
                 )

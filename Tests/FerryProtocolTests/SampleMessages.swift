@@ -61,7 +61,9 @@ extension FrameParser {
     }
 
     /// Every message in `stream`, fed in pieces of the given sizes (cycled).
-    static func decodeAll(_ stream: [UInt8], pieces: [Int]) throws -> [Message] {
+    /// Feeds `stream` to a parser in pieces of the given lengths (cycled), and collects the messages. With
+    /// `appendsPerParse` above 1, several pieces are appended before the parser is asked for frames.
+    static func decodeAll(_ stream: [UInt8], pieces: [Int], appendsPerParse: Int = 1) throws -> [Message] {
         var parser = FrameParser.permissive()
         var messages: [Message] = []
         var index = 0
@@ -71,6 +73,7 @@ extension FrameParser {
             piece += 1
             parser.append(bytes: ByteBuffer(bytes: stream[index..<(index + length)]))
             index += length
+            guard piece % max(appendsPerParse, 1) == 0 || index == stream.count else { continue }
             while let frame = try parser.nextFrame() {
                 messages.append(try Message(decoding: frame))
             }

@@ -6,9 +6,10 @@ extension MessageWriter {
     /// Sends bytes `start ..< end` of an open file as DATA frames, reading the next chunk while the current one
     /// is written, and returns the account of what was sent (for END).
     ///
-    /// Exactly one chunk is read ahead, so a slow peer holds the server to about two chunks plus the socket's
-    /// write buffer, whatever the file's size (``dataChunkLength(forTransferOf:alongside:)`` by default). A file that ends early (it shrank while being sent) ends the
-    /// stream early: the caller sees `sentLength` short of `end - start`.
+    /// Exactly one chunk (``dataChunkLength(forTransferOf:alongside:)`` unless `chunkLength` says otherwise) is read
+    /// ahead, so a slow peer holds the server to about two chunks plus the socket's write buffer, whatever the
+    /// file's size. A file that ends early (it shrank while being sent) ends the stream early: the caller sees
+    /// `sentLength` short of `end - start`.
     ///
     /// - Throws: ``FileReadError`` when the file cannot be read; the channel's errors as they are.
     public func sendFile(

@@ -57,7 +57,8 @@ struct ChecksumTableTests {
             offset += Int(chunk.length)
         }
         #expect(offset == bytes.count)
-        #expect(table.fileCRC32 == CRC32.checksum(bytes))
+        let combined = table.chunks.reduce(0) { CRC32.combine($0, $1.crc32, secondLength: UInt64($1.length)) }
+        #expect(combined == CRC32.checksum(bytes), "the pieces' CRC-32s make the whole file's")
         var shorter = identity
         shorter.size -= 1
         #expect(builder.checksums(for: shorter) == nil, "a table covers its file exactly")

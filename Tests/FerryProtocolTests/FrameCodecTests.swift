@@ -20,6 +20,9 @@ struct FrameCodecTests {
         #expect(try FrameParser.decodeAll(bytes, pieces: [1]) == SampleMessages.all)
     }
 
+    /// Random sequences at random splits, each fed twice: frames asked for after every read, and several reads
+    /// appended back to back before any frame is asked for (reads that complete one frame and start the next: the
+    /// parser keeps what follows a frame apart from it). The same frames either way.
     @Test(arguments: [1, 2, 3, 7, 1000])
     func randomSequencesAtRandomSplits(seed: UInt64) throws {
         var random = SplitMix64(seed: seed)
@@ -30,20 +33,6 @@ struct FrameCodecTests {
             let bytes = Array(SampleMessages.encoded(messages).readableBytesView)
             let pieces = (0..<16).map { _ in Int.random(in: 1...(bytes.count / 3 + 2), using: &random) }
             #expect(try FrameParser.decodeAll(bytes, pieces: pieces) == messages)
-        }
-    }
-
-    /// Reads appended back to back before any frame is asked for, and reads that complete one frame and start the
-    /// next (the parser keeps what follows a frame apart from it): the same frames either way.
-    @Test(arguments: [1, 2, 3, 7, 1000])
-    func randomSequencesWithSeveralReadsPerParse(seed: UInt64) throws {
-        var random = SplitMix64(seed: seed)
-        for _ in 0..<20 {
-            let messages = (0..<Int.random(in: 1...40, using: &random)).map { _ in
-                SampleMessages.all.randomElement(using: &random)!
-            }
-            let bytes = Array(SampleMessages.encoded(messages).readableBytesView)
-            let pieces = (0..<16).map { _ in Int.random(in: 1...(bytes.count / 3 + 2), using: &random) }
             let appends = Int.random(in: 1...4, using: &random)
             #expect(try FrameParser.decodeAll(bytes, pieces: pieces, appendsPerParse: appends) == messages)
         }

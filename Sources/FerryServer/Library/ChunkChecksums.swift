@@ -53,13 +53,6 @@ struct ChunkChecksums: Hashable, Sendable {
         }
         return position >= offset ? pieces : nil
     }
-
-    /// The CRC-32 of the whole file, from its pieces' (END's value for a download from offset 0).
-    var fileCRC32: UInt32 {
-        self.chunks.reduce(into: CRC32()) { crc, chunk in
-            crc = CRC32(continuingFrom: CRC32.combine(crc.value, chunk.crc32, secondLength: UInt64(chunk.length)))
-        }.value
-    }
 }
 
 /// Which file a table belongs to: device, inode, size, and the modification and status-change times in

@@ -62,7 +62,7 @@ public struct FileLibrary: Sendable {
             return FilePath(root)
         }
         let library = FileLibrary(root: root, fileSystem: fileSystem, threadPool: threadPool)
-        try await library.removeLeftoverStaging()
+        try await library.removeLeftovers()
         return library
     }
 
@@ -390,7 +390,7 @@ public struct FileLibrary: Sendable {
         _ staging: StagingFile,
         as name: String,
         overwrite: Bool,
-        checksums: ChunkChecksumBuilder? = nil
+        checksums: ChunkChecksumBuilder
     ) async throws {
         do {
             try await staging.handle.synchronize()
@@ -413,7 +413,7 @@ public struct FileLibrary: Sendable {
             // Only if the name still holds this upload: a racing overwrite may have replaced it already.
             if knowsStaged, lstat(finalPath, &published) == 0, published.st_ino == staged.st_ino,
                 published.st_dev == staged.st_dev,
-                let table = checksums?.checksums(for: FileIdentity(published))
+                let table = checksums.checksums(for: FileIdentity(published))
             {
                 Self.store(table, at: tablePath)
             }
@@ -486,7 +486,7 @@ public struct FileLibrary: Sendable {
 
     /// Removes staging files left by a crash, and checksum tables that were being written or whose file is gone.
     /// Runs at start-up, before any connection is accepted.
-    private func removeLeftoverStaging() async throws {
+    private func removeLeftovers() async throws {
         let root = self.root.string
         let checksumFolder = self.root.appending(Self.checksumFolderName).string
         let prefix = Array(Self.stagingPrefix.utf8)

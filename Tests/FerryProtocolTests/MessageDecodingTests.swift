@@ -81,6 +81,12 @@ struct MessageDecodingTests {
         (Array("bell\u{7}".utf8), .containsControlCharacter),
         (Array("del\u{7F}".utf8), .containsControlCharacter),
         (Array("c1\u{85}".utf8), .containsControlCharacter),
+        (Array("\u{80}first".utf8), .containsControlCharacter),
+        (Array("last\u{9F}".utf8), .containsControlCharacter),
+        (Array("a/\u{1}".utf8), .containsSlash),
+        (Array("\u{1}a/".utf8), .containsControlCharacter),
+        ([0x2E, 0xFF], .notUTF8),
+        ([0x2E, 0x2F], .containsSlash),
         ([0x66, 0xFF, 0x66], .notUTF8),
         ([0xC3], .notUTF8),
         (Array(repeating: 0x61, count: 256), .tooLong(byteCount: 256)),
@@ -105,8 +111,47 @@ struct MessageDecodingTests {
     @Test func goodNamesAreAccepted() {
         for name in [
             "a", "report.pdf", "日本語", "x..y", "a.", "with space", "emoji🚢", String(repeating: "é", count: 127),
+            "nbsp\u{A0}", "\u{100}", "\u{2080}", "line\u{2028}sep", "ÿ",
         ] {
             #expect(FileName.validate(name) == .success(name))
+        }
+    }
+
+    /// The naming rules as SPEC.md §6 states them, one Unicode scalar at a time: the validator scans bytes
+    /// instead, and must agree with this on every input, down to which rule it names.
+    private func referenceRule(_ bytes: [UInt8]) -> Result<String, FileName.Violation> {
+        guard !bytes.isEmpty else { return .failure(.empty) }
+        guard bytes.count <= ProtocolLimits.maximumNameLength else { return .failure(.tooLong(byteCount: bytes.count)) }
+        guard let name = String(validating: bytes, as: UTF8.self) else { return .failure(.notUTF8) }
+        if name == "." || name == ".." { return .failure(.dotOrDotDot) }
+        for scalar in name.unicodeScalars {
+            switch scalar {
+            case "/": return .failure(.containsSlash)
+            case "\\": return .failure(.containsBackslash)
+            case "\0": return .failure(.containsNUL)
+            case _ where scalar.properties.generalCategory == .control: return .failure(.containsControlCharacter)
+            default: continue
+            }
+        }
+        return bytes.first == UInt8(ascii: ".") ? .failure(.leadingDot) : .success(name)
+    }
+
+    @Test func theByteScanAgreesWithTheRulesScalarByScalar() {
+        // Bytes drawn mostly from those the rules single out (C0, DEL, C2 and its continuations, '.', '/', '\\')
+        // and from multi-byte lead and continuation bytes, so that broken and valid UTF-8 both come up often.
+        let interesting: [UInt8] = [
+            0x00, 0x01, 0x1F, 0x20, 0x2E, 0x2F, 0x5C, 0x61, 0x7E, 0x7F, 0x80, 0x85, 0x9F, 0xA0, 0xBF, 0xC2, 0xC3,
+            0xE2, 0xF0, 0xFF,
+        ]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<20_000 {
+            let length = Int.random(in: 0...6, using: &generator)
+            let bytes = (0..<length).map { _ in
+                Bool.random(using: &generator)
+                    ? interesting.randomElement(using: &generator) ?? 0
+                    : UInt8.random(in: 0...255, using: &generator)
+            }
+            #expect(FileName.validate(bytes) == self.referenceRule(bytes), "\(bytes)")
         }
     }
 

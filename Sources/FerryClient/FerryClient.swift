@@ -40,22 +40,30 @@ public struct FerryClient: Sendable {
         let idle = TimeAmount(self.idleTimeout)
         let channel: NIOAsyncChannel<ByteBuffer, IOData>
         do {
-            channel = try await ClientBootstrap(group: self.eventLoopGroup)
+            let bootstrap = ClientBootstrap(group: self.eventLoopGroup)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelOption(.writeBufferWaterMark, value: ChannelTuning.writeBufferWaterMark)
                 .channelOption(.recvAllocator, value: ChannelTuning.receiveAllocator)
                 .connectTimeout(.seconds(10))
-                .connect(host: self.host, port: self.port) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(
-                            IdleTimeoutHandler(timeout: idle, lingerTimeout: .seconds(1))
-                        )
-                        return try NIOAsyncChannel<ByteBuffer, IOData>(
-                            wrappingChannelSynchronously: channel,
-                            configuration: .init(backPressureStrategy: ChannelTuning.inboundBackPressure)
-                        )
-                    }
+            let initializer: @Sendable (any Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, IOData>> = {
+                channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        IdleTimeoutHandler(timeout: idle, lingerTimeout: .seconds(1))
+                    )
+                    return try NIOAsyncChannel<ByteBuffer, IOData>(
+                        wrappingChannelSynchronously: channel,
+                        configuration: .init(backPressureStrategy: ChannelTuning.inboundBackPressure)
+                    )
                 }
+            }
+            // An address needs no resolver: skipping getaddrinfo and Happy Eyeballs saves a short command
+            // (`ferry list`) a good part of its start-up.
+            if let address = try? SocketAddress(ipAddress: self.host, port: self.port) {
+                channel = try await bootstrap.connect(to: address, channelInitializer: initializer)
+            } else {
+                channel = try await bootstrap.connect(host: self.host, port: self.port, channelInitializer: initializer)
+            }
         } catch {
             throw FerryClientError.unreachable(server: self.serverDescription, reason: "\(error)")
         }

@@ -3,6 +3,7 @@ import FerryClient
 
 struct Get: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "get",
         abstract: "Download one or more files (or the whole library, with --all), over one connection.",
         discussion: """
             Each file is written to a temporary file beside its target and renamed only once its length and CRC-32 \

@@ -2,7 +2,10 @@ import ArgumentParser
 import FerryClient
 
 struct List: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the files in the server's library.")
+    static let configuration = CommandConfiguration(
+        commandName: "list",
+        abstract: "List the files in the server's library."
+    )
 
     @OptionGroup var connection: ConnectionOptions
 
@@ -13,7 +16,11 @@ struct List: AsyncParsableCommand {
         try await Failure.exitOnFailure {
             let client = FerryClient(host: self.connection.host, port: self.connection.port)
             let entries = try await client.withConnection { try await $0.list() }
-            print(self.json ? ListingFormatter.json(entries) : ListingFormatter.table(entries), terminator: "")
+            if self.json {
+                print(ListingFormatter.json(entries), terminator: "")
+            } else {
+                ListingFormatter.table(entries, emit: Terminal.writeOutput)
+            }
         }
     }
 }

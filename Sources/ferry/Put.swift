@@ -3,6 +3,7 @@ import FerryClient
 
 struct Put: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "put",
         abstract: "Upload one or more files (or the files of a folder), over one connection.",
         discussion: """
             The server stores each file only after verifying its length and CRC-32; an existing file is kept unless \

@@ -115,6 +115,42 @@ struct TransferTests {
         }
     }
 
+    /// An unchanged listing is sent from its cached encoding, which holds for clients that accept the same
+    /// frames: one with a smaller frame limit gets the same listing in smaller LIST_ENTRIES frames.
+    @Test func aCachedListingIsSentWithinEachClientsFrameLimit() async throws {
+        try await TestServer.run { server in
+            // About 112 KB of entries: several frames at 64 KiB, one at the default limit.
+            let names = (0..<4_000).map { "entry-\($0 + 10_000)" }
+            for name in names {
+                try server.write(name, [])
+            }
+            for _ in 0..<2 {
+                #expect(try await server.client.withConnection { try await $0.list() }.map(\.name) == names)
+            }
+            let limit = UInt64(ProtocolLimits.minimumFramePayload)
+            let connection = try await RawConnection(port: server.port)
+            var hello = FerryConnectionDefaults.hello
+            hello.maximumFramePayload = limit
+            try await connection.send(raw: Handshake.magic)
+            try await connection.send(.hello(hello))
+            _ = try await connection.readRaw(count: Handshake.magic.count)
+            guard case .hello = try await connection.next() else { throw TestFailure("no server HELLO") }
+            try await connection.send(.list)
+            var listed: [String] = []
+            var frames = 0
+            while case .listEntries(let entries)? = try await connection.next() {
+                let payload = ListEntry.batchHeaderLength + entries.reduce(0) { $0 + $1.encodedLength }
+                #expect(payload <= Int(limit))
+                listed += entries.map(\.name)
+                frames += 1
+            }
+            #expect(listed == names)
+            #expect(frames > 1)
+            await connection.close()
+            #expect(try await server.client.withConnection { try await $0.list() }.map(\.name) == names)
+        }
+    }
+
     @Test func existingFilesAreKeptUnlessOverwriteIsAsked() async throws {
         try await TestServer.run { server in
             let scratch = Scratch.makeDirectory("client")

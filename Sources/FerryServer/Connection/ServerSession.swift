@@ -157,9 +157,24 @@ struct ServerSession {
     /// jobs at a time on the thread pool, each batch written while the next ones are looked up. The client starts
     /// reading a large listing long before the last `stat` returns.
     private mutating func list(_ record: RequestRecord) async throws {
-        if let entries = self.library.listingCache.entries() {
-            try await self.reply(self.listFrames(entries) + [.listEnd(ListEnd(count: UInt64(entries.count)))])
-            self.log(record, bytes: UInt64(entries.count), result: "ok (unchanged since the last listing)")
+        let budget = self.listBatchBudget
+        if let cached = self.library.listingCache.listing(batchBudget: budget) {
+            let frames: ByteBuffer
+            if let encoded = cached.encoded {
+                frames = encoded
+            } else {
+                var encoded = ByteBuffer()
+                let end = Message.listEnd(ListEnd(count: UInt64(cached.entries.count)))
+                for message in self.listFrames(cached.entries) + [end] {
+                    FrameSerializer.serialize(message, into: &encoded)
+                }
+                self.library.listingCache.keepEncoded(encoded, batchBudget: budget, madeAt: cached.generation)
+                frames = encoded
+            }
+            try await self.commitGroup()
+            try await self.flush()
+            try await self.writer.writeRaw(frames)
+            self.log(record, bytes: UInt64(cached.entries.count), result: "ok (unchanged since the last listing)")
             return
         }
         let generation = self.library.listingCache.generation()
@@ -197,9 +212,14 @@ struct ServerSession {
     /// Names per listing batch.
     private static let listBatchLength = 1024
 
-    /// LIST_ENTRIES frames for these entries, each filled up to the client's limit (and at most 256 KiB).
+    /// The entry bytes one LIST_ENTRIES frame carries: up to the client's limit, and at most 256 KiB.
+    private var listBatchBudget: Int {
+        min(self.writer.peerMaximumPayloadLength, 256 * 1024) - ListEntry.batchHeaderLength
+    }
+
+    /// LIST_ENTRIES frames for these entries, each filled up to ``listBatchBudget``.
     private func listFrames(_ entries: [ListEntry]) -> [Message] {
-        let budget = min(self.writer.peerMaximumPayloadLength, 256 * 1024) - ListEntry.batchHeaderLength
+        let budget = self.listBatchBudget
         var messages: [Message] = []
         var batch: [ListEntry] = []
         var batchLength = 0

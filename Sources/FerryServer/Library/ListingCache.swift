@@ -1,4 +1,5 @@
 import FerryProtocol
+import NIOCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -19,6 +20,9 @@ final class ListingCache: Sendable {
 
     private struct State {
         var entries: [ListEntry]?
+        /// `entries` as LIST_ENTRIES frames and LIST_END, for clients whose frame limit gives the same batches:
+        /// re-encoding 10,000 entries (and their CRCs) was most of what an unchanged LIST cost the server.
+        var encoded: (batchBudget: Int, frames: ByteBuffer)?
         /// Counts the batches of changes seen: a listing made across a change is not kept.
         var generation: UInt64 = 0
     }
@@ -49,10 +53,24 @@ final class ListingCache: Sendable {
         }
     }
 
-    /// The cached listing if nothing changed since it was made.
-    func entries() -> [ListEntry]? {
+    /// The cached listing, encoded for `batchBudget` if it was already, if nothing changed since it was made; with
+    /// the generation to pass to ``keepEncoded(_:batchBudget:madeAt:)``.
+    func listing(batchBudget: Int) -> (entries: [ListEntry], encoded: ByteBuffer?, generation: UInt64)? {
         guard self.events >= 0 else { return nil }
-        return self.refreshed().entries
+        let state = self.refreshed()
+        guard let entries = state.entries else { return nil }
+        let encoded = state.encoded.flatMap { $0.batchBudget == batchBudget ? $0.frames : nil }
+        return (entries, encoded, state.generation)
+    }
+
+    /// Keeps the encoding of the cached listing if nothing changed since `generation` was taken.
+    func keepEncoded(_ frames: ByteBuffer, batchBudget: Int, madeAt generation: UInt64) {
+        let current = self.generation()
+        self.state.withLock { state in
+            if current == generation, state.entries != nil {
+                state.encoded = (batchBudget, frames)
+            }
+        }
     }
 
     /// Where the folder stands now; pass it to ``keep(_:madeAt:)`` with a listing made from here on.
@@ -66,6 +84,7 @@ final class ListingCache: Sendable {
         return self.state.withLock { state in
             if changed {
                 state.entries = nil
+                state.encoded = nil
                 state.generation &+= 1
             }
             return state
@@ -79,6 +98,7 @@ final class ListingCache: Sendable {
         self.state.withLock { state in
             if current == generation {
                 state.entries = entries
+                state.encoded = nil
             }
         }
     }

@@ -413,18 +413,23 @@ public final class FerryConnection {
             // Small uploads sent and not yet answered, oldest first.
             var awaiting: [(index: Int, size: UInt64)] = []
             var first = 0
-            // Their frames, written together once they reach a DATA frame's size or before waiting for answers.
+            // Their frames, written together once they reach a DATA frame's size or when an answer awaited is
+            // still among them. A full window is not a reason to write: the server holds the files already
+            // written, and writing each further file alone would cost both sides a system call per file.
             var outgoing = ByteBuffer()
+            // `awaiting[..<written]` have left in a write.
+            var written = 0
             func send() async throws {
                 guard outgoing.readableBytes > 0 else { return }
                 try await self.writer.writeRaw(outgoing)
                 outgoing.clear()
+                written = awaiting.count
             }
             func collect(downTo limit: Int) async throws {
-                if awaiting.count - first > limit {
-                    try await send()
-                }
                 while awaiting.count - first > limit {
+                    if first >= written {
+                        try await send()
+                    }
                     let (index, size) = awaiting[first]
                     first += 1
                     completed(index, try await self.storeAnswer(size: size))
@@ -462,11 +467,11 @@ public final class FerryConnection {
                     }
                     FrameSerializer.serialize(.end(transfer.end), into: &outgoing)
                     progress(index, 0, size)
+                    awaiting.append((index, size))
                     if outgoing.readableBytes >= ProtocolLimits.defaultDataChunkLength {
                         try await send()
                     }
                     progress(index, size, size)
-                    awaiting.append((index, size))
                     try await collect(downTo: window)
                 case .stream(let handle, let size):
                     try await collect(downTo: 0)

@@ -126,6 +126,46 @@ struct PipelineTests {
         }
     }
 
+    /// Small uploads go out in shared writes, and a full window waits for answers without writing: every file
+    /// must still be answered in order, whatever the window, with refusals among them.
+    @Test(arguments: [1, 3, 16])
+    func smallUploadsPastAFullWindowAreAllAnsweredInOrder(window: Int) async throws {
+        try await TestServer.run { server in
+            let sources = Scratch.makeDirectory("window")
+            var uploads: [FerryConnection.Upload] = []
+            for index in 0..<120 {
+                let name = "w-\(index)"
+                try Data(Scratch.randomBytes(index * 61, seed: UInt64(index))).write(
+                    to: sources.appendingPathComponent(name)
+                )
+                uploads.append(.init(source: sources.appendingPathComponent(name).path, name: name))
+            }
+            try server.write("w-50", [7])  // refused by the server, without overwrite
+            uploads.insert(.init(source: sources.appendingPathComponent("w-0").path, name: "bad/name"), at: 90)
+            var results: [(index: Int, result: Result<UInt64, FerryClientError>)] = []
+            try await server.client.withConnection { connection in
+                try await connection.put(uploads, window: window) { results.append(($0, $1)) }
+            }
+            #expect(results.map(\.index) == Array(uploads.indices))
+            for (index, result) in results {
+                let name = uploads[index].name
+                switch (name, result) {
+                case ("bad/name", .failure(.invalidName)):
+                    break
+                case ("w-50", .failure(let error)):
+                    #expect(error.errorCode == .fileExists)
+                case (_, .success(let size)):
+                    let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: uploads[index].source)))
+                    #expect(size == UInt64(bytes.count))
+                    #expect(try server.contents(of: name) == bytes, "\(name) stored intact")
+                default:
+                    Issue.record("\(name): \(result)")
+                }
+            }
+            #expect(try server.contents(of: "w-50") == [7])
+        }
+    }
+
     @Test func batchesReportEveryFileInOrderAndGoOnPastFailures() async throws {
         try await TestServer.run { server in
             let scratch = Scratch.makeDirectory("batch")

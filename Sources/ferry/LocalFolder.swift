@@ -27,8 +27,7 @@ enum LocalFolder {
                 }
                 guard name != ".", name != ".." else { continue }
                 let child = path.hasSuffix("/") ? path + name : path + "/" + name
-                var childInfo = stat()
-                if name.hasPrefix(".") || stat(child, &childInfo) != 0 || (childInfo.st_mode & S_IFMT) != S_IFREG {
+                if name.hasPrefix(".") || !Self.isRegularFile(child, type: Int32(entry.pointee.d_type)) {
                     skipped += 1
                     continue
                 }
@@ -40,6 +39,20 @@ enum LocalFolder {
             files += names.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
         }
         return files
+    }
+
+    /// The folder entry's own type when it gives one (no `stat` per file of a large folder); a link, followed
+    /// as `stat` does, or an entry of unknown type is looked up.
+    private static func isRegularFile(_ path: String, type: Int32) -> Bool {
+        switch type {
+        case Int32(DT_REG):
+            return true
+        case Int32(DT_LNK), Int32(DT_UNKNOWN):
+            var info = stat()
+            return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+        default:
+            return false
+        }
     }
 
     struct ExpansionError: Error, CustomStringConvertible {

@@ -188,6 +188,15 @@ struct CommandLineTests {
         try Data("two".utf8).write(to: folder.appendingPathComponent("f2"))
         try Data("hidden".utf8).write(to: folder.appendingPathComponent(".hidden"))
         try Data("in sub".utf8).write(to: folder.appendingPathComponent("sub/f3"))
+        // Links are followed, as `stat` does: one to a file is that file, one to a folder is skipped.
+        try FileManager.default.createSymbolicLink(
+            atPath: folder.appendingPathComponent("link-to-f1").path,
+            withDestinationPath: "f1"
+        )
+        try FileManager.default.createSymbolicLink(
+            atPath: folder.appendingPathComponent("link-to-sub").path,
+            withDestinationPath: "sub"
+        )
         let putFolder = try await Binaries.run(
             "ferry",
             ["put", "folder", "greeting.txt"] + port,
@@ -195,10 +204,11 @@ struct CommandLineTests {
         )
         #expect(putFolder.status != 0, "greeting.txt exists on the server")
         #expect(putFolder.stdout.contains("folder/f1") && putFolder.stdout.contains("folder/f2"))
+        #expect(putFolder.stdout.contains("folder/link-to-f1"))
         #expect(
             putFolder.stderr.split(separator: "\n").sorted() == [
-                "ferry: 1 of 3 files not stored",
-                "ferry: folder: skipped 2 hidden or non-regular entries",
+                "ferry: 1 of 4 files not stored",
+                "ferry: folder: skipped 3 hidden or non-regular entries",
                 "ferry: greeting.txt: file exists: 'greeting.txt' (ask to overwrite to replace it)",
             ],
             "\(putFolder.stderr)"
@@ -209,7 +219,7 @@ struct CommandLineTests {
         #expect(getAll.status == 0, "\(getAll.stderr)")
         #expect(
             try FileManager.default.contentsOfDirectory(atPath: mirror.path).sorted() == [
-                "copy.txt", "f1", "f2", "greeting.txt", "many-0", "many-1", "many-2",
+                "copy.txt", "f1", "f2", "greeting.txt", "link-to-f1", "many-0", "many-1", "many-2",
             ]
         )
         #expect(try Data(contentsOf: mirror.appendingPathComponent("f2")) == Data("two".utf8))

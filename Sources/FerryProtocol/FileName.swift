@@ -51,9 +51,7 @@ public enum FileName {
         } else {
             return .failure(.notUTF8)
         }
-        if bytes == [UInt8(ascii: ".")] || bytes == [UInt8(ascii: "."), UInt8(ascii: ".")] {
-            return .failure(.dotOrDotDot)
-        }
+        if name == "." || name == ".." { return .failure(.dotOrDotDot) }
         var previous: UInt8 = 0
         for byte in bytes {
             switch byte {

@@ -69,17 +69,19 @@ public enum BlockingFileIO {
 
     /// Writes all of `bytes` to an open file.
     public static func writeAll(_ descriptor: Int32, _ bytes: ByteBuffer) -> SystemCallError? {
-        let failure = bytes.withUnsafeReadableBytes { source -> Int32 in
-            var written = 0
-            while written < source.count {
-                let count = write(descriptor, source.baseAddress.map { $0 + written }, source.count - written)
-                if count < 0, errno == EINTR { continue }
-                guard count > 0 else { return count == 0 ? EIO : errno }
-                written += count
-            }
-            return 0
+        bytes.withUnsafeReadableBytes { self.writeAll(descriptor, $0) }
+    }
+
+    /// Writes all of `bytes` to an open file (or a terminal, or a pipe), retrying after a signal.
+    public static func writeAll(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer) -> SystemCallError? {
+        var written = 0
+        while written < bytes.count {
+            let count = write(descriptor, bytes.baseAddress.map { $0 + written }, bytes.count - written)
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { return SystemCallError(code: count == 0 ? EIO : errno) }
+            written += count
         }
-        return failure == 0 ? nil : SystemCallError(code: failure)
+        return nil
     }
 
     /// A small file to be written whole and published: see ``publishGroup(_:)``.

@@ -1,3 +1,5 @@
+import FerryTransport
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -11,22 +13,11 @@ enum Terminal {
 
     static func writeError(_ text: String) {
         var text = text
-        text.withUTF8 { Self.writeAll(UnsafeRawBufferPointer($0), to: STDERR_FILENO) }
+        text.withUTF8 { _ = BlockingFileIO.writeAll(STDERR_FILENO, UnsafeRawBufferPointer($0)) }
     }
 
     /// Writes straight to standard output, past `print`'s buffer: only for a command that prints nothing else.
     static func writeOutput(_ bytes: UnsafeRawBufferPointer) {
-        Self.writeAll(bytes, to: STDOUT_FILENO)
-    }
-
-    private static func writeAll(_ bytes: UnsafeRawBufferPointer, to descriptor: Int32) {
-        guard let base = bytes.baseAddress else { return }
-        var offset = 0
-        while offset < bytes.count {
-            let written = write(descriptor, base + offset, bytes.count - offset)
-            if written < 0, errno == EINTR { continue }
-            if written <= 0 { return }
-            offset += written
-        }
+        _ = BlockingFileIO.writeAll(STDOUT_FILENO, bytes)
     }
 }

@@ -221,7 +221,7 @@ struct ChecksumTableTests {
         port: Int,
         maximumPayload: UInt64 = 1 << 20
     ) async throws -> [UInt8] {
-        let connection = try await RawConnection(port: port)
+        let connection = try await RawConnection.handshaken(port: port, maximumFramePayload: maximumPayload)
         do {
             let received = try await self.retrieve(
                 name,
@@ -243,12 +243,6 @@ struct ChecksumTableTests {
         over connection: RawConnection,
         maximumPayload: UInt64
     ) async throws -> [UInt8] {
-        var hello = FerryConnectionDefaults.hello
-        hello.maximumFramePayload = maximumPayload
-        try await connection.send(raw: Handshake.magic)
-        try await connection.send(.hello(hello))
-        _ = try await connection.readRaw(count: Handshake.magic.count)
-        guard case .hello = try await connection.next() else { throw TestFailure("no server HELLO") }
         try await connection.send(.retrieve(RetrieveRequest(name: name, offset: UInt64(offset))))
         guard case .fileInfo(let info)? = try await connection.next() else { throw TestFailure("no FILE_INFO") }
         #expect(info.offset == UInt64(offset))

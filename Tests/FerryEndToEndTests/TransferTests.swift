@@ -128,13 +128,7 @@ struct TransferTests {
                 #expect(try await server.client.withConnection { try await $0.list() }.map(\.name) == names)
             }
             let limit = UInt64(ProtocolLimits.minimumFramePayload)
-            let connection = try await RawConnection(port: server.port)
-            var hello = FerryConnectionDefaults.hello
-            hello.maximumFramePayload = limit
-            try await connection.send(raw: Handshake.magic)
-            try await connection.send(.hello(hello))
-            _ = try await connection.readRaw(count: Handshake.magic.count)
-            guard case .hello = try await connection.next() else { throw TestFailure("no server HELLO") }
+            let connection = try await RawConnection.handshaken(port: server.port, maximumFramePayload: limit)
             try await connection.send(.list)
             var listed: [String] = []
             var frames = 0

@@ -24,11 +24,15 @@ final class RawConnection {
         self.iterator = stream.makeAsyncIterator()
     }
 
-    /// Opens a connection and completes a normal handshake.
-    static func handshaken(port: Int) async throws -> RawConnection {
+    /// Opens a connection and completes a normal handshake, announcing `maximumFramePayload` when given.
+    static func handshaken(port: Int, maximumFramePayload: UInt64? = nil) async throws -> RawConnection {
         let connection = try await RawConnection(port: port)
+        var hello = FerryConnectionDefaults.hello
+        if let maximumFramePayload {
+            hello.maximumFramePayload = maximumFramePayload
+        }
         try await connection.send(raw: Handshake.magic)
-        try await connection.send(.hello(FerryConnectionDefaults.hello))
+        try await connection.send(.hello(hello))
         let magic = try await connection.readRaw(count: 8)
         guard magic == Handshake.magic else { throw TestFailure("server magic was \(magic)") }
         guard case .hello = try await connection.next() else { throw TestFailure("no server HELLO") }
@@ -108,7 +112,7 @@ final class RawConnection {
     /// Stops or resumes reading from the socket, so that the server's writes back up as with a client that stops
     /// reading.
     func setReading(_ reading: Bool) async throws {
-        try await self.channel.setOption(ChannelOptions.autoRead, value: reading)
+        try await self.channel.setOption(ChannelOptions.autoRead, value: reading).get()
         if reading {
             self.channel.read()
         }

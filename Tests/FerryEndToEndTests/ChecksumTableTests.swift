@@ -99,11 +99,28 @@ struct ChecksumTableTests {
         }
     }
 
-    @Test func aFilePlacedInTheLibraryGetsItsTableOnItsFirstWholeDownload() async throws {
+    @Test func aFilePlacedInTheLibraryAndInThePageCacheGetsItsTableBeforeItsFirstDownload() async throws {
         let bytes = Scratch.randomBytes(2 << 20 + 1, seed: 4)
         try await TestServer.run { server in
             try server.write("placed.bin", bytes)
             #expect(try server.checksumTables() == [])
+            // Even a download from an offset: the table is made of the whole file, read from the page cache.
+            #expect(try await self.retrieve("placed.bin", offset: 4096, port: server.port) == Array(bytes[4096...]))
+            #expect(try server.checksumTables() == ["placed.bin"])
+            #expect(try await self.download("placed.bin", from: server) == bytes)
+            #expect(try await self.retrieve("placed.bin", offset: 1 << 20, port: server.port) == Array(bytes[(1 << 20)...]))
+        }
+    }
+
+    /// Not in the page cache, the file is read while it is sent, and a whole download leaves the table.
+    @Test func aFilePlacedInTheLibraryOnDiskGetsItsTableOnItsFirstWholeDownload() async throws {
+        let bytes = Scratch.randomBytes(2 << 20 + 1, seed: 4)
+        try await TestServer.run { server in
+            try server.write("placed.bin", bytes)
+            try #require(
+                Self.evictFromPageCache(server.path("placed.bin")),
+                "the scratch folder must be on a file system whose pages can be dropped (not tmpfs)"
+            )
             #expect(try await self.retrieve("placed.bin", offset: 4096, port: server.port) == Array(bytes[4096...]))
             #expect(try server.checksumTables() == [], "a partial download checksummed only part of the file")
             #expect(try await self.download("placed.bin", from: server) == bytes)
@@ -200,6 +217,20 @@ struct ChecksumTableTests {
     }
 
     // MARK: - Helpers
+
+    /// Writes the file's pages to the disk and drops them from the page cache; whether its first page is gone.
+    private static func evictFromPageCache(_ path: String) -> Bool {
+        let descriptor = open(path, O_RDONLY)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0, posix_fadvise(descriptor, 0, 0, POSIX_FADV_DONTNEED) == 0 else { return false }
+        guard let mapping = mmap(nil, 4096, PROT_READ, MAP_SHARED, descriptor, 0),
+            mapping != UnsafeMutableRawPointer(bitPattern: -1)
+        else { return false }
+        defer { munmap(mapping, 4096) }
+        var residency: UInt8 = 1
+        return mincore(mapping, 4096, &residency) == 0 && residency & 1 == 0
+    }
 
     private func upload(_ bytes: [UInt8], as name: String, to server: TestServer) async throws {
         let source = Scratch.makeDirectory("client").appendingPathComponent("source")

@@ -261,17 +261,24 @@ public struct FileLibrary: Sendable {
 
     /// What ``openWithChecksums(_:)`` found.
     enum ChecksumLookup: Sendable {
-        /// A table that matches the file as opened, and the file wholly in the page cache: send it with `sendfile`.
+        /// A table that matches the file as opened (found, or made just now from the page cache), and the file
+        /// wholly in the page cache: send it with `sendfile`.
         case sendable(ChecksummedFile)
         /// A table that matches, but some of the file would have to come from the disk: `sendfile` runs on an event
         /// loop, which must never wait for the disk, so the file is read on the thread pool instead.
         case uncached
-        /// No usable table (or not a regular file: ``openForReading(_:)`` says why not).
+        /// No usable table, and the file not wholly in the page cache (or not a regular file:
+        /// ``openForReading(_:)`` says why not).
         case noTable
     }
 
     /// Opens `name` to be sent from its ``ChunkChecksums`` table: one job (check, open, `fstat`, read the table,
     /// compare, check the page cache).
+    ///
+    /// A file with no matching table that is wholly in the page cache gets one here, before anything is sent: it
+    /// is read once through one bulk-frame buffer and checksummed, and then sent like any other. Reading it while
+    /// sending instead holds two chunks and a socket's backlog per download: 200 first downloads of the same
+    /// 1 MiB file at once took ferryd to 52–78 MiB, against about 21 MiB from a table.
     func openWithChecksums(_ name: String) async throws -> ChecksumLookup {
         let path = self.path(name).string
         let tablePath = self.checksumPath(name)
@@ -280,21 +287,30 @@ public struct FileLibrary: Sendable {
             guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return .noTable }
             let descriptor = Glibc.open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW)
             guard descriptor >= 0 else { return .noTable }
-            guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG,
-                case .contents(let stored, _) = BlockingFileIO.readSmallFile(
-                    at: tablePath,
-                    upTo: ChunkChecksums.maximumEncodedLength,
-                    followingLinks: false
-                ),
-                let checksums = ChunkChecksums(decoding: stored),
-                checksums.identity == FileIdentity(info)
-            else {
+            guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
                 close(descriptor)
                 return .noTable
             }
-            guard Self.isCached(descriptor, size: checksums.identity.size) else {
+            let identity = FileIdentity(info)
+            var checksums: ChunkChecksums? = nil
+            if case .contents(let stored, _) = BlockingFileIO.readSmallFile(
+                at: tablePath,
+                upTo: ChunkChecksums.maximumEncodedLength,
+                followingLinks: false
+            ), let table = ChunkChecksums(decoding: stored), table.identity == identity {
+                checksums = table
+            }
+            guard Self.isCached(descriptor, size: identity.size) else {
                 close(descriptor)
-                return .uncached
+                return checksums == nil ? .noTable : .uncached
+            }
+            if checksums == nil, let made = Self.checksum(descriptor, as: identity) {
+                Self.store(made, at: tablePath)
+                checksums = made
+            }
+            guard let checksums else {
+                close(descriptor)
+                return .noTable
             }
             return .sendable(
                 ChecksummedFile(
@@ -304,6 +320,32 @@ public struct FileLibrary: Sendable {
                 )
             )
         }
+    }
+
+    /// The table of an open file, made by reading it whole; `nil` if it cannot be read, does not fit a table, or
+    /// changed while it was read. Blocking.
+    private static func checksum(_ descriptor: Int32, as identity: FileIdentity) -> ChunkChecksums? {
+        let pieceLength = ChunkChecksums.maximumChunkLength
+        guard identity.size > 0, identity.size <= UInt64(ChunkChecksums.maximumChunkCount * pieceLength) else {
+            return nil
+        }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: pieceLength, alignment: 16)
+        defer { buffer.deallocate() }
+        var builder = ChunkChecksumBuilder()
+        var offset: UInt64 = 0
+        while offset < identity.size {
+            let wanted = Int(min(UInt64(pieceLength), identity.size - offset))
+            let count = pread(descriptor, buffer.baseAddress, wanted, off_t(offset))
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { return nil }
+            var crc = CRC32()
+            crc.update(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+            builder.append(length: count, crc32: crc.value)
+            offset += UInt64(count)
+        }
+        var after = stat()
+        guard fstat(descriptor, &after) == 0, FileIdentity(after) == identity else { return nil }
+        return builder.checksums(for: identity)
     }
 
     /// Whether every page of the file is in the page cache (`mincore` over a mapping that is never touched, so a

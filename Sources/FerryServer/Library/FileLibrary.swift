@@ -267,18 +267,20 @@ public struct FileLibrary: Sendable {
         /// A table that matches, but some of the file would have to come from the disk: `sendfile` runs on an event
         /// loop, which must never wait for the disk, so the file is read on the thread pool instead.
         case uncached
-        /// No usable table, and the file not wholly in the page cache (or not a regular file:
-        /// ``openForReading(_:)`` says why not).
+        /// No usable table, and none made now: the file is not wholly in the page cache, or larger than
+        /// ``FileLibrary/largestChecksummedBeforeSending`` (or not a regular file: ``openForReading(_:)`` says why
+        /// not).
         case noTable
     }
 
     /// Opens `name` to be sent from its ``ChunkChecksums`` table: one job (check, open, `fstat`, read the table,
     /// compare, check the page cache).
     ///
-    /// A file with no matching table that is wholly in the page cache gets one here, before anything is sent: it
-    /// is read once through one bulk-frame buffer and checksummed, and then sent like any other. Reading it while
-    /// sending instead holds two chunks and a socket's backlog per download: 200 first downloads of the same
-    /// 1 MiB file at once took ferryd to 52–78 MiB, against about 21 MiB from a table.
+    /// A file of up to ``largestChecksummedBeforeSending`` bytes with no matching table that is wholly in the page
+    /// cache gets one here, before anything is sent: it is read once through one bulk-frame buffer and
+    /// checksummed, and then sent like any other. Reading it while sending instead holds two chunks and a socket's
+    /// backlog per download: 200 first downloads of the same 1 MiB file at once took ferryd to 52–78 MiB, against
+    /// about 21 MiB from a table.
     func openWithChecksums(_ name: String) async throws -> ChecksumLookup {
         let path = self.path(name).string
         let tablePath = self.checksumPath(name)
@@ -304,7 +306,9 @@ public struct FileLibrary: Sendable {
                 close(descriptor)
                 return checksums == nil ? .noTable : .uncached
             }
-            if checksums == nil, let made = Self.checksum(descriptor, as: identity) {
+            if checksums == nil, identity.size <= Self.largestChecksummedBeforeSending,
+                let made = Self.checksum(descriptor, as: identity)
+            {
                 Self.store(made, at: tablePath)
                 checksums = made
             }
@@ -321,6 +325,11 @@ public struct FileLibrary: Sendable {
             )
         }
     }
+
+    /// The largest file checksummed before its first download starts: about 15 ms of reading and checksumming, so
+    /// the client is not left waiting for its first byte (or an idle timeout) while a large file is read. Larger
+    /// files are checksummed as they are sent, which holds only a transfer's two chunks.
+    static let largestChecksummedBeforeSending: UInt64 = 64 << 20
 
     /// The table of an open file, made by reading it whole; `nil` if it cannot be read, does not fit a table, or
     /// changed while it was read. Blocking.

@@ -159,26 +159,16 @@ struct ServerSession {
     private mutating func list(_ record: RequestRecord) async throws {
         let budget = self.listBatchBudget
         if let cached = self.library.listingCache.listing(batchBudget: budget) {
-            let frames: ByteBuffer
-            if let encoded = cached.encoded {
-                frames = encoded
-            } else {
-                var encoded = ByteBuffer()
-                let end = Message.listEnd(ListEnd(count: UInt64(cached.entries.count)))
-                for message in self.listFrames(cached.entries) + [end] {
-                    FrameSerializer.serialize(message, into: &encoded)
-                }
-                self.library.listingCache.keepEncoded(encoded, batchBudget: budget, madeAt: cached.generation)
-                frames = encoded
-            }
             try await self.commitGroup()
             try await self.flush()
-            try await self.writer.writeRaw(frames)
-            self.log(record, bytes: UInt64(cached.entries.count), result: "ok (unchanged since the last listing)")
+            try await self.writer.writeRaw(cached.frames)
+            self.log(record, bytes: UInt64(cached.count), result: "ok (unchanged since the last listing)")
             return
         }
         let generation = self.library.listingCache.generation()
-        var listing: [ListEntry] = []
+        // What was sent, encoded again for the cache, unless the listing grows past what the cache keeps.
+        var encoded = ByteBuffer()
+        var cacheable = true
         var count = 0
         do {
             let batches = try await self.library.listNames().chunks(of: Self.listBatchLength)
@@ -190,10 +180,17 @@ struct ServerSession {
                 async let second = next.isEmpty ? [] : library.describe(next)
                 for entries in [try await first, try await second] where !entries.isEmpty {
                     count += entries.count
-                    if count <= ListingCache.maximumEntries {
-                        listing += entries
+                    let frames = self.listFrames(entries)
+                    if cacheable {
+                        for frame in frames {
+                            FrameSerializer.serialize(frame, into: &encoded)
+                        }
+                        if encoded.readableBytes > ListingCache.maximumEncodedLength {
+                            cacheable = false
+                            encoded = ByteBuffer()
+                        }
                     }
-                    try await self.reply(self.listFrames(entries))
+                    try await self.reply(frames)
                     try await self.flush()
                 }
             }
@@ -202,10 +199,15 @@ struct ServerSession {
             try await self.refuse(error, record)
             return
         }
-        if count == listing.count {
-            self.library.listingCache.keep(listing, madeAt: generation)
+        let end = Message.listEnd(ListEnd(count: UInt64(count)))
+        if cacheable {
+            FrameSerializer.serialize(end, into: &encoded)
+            self.library.listingCache.keep(
+                ListingCache.Listing(frames: encoded, batchBudget: budget, count: count),
+                madeAt: generation
+            )
         }
-        try await self.reply(.listEnd(ListEnd(count: UInt64(count))))
+        try await self.reply(end)
         self.log(record, bytes: UInt64(count), result: "ok")
     }
 

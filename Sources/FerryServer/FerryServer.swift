@@ -157,7 +157,6 @@ public struct FerryServer: Service {
     }
 }
 
-/// How many connections are being served, so the limit is enforced at accept time.
 extension FerryServer {
     /// Gives what the connections left free in the heap back to the system: at once, and again after a moment if
     /// the server is still idle.
@@ -184,6 +183,7 @@ extension FerryServer {
     static let idleBeforeReleasingMemory = Duration.milliseconds(200)
 }
 
+/// How many connections are being served, so the limit is enforced at accept time.
 private final class ConnectionCounter: Sendable {
     private let count = Atomic<Int>(0)
 

@@ -15,11 +15,10 @@ import Darwin
 ///
 /// Every byte's CRC-32 is known once: when an upload arrives it is verified frame by frame, and the first download
 /// of a file placed in the library by other means checksums it first (from the page cache) or as it goes (from the
-/// disk). Keeping those values turns each later
-/// download into headers and trailers around file regions the server never touches. A table is a cache: it is
-/// used only while the file is provably the one it was made for (``FileIdentity``), and without one a download
-/// reads and checksums as before. Even a wrong table cannot pass bad data: the client checks every frame's CRC
-/// against the bytes it received.
+/// disk). Keeping those values turns each later download into headers and trailers around file regions the server
+/// never touches. A table is a cache: it is used only while the file is provably the one it was made for
+/// (``FileIdentity``), and without one a download reads and checksums as before. Even a wrong table cannot pass
+/// bad data: the client checks every frame's CRC against the bytes it received.
 struct ChunkChecksums: Hashable, Sendable {
     struct Chunk: Hashable, Sendable {
         var length: UInt32

@@ -85,11 +85,40 @@ struct CommandLineTests {
 
     @Test func ferrydRemovesStagingLeftByACrash() async throws {
         let root = Scratch.makeDirectory("library")
-        try Data("partial".utf8).write(to: root.appendingPathComponent(".ferry-staging-deadbeef"))
+        let staging = root.appendingPathComponent(".ferry-staging")
+        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
+        try Data("partial".utf8).write(to: staging.appendingPathComponent(".ferry-staging-deadbeef"))
+        // Where versions before the staging folder kept them.
+        try Data("partial".utf8).write(to: root.appendingPathComponent(".ferry-staging-0123abcd"))
         try Data("kept".utf8).write(to: root.appendingPathComponent("kept"))
+        #expect(
+            try Scratch.libraryContents(root) == [
+                ".ferry-staging-0123abcd", ".ferry-staging/.ferry-staging-deadbeef", "kept",
+            ]
+        )
         let daemon = try await Daemon.start(root: root)
         #expect(try Scratch.libraryContents(root) == ["kept"])
         _ = daemon.stop()
+    }
+
+    @Test func ferrydRefusesALibraryWhoseStagingFolderIsNotAFolder() async throws {
+        let root = Scratch.makeDirectory("library")
+        try Data("in the way".utf8).write(to: root.appendingPathComponent(".ferry-staging"))
+        let errors = Pipe()
+        let process = try Binaries.launch("ferryd", ["--root", root.path, "--port", "0"], stderr: errors)
+        let started = ContinuousClock.now
+        while process.isRunning, ContinuousClock.now - started < .seconds(10) {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            Issue.record("ferryd served a library whose staging folder is a file")
+        }
+        process.waitUntilExit()
+        #expect(process.terminationStatus != 0)
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(message.contains("staging folder must be a folder"), "\(message)")
+        #expect(try Data(contentsOf: root.appendingPathComponent(".ferry-staging")) == Data("in the way".utf8))
     }
 
     @Test func subcommandsForScripts() async throws {

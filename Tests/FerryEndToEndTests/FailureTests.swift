@@ -36,7 +36,7 @@ struct FailureTests {
                 )
             )
             #expect(
-                try server.folderContents().contains { $0.hasPrefix(".ferry-staging-") },
+                try server.folderContents().contains { $0.hasPrefix(".ferry-staging/") },
                 "staging exists while uploading"
             )
             await connection.close()
@@ -59,7 +59,7 @@ struct FailureTests {
             // Large enough that the upload is still running when the process is killed.
             try Data(Scratch.randomBytes(128 << 20, seed: 2)).write(to: source)
             let process = try Binaries.launch("ferry", ["put", source.path, "--port", "\(server.port)"])
-            for _ in 0..<400 where !(try server.folderContents().contains { $0.hasPrefix(".ferry-staging-") }) {
+            for _ in 0..<400 where !(try server.folderContents().contains { $0.hasPrefix(".ferry-staging/") }) {
                 try await Task.sleep(for: .milliseconds(5))
             }
             kill(process.processIdentifier, SIGKILL)

@@ -18,8 +18,9 @@ import Darwin
 /// separators, no leading dot), so no request can reach outside the root. Final components are opened without
 /// following symbolic links, so a link placed in the library cannot lead out of it either.
 ///
-/// Uploads are written to a hidden staging file (``stagingPrefix``) in the same folder, flushed to disk, and
-/// published by an atomic rename (``publishFile(_:as:replacing:)``) only after they are verified. File data moves
+/// Uploads are written to a staging file in the library's hidden staging folder (``stagingFolderName``), flushed
+/// to disk, and published by an atomic rename into the library (``publishFile(_:as:replacing:)``) only after they
+/// are verified. File data moves
 /// through `_NIOFileSystem` or whole-file jobs; the metadata calls (listing, commit, clean-up) run as single jobs on
 /// the I/O thread pool; a file goes to `sendfile`, which runs on an event loop, only while it is wholly in the page
 /// cache: no event loop waits for the disk.
@@ -30,7 +31,16 @@ public struct FileLibrary: Sendable {
     /// The last listing, while nothing in the folder has changed.
     let listingCache: ListingCache
 
-    /// Staging files start with this; a dot-name is never valid, so staging is never listed or retrievable.
+    /// The folder of staging files, beside the library's files. A dot-name: never listed or retrievable.
+    ///
+    /// A folder of their own rather than dot-names among the files: the listing cache watches the library folder
+    /// with inotify, which reports every create, write and close in it, so staging files there made each small
+    /// upload queue five events instead of one (the rename into place), about 5 µs of the server's CPU per file
+    /// (a C loop on tmpfs with the same watch: 21–23 against 16–20 µs per file), and every upload in progress made
+    /// the cached listing stale with each of its writes.
+    static let stagingFolderName = ".ferry-staging"
+    /// Staging files start with this (also in the library folder itself, where versions before the staging
+    /// folder kept them, and where start-up still removes any left by a crash).
     static let stagingPrefix = ".ferry-staging-"
 
     /// The folder of ``ChunkChecksums`` tables, one per file, named like the file. A dot-name: never listed.
@@ -59,6 +69,13 @@ public struct FileLibrary: Sendable {
             let root = String(cString: resolved)
             // Without the folder (a read-only library), downloads simply go without tables.
             _ = mkdir(root + "/" + Self.checksumFolderName, 0o755)
+            // Without it, uploads are refused with the reason (a read-only library); never anything but a folder.
+            let staging = root + "/" + Self.stagingFolderName
+            if mkdir(staging, 0o700) != 0, errno == EEXIST {
+                guard lstat(staging, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+                    throw LibraryError.storage("'\(staging)' is in the way: the staging folder must be a folder")
+                }
+            }
             return FilePath(root)
         }
         let library = FileLibrary(root: root, fileSystem: fileSystem, threadPool: threadPool)
@@ -77,10 +94,11 @@ public struct FileLibrary: Sendable {
         self.root.appending(name)
     }
 
-    /// A fresh staging file name in the library (hidden, random; see ``stagingPrefix``).
+    /// A fresh staging file name in the staging folder (random; see ``stagingFolderName``).
     private func newStagingPath() -> FilePath {
         var random = SystemRandomNumberGenerator()
-        return self.path(Self.stagingPrefix + String(random.next(), radix: 16))
+        let name = Self.stagingPrefix + String(random.next(), radix: 16)
+        return self.root.appending(Self.stagingFolderName).appending(name)
     }
 
     // MARK: - Listing
@@ -540,11 +558,14 @@ public struct FileLibrary: Sendable {
     private func removeLeftovers() async throws {
         let root = self.root.string
         let checksumFolder = self.root.appending(Self.checksumFolderName).string
+        let stagingFolder = self.root.appending(Self.stagingFolderName).string
         let prefix = Array(Self.stagingPrefix.utf8)
         try await self.threadPool.runIfActive {
-            try Self.forEachEntry(in: root) { descriptor, name, _ in
-                guard name.starts(with: prefix) else { return }
-                _ = String(decoding: name, as: UTF8.self).withCString { unlinkat(descriptor, $0, 0) }
+            for folder in [root, stagingFolder] {
+                try? Self.forEachEntry(in: folder) { descriptor, name, type in
+                    guard name.starts(with: prefix), type != DT_DIR else { return }
+                    _ = String(decoding: name, as: UTF8.self).withCString { unlinkat(descriptor, $0, 0) }
+                }
             }
             let rootDescriptor = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             guard rootDescriptor >= 0 else { return }

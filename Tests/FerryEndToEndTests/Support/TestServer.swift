@@ -19,8 +19,8 @@ struct TestServer: Sendable {
         self.root.appendingPathComponent(name).path
     }
 
-    /// Every name in the library folder, hidden ones included, but for the folder of checksum tables: what a test
-    /// checks for leftovers.
+    /// Every name in the library folder, hidden ones included, and every staging file: what a test checks for
+    /// leftovers (see ``Scratch/libraryContents(_:)``).
     func folderContents() throws -> [String] {
         try Scratch.libraryContents(self.root)
     }
@@ -85,8 +85,14 @@ struct TestFailure: Error, CustomStringConvertible {
 /// Temporary folders under one per-run root, removed by the OS's tmp cleaning; tests never share one.
 enum Scratch {
     /// Every name in a library folder, hidden ones included, but for the server's folder of checksum tables.
+    /// The library's names but for its two folders, and the staging folder's names as `.ferry-staging/NAME`: what a
+    /// test checks for leftovers.
     static func libraryContents(_ folder: URL) throws -> [String] {
-        try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0 != ".ferry-checksums" }.sorted()
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder.path)
+            .filter { $0 != ".ferry-checksums" && $0 != ".ferry-staging" }
+        let staging = folder.appendingPathComponent(".ferry-staging").path
+        let staged = (try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? []
+        return (names + staged.map { ".ferry-staging/\($0)" }).sorted()
     }
 
     static func makeDirectory(_ label: String) -> URL {

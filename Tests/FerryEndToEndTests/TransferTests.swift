@@ -145,6 +145,29 @@ struct TransferTests {
         }
     }
 
+    @Test func uploadsMakeTheStagingFolderAgainIfItWasRemoved() async throws {
+        try await TestServer.run { server in
+            let staging = server.root.appendingPathComponent(".ferry-staging")
+            try FileManager.default.removeItem(at: staging)
+            let scratch = Scratch.makeDirectory("client")
+            let small = Scratch.randomBytes(1_000, seed: 21)
+            let large = Scratch.randomBytes(3 << 20, seed: 22)
+            try Data(small).write(to: scratch.appendingPathComponent("small"))
+            try Data(large).write(to: scratch.appendingPathComponent("large"))
+            // A small upload (committed with its group) and a large one (streamed to a staging file of its own).
+            try await server.client.withConnection {
+                _ = try await $0.put(scratch.appendingPathComponent("small").path, as: "small")
+            }
+            try FileManager.default.removeItem(at: staging)
+            try await server.client.withConnection {
+                _ = try await $0.put(scratch.appendingPathComponent("large").path, as: "large")
+            }
+            #expect(try server.contents(of: "small") == small)
+            #expect(try server.contents(of: "large") == large)
+            #expect(try server.folderContents() == ["large", "small"])
+        }
+    }
+
     @Test func existingFilesAreKeptUnlessOverwriteIsAsked() async throws {
         try await TestServer.run { server in
             let scratch = Scratch.makeDirectory("client")

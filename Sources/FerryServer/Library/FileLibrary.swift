@@ -432,20 +432,30 @@ public struct FileLibrary: Sendable {
     /// A new, empty, hidden staging file for an upload.
     func createStagingFile() async throws -> StagingFile {
         let path = self.newStagingPath()
+        let options = OpenOptions.Write(
+            existingFile: .none,
+            newFile: OpenOptions.NewFile(permissions: nil, transactionalCreation: false),
+            followSymbolicLinks: false,
+            closeOnExec: true
+        )
         do {
-            let handle = try await self.fileSystem.openFile(
-                forWritingAt: path,
-                options: OpenOptions.Write(
-                    existingFile: .none,
-                    newFile: OpenOptions.NewFile(permissions: nil, transactionalCreation: false),
-                    followSymbolicLinks: false,
-                    closeOnExec: true
-                )
-            )
+            let handle: WriteFileHandle
+            do {
+                handle = try await self.fileSystem.openFile(forWritingAt: path, options: options)
+            } catch let error as FileSystemError where error.code == .notFound {
+                // The staging folder was removed while the server ran: make it again.
+                let folder = self.stagingFolder
+                _ = try? await self.threadPool.runIfActive { mkdir(folder, 0o700) }
+                handle = try await self.fileSystem.openFile(forWritingAt: path, options: options)
+            }
             return StagingFile(handle: handle, path: path)
         } catch {
             throw LibraryError.storage("cannot create a staging file: \(error)")
         }
+    }
+
+    private var stagingFolder: String {
+        self.root.appending(Self.stagingFolderName).string
     }
 
     /// Flushes the staging file to disk and publishes it as `name` (``publishFile(_:as:replacing:)``: without
@@ -518,7 +528,10 @@ public struct FileLibrary: Sendable {
             )
         }
         do {
+            let stagingFolder = self.stagingFolder
             return try await self.threadPool.runIfActive { () -> [LibraryError?] in
+                // One call per group, in case the staging folder was removed while the server ran.
+                _ = mkdir(stagingFolder, 0o700)
                 let failures = BlockingFileIO.publishGroup(files)
                 if failures.contains(where: { $0 == nil }) {
                     Self.synchronizeFolder(root)
@@ -558,7 +571,7 @@ public struct FileLibrary: Sendable {
     private func removeLeftovers() async throws {
         let root = self.root.string
         let checksumFolder = self.root.appending(Self.checksumFolderName).string
-        let stagingFolder = self.root.appending(Self.stagingFolderName).string
+        let stagingFolder = self.stagingFolder
         let prefix = Array(Self.stagingPrefix.utf8)
         try await self.threadPool.runIfActive {
             for folder in [root, stagingFolder] {

@@ -44,13 +44,16 @@ public func initialize(
 /// The server's folder of checksum tables: kept between inputs, so a later input may meet a table for a file an
 /// earlier one stored (tables must then be recognised as stale).
 private let checksumFolder = ".ferry-checksums"
+/// The server's folder of staging files, made when the library is opened: kept between inputs, and empty after
+/// each session.
+private let stagingFolder = ".ferry-staging"
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzServerSession(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     var input = FuzzInput(start, count)
     let script = WireScript(&input)
     let server = server
-    sandbox.reset(keeping: [checksumFolder])
+    sandbox.reset(keeping: [checksumFolder, stagingFolder])
     runBlocking {
         guard let connection = try? await InMemoryConnection.make() else { fatalError("no in-memory channel") }
         async let served: Void = server.serve(connection.asyncChannel)
@@ -59,8 +62,10 @@ public func fuzzServerSession(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         await connection.tearDown()
     }
     sandbox.checkNothingEscaped()
-    for name in sandbox.contents() where name != checksumFolder {
-        precondition(!name.hasPrefix("."), "a staging file survived the session: \(name)")
+    let staged = sandbox.contents(of: stagingFolder)
+    precondition(staged.isEmpty, "a staging file survived the session: \(staged)")
+    for name in sandbox.contents() where name != checksumFolder && name != stagingFolder {
+        precondition(!name.hasPrefix("."), "a hidden file appeared in the library: \(name)")
         precondition(script.storeNames.contains(name), "a file the input never stored: \(name)")
         guard let summary = sandbox.summary(of: name) else { continue }
         precondition(script.declaredEnds.contains(summary), "an unverified upload was committed: \(name)")

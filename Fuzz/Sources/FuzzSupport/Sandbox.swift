@@ -31,6 +31,11 @@ public struct Sandbox: Sendable {
         (try? FileManager.default.contentsOfDirectory(atPath: self.inner.path)) ?? []
     }
 
+    /// The names in a folder inside the inner one (none if it is missing).
+    public func contents(of folder: String) -> [String] {
+        (try? FileManager.default.contentsOfDirectory(atPath: self.inner.appendingPathComponent(folder).path)) ?? []
+    }
+
     /// Traps unless the outer folder holds only the inner one.
     public func checkNothingEscaped() {
         let outside = (try? FileManager.default.contentsOfDirectory(atPath: self.outer.path)) ?? []

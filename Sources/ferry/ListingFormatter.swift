@@ -18,7 +18,7 @@ enum ListingFormatter {
     /// 10,000-file library then formats and prints it in a fraction of a millisecond, in memory it reuses.
     static func table(_ entries: [ListEntry], emit: (UnsafeRawBufferPointer) -> Void) {
         guard !entries.isEmpty else {
-            "(the library is empty)\n".utf8.withContiguousStorageIfAvailable { emit(UnsafeRawBufferPointer($0)) }
+            Array("(the library is empty)\n".utf8).withUnsafeBytes(emit)
             return
         }
         let sizes = entries.map { Sizes.describe($0.size) }

@@ -159,14 +159,12 @@ struct ServerSession {
     private mutating func list(_ record: RequestRecord) async throws {
         let budget = self.listBatchBudget
         if let cached = self.library.listingCache.listing(batchBudget: budget) {
-            try await self.commitGroup()
-            try await self.flush()
-            try await self.writer.writeRaw(cached.frames)
+            try await self.write(encoded: cached.frames)
             self.log(record, bytes: UInt64(cached.count), result: "ok (unchanged since the last listing)")
             return
         }
         let generation = self.library.listingCache.generation()
-        // What was sent, encoded again for the cache, unless the listing grows past what the cache keeps.
+        // What was sent, kept for the cache unless the listing grows past what the cache keeps.
         var encoded = ByteBuffer()
         var cacheable = true
         var count = 0
@@ -180,18 +178,18 @@ struct ServerSession {
                 async let second = next.isEmpty ? [] : library.describe(next)
                 for entries in [try await first, try await second] where !entries.isEmpty {
                     count += entries.count
-                    let frames = self.listFrames(entries)
+                    var batch = ByteBuffer()
+                    for frame in self.listFrames(entries) {
+                        FrameSerializer.serialize(frame, into: &batch)
+                    }
                     if cacheable {
-                        for frame in frames {
-                            FrameSerializer.serialize(frame, into: &encoded)
-                        }
+                        encoded.writeImmutableBuffer(batch)
                         if encoded.readableBytes > ListingCache.maximumEncodedLength {
                             cacheable = false
                             encoded = ByteBuffer()
                         }
                     }
-                    try await self.reply(frames)
-                    try await self.flush()
+                    try await self.write(encoded: batch)
                 }
             }
         } catch let error as LibraryError {
@@ -209,6 +207,13 @@ struct ServerSession {
         }
         try await self.reply(end)
         self.log(record, bytes: UInt64(count), result: "ok")
+    }
+
+    /// Writes frames already encoded, after the replies queued before them.
+    private mutating func write(encoded frames: ByteBuffer) async throws {
+        try await self.commitGroup()
+        try await self.flush()
+        try await self.writer.writeRaw(frames)
     }
 
     /// Names per listing batch.

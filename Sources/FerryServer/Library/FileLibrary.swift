@@ -365,9 +365,7 @@ public struct FileLibrary: Sendable {
             let count = pread(descriptor, buffer.baseAddress, wanted, off_t(offset))
             if count < 0, errno == EINTR { continue }
             guard count > 0 else { return nil }
-            var crc = CRC32()
-            crc.update(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
-            builder.append(length: count, crc32: crc.value)
+            builder.append(length: count, crc32: CRC32.checksum(UnsafeRawBufferPointer(rebasing: buffer[..<count])))
             offset += UInt64(count)
         }
         var after = stat()
@@ -574,12 +572,13 @@ public struct FileLibrary: Sendable {
         let stagingFolder = self.stagingFolder
         let prefix = Array(Self.stagingPrefix.utf8)
         try await self.threadPool.runIfActive {
-            for folder in [root, stagingFolder] {
-                try? Self.forEachEntry(in: folder) { descriptor, name, type in
-                    guard name.starts(with: prefix), type != DT_DIR else { return }
-                    _ = String(decoding: name, as: UTF8.self).withCString { unlinkat(descriptor, $0, 0) }
-                }
+            let removeStaging = { (descriptor: Int32, name: [UInt8], type: Int32) in
+                guard name.starts(with: prefix), type != DT_DIR else { return }
+                _ = String(decoding: name, as: UTF8.self).withCString { unlinkat(descriptor, $0, 0) }
             }
+            // An unreadable library fails the start; a staging folder that could not be made holds nothing.
+            try Self.forEachEntry(in: root, removeStaging)
+            try? Self.forEachEntry(in: stagingFolder, removeStaging)
             let rootDescriptor = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             guard rootDescriptor >= 0 else { return }
             defer { close(rootDescriptor) }

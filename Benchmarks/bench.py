@@ -277,11 +277,33 @@ class Seed(System):
 
 # MARK: - Concurrent sessions
 
+def _zlib_crc32_combine():
+    """zlib's crc32_combine(), which Python's zlib module does not offer, through ctypes."""
+    import ctypes, ctypes.util
+    library = ctypes.CDLL(ctypes.util.find_library("z") or "libz.so.1")
+    library.crc32_combine.argtypes = [ctypes.c_ulong, ctypes.c_ulong, ctypes.c_long]
+    library.crc32_combine.restype = ctypes.c_ulong
+    return library.crc32_combine
+
+
+crc32_combine = _zlib_crc32_combine()
+
+
 class FerrySession:
-    """A minimal Ferry client (SPEC.md) for the many-sessions test: connect and handshake, then RETR on demand."""
+    """A minimal Ferry client (SPEC.md) for the many-sessions test: connect and handshake, then RETR on demand.
+
+    It receives as Ferry's own client does: file data is written as it arrives, and one pass of zlib over each
+    piece serves both checks (each frame's CRC-32 is the header's combined with the payload's, and the payloads'
+    CRC-32s combine into the whole file's). Pieces are received with `recv` of up to 1 MiB, so a frame costs a few
+    calls and no zero-filled buffer; that took 200 sessions from 0.33 to 0.27 s here against the same server (the
+    FTP side keeps ftplib's `retrbinary` with 64 KiB blocks, its faster setting: 0.30 s, and 0.33 s with 1 MiB).
+    """
+
+    RECEIVE_SIZE = 1 << 20
 
     def __init__(self, port, name, directory):
         self.port, self.name, self.directory = port, name, directory
+        self.longest_wait = 0
 
     @staticmethod
     def frame(kind, payload):
@@ -298,18 +320,20 @@ class FerrySession:
         if kind != 0x01:
             raise RuntimeError(f"server answered {kind:#x} instead of HELLO")
 
+    def receive(self, count):
+        """Up to `count` bytes, timing the wait for them (a wait over 1 s is a stall)."""
+        started = time.time()
+        piece = self.sock.recv(count)
+        self.longest_wait = max(self.longest_wait, time.time() - started)
+        if not piece:
+            raise RuntimeError("connection closed")
+        return piece
+
     def read(self, count):
-        """Exactly `count` bytes, received straight into their own buffer (no copy beyond the kernel's)."""
-        out = bytearray(count)
-        view = memoryview(out)
-        got = 0
-        while got < count:
-            started = time.time()
-            n = self.sock.recv_into(view[got:], count - got)
-            self.longest_wait = max(getattr(self, "longest_wait", 0), time.time() - started)
-            if not n:
-                raise RuntimeError("connection closed")
-            got += n
+        """Exactly `count` bytes: headers, trailers, short payloads."""
+        out = bytearray()
+        while len(out) < count:
+            out += self.receive(count - len(out))
         return out
 
     def next_frame(self):
@@ -327,19 +351,32 @@ class FerrySession:
         kind, _ = self.next_frame()
         if kind != 0x24:
             raise RuntimeError(f"RETR answered {kind:#x}")
-        crc, length = 0, 0
+        file_crc, length = 0, 0
         with open(os.path.join(self.directory, f"{self.name}.{id(self)}"), "wb") as out:
             while True:
-                kind, payload = self.next_frame()
-                if kind == 0x30:
-                    crc, length = zlib.crc32(payload, crc), length + len(payload)
-                    out.write(payload)
-                elif kind == 0x31:
-                    if struct.unpack(">QI", payload) != (length, crc):
-                        raise RuntimeError("whole-file check failed")
+                header = self.read(10)
+                kind, _, remaining = struct.unpack(">BBQ", header)
+                if kind != 0x30:
                     break
-                else:
-                    raise RuntimeError(f"unexpected frame {kind:#x}")
+                payload_length, payload_crc = remaining, 0
+                while remaining:
+                    piece = self.receive(min(remaining, self.RECEIVE_SIZE))
+                    payload_crc = zlib.crc32(piece, payload_crc)
+                    out.write(piece)
+                    remaining -= len(piece)
+                (crc,) = struct.unpack(">I", self.read(4))
+                if crc != crc32_combine(zlib.crc32(header), payload_crc, payload_length):
+                    raise RuntimeError("bad CRC")
+                file_crc = crc32_combine(file_crc, payload_crc, payload_length)
+                length += payload_length
+        if kind != 0x31:
+            raise RuntimeError(f"unexpected frame {kind:#x}")
+        end = self.read(remaining)
+        (crc,) = struct.unpack(">I", self.read(4))
+        if crc != zlib.crc32(end, zlib.crc32(header)):
+            raise RuntimeError("bad CRC")
+        if struct.unpack(">QI", end) != (length, file_crc):
+            raise RuntimeError("whole-file check failed")
         self.sock.close()
 
 

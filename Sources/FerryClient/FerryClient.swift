@@ -43,7 +43,7 @@ public struct FerryClient: Sendable {
             let bootstrap = ClientBootstrap(group: self.eventLoopGroup)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelOption(.writeBufferWaterMark, value: ChannelTuning.writeBufferWaterMark)
-                .channelOption(.recvAllocator, value: ChannelTuning.receiveAllocator)
+                .channelOption(.recvAllocator, value: ChannelTuning.clientReceiveAllocator)
                 .connectTimeout(.seconds(10))
             let initializer: @Sendable (any Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, IOData>> = {
                 channel in

@@ -408,7 +408,9 @@ public final class FerryConnection {
         let options: StoreOptions = overwrite ? [.overwrite] : []
         let window = max(1, window)
         try await self.guarded {
-            let chunk = ProtocolLimits.defaultDataChunkLength
+            // A file sent whole goes in one DATA frame, so it must fit the server's limit (SPEC.md §4), which
+            // may be as low as 64 KiB.
+            let chunk = min(ProtocolLimits.defaultDataChunkLength, self.writer.peerMaximumPayloadLength)
             var readAhead: (start: Int, files: [LocalSource.Peek]) = (0, [])
             // Small uploads sent and not yet answered, oldest first.
             var awaiting: [(index: Int, size: UInt64)] = []

@@ -87,9 +87,11 @@ enum ListingFormatter {
             + "\(self.two(Int(parts.tm_hour))):\(self.two(Int(parts.tm_min)))"
     }
 
+    /// Whole seconds (rounded down, also before 1970) and the nanoseconds after them; any `Int64` from the wire,
+    /// `Int64.min` included, without overflow.
     private static func split(_ nanoseconds: Int64) -> (seconds: Int64, fraction: Int64) {
-        let seconds = nanoseconds >= 0 ? nanoseconds / 1_000_000_000 : (nanoseconds + 1) / 1_000_000_000 - 1
-        return (seconds, nanoseconds - seconds * 1_000_000_000)
+        let (seconds, fraction) = nanoseconds.quotientAndRemainder(dividingBy: 1_000_000_000)
+        return fraction < 0 ? (seconds - 1, fraction + 1_000_000_000) : (seconds, fraction)
     }
 
     private static func two(_ value: Int) -> String {

@@ -7,6 +7,7 @@ import Darwin
 /// A one-line progress bar on stderr: bytes, percentage, rate and time left. Drawn only when stderr is a
 /// terminal, at most ten times a second, so piped output stays clean and fast.
 final class ProgressBar {
+    private static let longestEstimate: Double = 365 * 24 * 3600
     private let label: String
     private let enabled = Terminal.stderrIsTerminal
     private let started = ContinuousClock.now
@@ -23,7 +24,7 @@ final class ProgressBar {
         if let last = self.lastDrawn, now - last < .milliseconds(100), done < total { return }
         self.lastDrawn = now
         let elapsed = self.seconds(now - self.started)
-        let fraction = total == 0 ? 1 : Double(done) / Double(total)
+        let fraction = total == 0 ? 1 : min(Double(done) / Double(total), 1)
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
         let remaining = rate > 0 ? Double(total - min(done, total)) / rate : 0
         let width = 24
@@ -47,7 +48,9 @@ final class ProgressBar {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
+    /// `m:ss`, or `--:--` beyond a year: a size announced by the server can make the estimate absurd.
     private func clock(_ seconds: Double) -> String {
+        guard seconds.isFinite, seconds >= 0, seconds < Self.longestEstimate else { return "--:--" }
         let total = Int(seconds.rounded())
         let minutes = total / 60
         let rest = total % 60

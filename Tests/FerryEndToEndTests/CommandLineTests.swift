@@ -288,4 +288,56 @@ struct CommandLineTests {
         let clean = try await Binaries.run("ferry", ["--port", "\(daemon.port)"], input: "list\n")
         #expect(clean.status == 0, "end of input ends the shell; all commands worked")
     }
+
+    /// What a server sends is data, never an instruction: timestamps at the ends of their range, a size of 16 EiB and
+    /// an error message full of terminal escape sequences must neither stop `ferry` nor reach the terminal as they are.
+    @Test func aHostileServersBytesNeitherCrashFerryNorDriveTheTerminal() async throws {
+        let hello = Hello(minimumVersion: 1, maximumVersion: 1, maximumFramePayload: 1 << 20, maximumFileSize: .max)
+        let greeting = Handshake.magic + RawConnection.encode(.hello(hello))
+        // The greeting at once, the answer once the request is in (the client's own greeting is 42 bytes).
+        let listing = try await TextListener.start(script: [
+            (after: 0, reply: ByteBuffer(bytes: greeting)),
+            (
+                after: 43,
+                reply: ByteBuffer(
+                    bytes: RawConnection.encode(
+                        .listEntries([
+                            ListEntry(name: "ancient.txt", size: .max, modified: .min),
+                            ListEntry(name: "future.txt", size: 1, modified: .max),
+                        ])
+                    ) + RawConnection.encode(.listEnd(ListEnd(count: 2)))
+                )
+            ),
+        ])
+        defer { Task { await listing.stop() } }
+        let table = try await Binaries.run("ferry", ["list", "--port", "\(listing.port)"])
+        #expect(table.status == 0, "\(table.stderr)")
+        #expect(
+            table.stdout.contains("ancient.txt") && table.stdout.contains("future.txt")
+                && table.stdout.contains("2 files")
+        )
+        let json = try await Binaries.run("ferry", ["list", "--json", "--port", "\(listing.port)"])
+        #expect(json.status == 0, "\(json.stderr)")
+        let entries = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]]
+        #expect(entries?.count == 2)
+
+        let escapes = "gone\u{1B}[2J\u{1B}]52;c;aGk=\u{07}\u{9B}31m"
+        let refusal = try await TextListener.start(script: [
+            (after: 0, reply: ByteBuffer(bytes: greeting)),
+            (
+                after: 43,
+                reply: ByteBuffer(bytes: RawConnection.encode(.error(ErrorReply(code: .noSuchFile, message: escapes))))
+            ),
+        ])
+        defer { Task { await refusal.stop() } }
+        let work = Scratch.makeDirectory("hostile")
+        let get = try await Binaries.run(
+            "ferry",
+            ["get", "x.txt", "--port", "\(refusal.port)"],
+            currentDirectory: work
+        )
+        #expect(get.status == 1)
+        #expect(get.stderr == "ferry: gone\\u{1b}[2J\\u{1b}]52;c;aGk=\\u{7}\\u{9b}31m\n")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: work.path).isEmpty)
+    }
 }

@@ -1,5 +1,6 @@
 import FerryClient
 import FerryProtocol
+import FerryServer
 import Foundation
 import Testing
 
@@ -264,6 +265,59 @@ struct TransferTests {
             try await connection.send(.retrieve(RetrieveRequest(name: "file", offset: UInt64(size + 1))))
             #expect(try await connection.expectError() == .invalidOffset)
             await connection.close()
+        }
+    }
+
+    /// A server may accept frames as small as 64 KiB (SPEC.md §4): a file sent whole in one DATA frame must then fit
+    /// that limit too, not the client's own 256 KiB.
+    @Test func uploadsKeepWithinTheServersFrameLimit() async throws {
+        var configuration = ServerConfiguration()
+        configuration.maximumFramePayload = Int(ProtocolLimits.minimumFramePayload)
+        try await TestServer.run(configuration: configuration) { server in
+            try await self.roundTrip(Scratch.randomBytes(100 * 1024, seed: 100), name: "between-limits", server: server)
+            try await self.roundTrip(Scratch.randomBytes(300 * 1024, seed: 300), name: "streamed", server: server)
+            let scratch = Scratch.makeDirectory("several")
+            let paths = (0..<3).map { scratch.appendingPathComponent("f\($0)").path }
+            for (index, path) in paths.enumerated() {
+                try Data(Scratch.randomBytes(90 * 1024, seed: UInt64(index))).write(to: URL(fileURLWithPath: path))
+            }
+            var outcomes: [Result<UInt64, FerryClientError>] = []
+            try await server.client.withConnection { connection in
+                try await connection.put(paths.enumerated().map { .init(source: $1, name: "f\($0)") }) {
+                    outcomes.append($1)
+                }
+            }
+            #expect(outcomes.count == 3 && outcomes.allSatisfy { (try? $0.get()) == 90 * 1024 }, "\(outcomes)")
+        }
+    }
+
+    /// A name may take all 255 bytes a file name can have; the download's temporary name beside it must not need
+    /// more.
+    @Test func theLongestNamesDownload() async throws {
+        let long = String(repeating: "é", count: 125) + "name!"
+        #expect(long.utf8.count == 255)
+        try await TestServer.run { server in
+            try await self.roundTrip(Scratch.randomBytes(1000, seed: 1), name: long, server: server)
+            try await self.roundTrip(
+                Scratch.randomBytes(600 * 1024, seed: 2),
+                name: "b" + long.dropFirst(),
+                server: server
+            )
+            let mirror = Scratch.makeDirectory("mirror")
+            var outcomes: [Result<UInt64, FerryClientError>] = []
+            try await server.client.withConnection { connection in
+                let files = try await connection.list()
+                try await connection.get(
+                    files.map { .init(name: $0.name, destination: mirror.appendingPathComponent($0.name).path) }
+                ) {
+                    outcomes.append($1)
+                }
+            }
+            #expect(outcomes.count == 2 && outcomes.allSatisfy { (try? $0.get()) != nil }, "\(outcomes)")
+            #expect(
+                try FileManager.default.contentsOfDirectory(atPath: mirror.path).count == 2,
+                "no temporary file left"
+            )
         }
     }
 }

@@ -23,6 +23,21 @@ struct TextListener {
         return TextListener(channel: channel, port: channel.localAddress?.port ?? 0)
     }
 
+    /// A listener that plays a server's part of a conversation: each reply is written once the client has sent at
+    /// least `after` bytes in all, and the connection closes after the last one, so a client that writes between
+    /// two replies is not met by a closed socket.
+    static func start(script: [(after: Int, reply: ByteBuffer)]) async throws -> TextListener {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ScriptedReplier(script: script))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+        return TextListener(channel: channel, port: channel.localAddress?.port ?? 0)
+    }
+
     /// A port on which nothing listens (bound, read, released).
     static func unusedPort() async throws -> Int {
         let listener = try await Self.start(reply: "")
@@ -50,6 +65,39 @@ private final class Replier: ChannelInboundHandler, Sendable {
         let channel = context.channel
         context.writeAndFlush(NIOAny(self.reply)).whenComplete { _ in
             channel.close(promise: nil)
+        }
+    }
+}
+
+/// Writes each reply of its script once enough bytes have arrived, then closes.
+private final class ScriptedReplier: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private var script: ArraySlice<(after: Int, reply: ByteBuffer)>
+    private var received = 0
+
+    init(script: [(after: Int, reply: ByteBuffer)]) {
+        self.script = script[...]
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.play(context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.received += self.unwrapInboundIn(data).readableBytes
+        self.play(context)
+    }
+
+    private func play(_ context: ChannelHandlerContext) {
+        while let next = self.script.first, next.after <= self.received {
+            self.script.removeFirst()
+            context.write(NIOAny(next.reply), promise: nil)
+        }
+        context.flush()
+        if self.script.isEmpty {
+            let channel = context.channel
+            context.writeAndFlush(NIOAny(ByteBuffer())).whenComplete { _ in channel.close(promise: nil) }
         }
     }
 }

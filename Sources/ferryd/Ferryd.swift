@@ -63,11 +63,18 @@ struct Ferryd: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
+    /// A year: any longer duration, or infinity, is a typing mistake (and would not fit the clock's milliseconds).
+    static let longestDuration: Double = 365 * 24 * 3600
+
     func validate() throws {
         guard (0...65_535).contains(self.port) else { throw ValidationError("--port must be between 0 and 65535") }
         guard self.maxConnections > 0 else { throw ValidationError("--max-connections must be at least 1") }
-        guard self.idleTimeout > 0, self.gracePeriod >= 0 else {
-            throw ValidationError("--idle-timeout must be positive and --grace-period not negative")
+        guard self.idleTimeout > 0, self.gracePeriod >= 0,
+            self.idleTimeout <= Self.longestDuration, self.gracePeriod <= Self.longestDuration
+        else {
+            throw ValidationError(
+                "--idle-timeout must be positive and --grace-period not negative, both at most \(Int(Self.longestDuration)) s"
+            )
         }
         guard Logger.Level(rawValue: self.logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")

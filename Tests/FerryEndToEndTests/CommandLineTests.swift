@@ -58,6 +58,12 @@ struct CommandLineTests {
         ] {
             #expect(help.stdout.contains(flag), "--help explains \(flag)")
         }
+        // Durations that do not fit the clock are a usage error, not a crash.
+        for (flag, value) in [("--idle-timeout", "1e300"), ("--grace-period", "inf"), ("--idle-timeout", "nan")] {
+            let refused = try await Binaries.run("ferryd", ["--root", Scratch.makeDirectory("unused").path, flag, value])
+            #expect(refused.status == 64, "\(flag) \(value): \(refused.stderr)")
+            #expect(refused.stderr.contains("--idle-timeout must be positive"))
+        }
     }
 
     @Test func ferrydServesOverIPv6AndStopsCleanlyOnSIGTERM() async throws {

@@ -480,12 +480,12 @@ public struct FileLibrary: Sendable {
         let finalPath = self.path(name).string
         let root = self.root.string
         let tablePath = self.checksumPath(name)
-        let outcome = try? await self.threadPool.runIfActive { () -> Int32 in
+        let outcome = try? await self.threadPool.runIfActive { () -> (published: Int32, folderFlushed: Int32) in
             var staged = stat()
             let knowsStaged = lstat(stagingPath, &staged) == 0
             let failure = publishFile(stagingPath, as: finalPath, replacing: overwrite)
-            guard failure == 0 else { return failure }
-            Self.synchronizeFolder(root)
+            guard failure == 0 else { return (failure, 0) }
+            let flushed = Self.synchronizeFolder(root)
             var published = stat()
             // Only if the name still holds this upload: a racing overwrite may have replaced it already.
             if knowsStaged, lstat(finalPath, &published) == 0, published.st_ino == staged.st_ino,
@@ -494,14 +494,16 @@ public struct FileLibrary: Sendable {
             {
                 Self.store(table, at: tablePath)
             }
-            return 0
+            return (0, flushed)
         }
         switch outcome {
-        case 0?:
+        case (0, 0)?:
             return
-        case EEXIST?:
+        case (0, let code)?:
+            throw LibraryError.storage(Self.unflushedFolder(name, code))
+        case (EEXIST, _)?:
             throw LibraryError.fileExists(name)
-        case let code?:
+        case (let code, _)?:
             throw LibraryError.storage("cannot publish '\(name)': \(String(cString: strerror(code)))")
         case nil:
             unlink(stagingPath)
@@ -531,12 +533,10 @@ public struct FileLibrary: Sendable {
                 // One call per group, in case the staging folder was removed while the server ran.
                 _ = mkdir(stagingFolder, 0o700)
                 let failures = BlockingFileIO.publishGroup(files)
-                if failures.contains(where: { $0 == nil }) {
-                    Self.synchronizeFolder(root)
-                }
+                let flushed = failures.contains(where: { $0 == nil }) ? Self.synchronizeFolder(root) : 0
                 return zip(uploads, failures).map { upload, failure in
                     switch failure {
-                    case nil: nil
+                    case nil: flushed == 0 ? nil : .storage(Self.unflushedFolder(upload.name, flushed))
                     case .create(let error)?: .storage("cannot create a staging file: \(error)")
                     case .write(let error)?: .storage("cannot write the upload to disk: \(error)")
                     case .publish(EEXIST)?: .fileExists(upload.name)
@@ -614,12 +614,20 @@ public struct FileLibrary: Sendable {
     }
 
     /// Flushes the folder itself, so a name just published survives a power cut. Blocking.
-    private static func synchronizeFolder(_ root: String) {
+    ///
+    /// - Returns: 0, or the `errno` of the `open` or `fsync` that failed.
+    private static func synchronizeFolder(_ root: String) -> Int32 {
         let directory = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if directory >= 0 {
-            fsync(directory)
-            close(directory)
-        }
+        guard directory >= 0 else { return errno }
+        defer { close(directory) }
+        return fsync(directory) == 0 ? 0 : errno
+    }
+
+    /// Why an upload that is in the library is not reported stored: its new name may not survive a power cut, so
+    /// the client must not take it as safe (and drop its own copy).
+    private static func unflushedFolder(_ name: String, _ code: Int32) -> String {
+        "'\(name)' is in the library, but flushing the library folder failed (\(String(cString: strerror(code)))): "
+            + "it may not survive a power cut"
     }
 
     static func nanoseconds(seconds: Int64, nanoseconds: Int64) -> Int64 {

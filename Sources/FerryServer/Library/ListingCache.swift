@@ -76,11 +76,11 @@ final class ListingCache: Sendable {
         self.withChangesTakenIn { $0.generation }
     }
 
-    /// Runs `body` on the state after taking in the changes queued so far.
+    /// Runs `body` on the state after taking in the changes queued so far, all under the lock: an event read by one
+    /// thread has made the cache stale before any other can look at it.
     private func withChangesTakenIn<Result: Sendable>(_ body: (inout State) -> Result) -> Result {
-        let changed = self.drainEvents()
-        return self.state.withLock { state in
-            if changed {
+        self.state.withLock { state in
+            if self.drainEvents() {
                 state.listing = nil
                 state.generation &+= 1
             }
@@ -94,9 +94,9 @@ final class ListingCache: Sendable {
         var compact = listing
         compact.frames = ByteBufferAllocator().buffer(capacity: listing.frames.readableBytes)
         compact.frames.writeImmutableBuffer(listing.frames)
-        let current = self.generation()
-        self.state.withLock { state in
-            if current == generation {
+        // Compared and stored under one lock: a change taken in by another thread in between cannot be missed.
+        self.withChangesTakenIn { state in
+            if state.generation == generation {
                 state.listing = compact
             }
         }

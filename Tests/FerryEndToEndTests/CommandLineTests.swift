@@ -60,7 +60,10 @@ struct CommandLineTests {
         }
         // Durations that do not fit the clock are a usage error, not a crash.
         for (flag, value) in [("--idle-timeout", "1e300"), ("--grace-period", "inf"), ("--idle-timeout", "nan")] {
-            let refused = try await Binaries.run("ferryd", ["--root", Scratch.makeDirectory("unused").path, flag, value])
+            let refused = try await Binaries.run(
+                "ferryd",
+                ["--root", Scratch.makeDirectory("unused").path, flag, value]
+            )
             #expect(refused.status == 64, "\(flag) \(value): \(refused.stderr)")
             #expect(refused.stderr.contains("--idle-timeout must be positive"))
         }

@@ -82,7 +82,9 @@ struct TestFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Temporary folders under one per-run root, removed by the OS's tmp cleaning; tests never share one.
+/// Temporary folders under one root per test process; tests never share one. The root is removed when the process
+/// exits, and roots left by test processes that no longer run (a crash, a kill) are removed by the next run: a run
+/// writes about half a gigabyte.
 enum Scratch {
     /// Every name in a library folder, hidden ones included, but for the server's folder of checksum tables.
     /// The library's names but for its two folders, and the staging folder's names as `.ferry-staging/NAME`: what a
@@ -96,12 +98,28 @@ enum Scratch {
     }
 
     static func makeDirectory(_ label: String) -> URL {
-        let url = FileManager.default.temporaryDirectory
-            .appendingPathComponent("ferry-tests-\(ProcessInfo.processInfo.processIdentifier)")
-            .appendingPathComponent("\(label)-\(UUID().uuidString.prefix(8))")
+        let url = Self.root.appendingPathComponent("\(label)-\(UUID().uuidString.prefix(8))")
         try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
     }
+
+    private static let prefix = "ferry-tests-"
+
+    private static let root: URL = {
+        let temporary = FileManager.default.temporaryDirectory
+        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: temporary.path)) ?? []
+        for name in leftovers where name.hasPrefix(Self.prefix) {
+            // A process that no longer exists: kill(2) with signal 0 only asks.
+            if let pid = pid_t(name.dropFirst(Self.prefix.count)), kill(pid, 0) != 0, errno == ESRCH {
+                try? FileManager.default.removeItem(at: temporary.appendingPathComponent(name))
+            }
+        }
+        atexit {
+            let mine = FileManager.default.temporaryDirectory.appendingPathComponent("ferry-tests-\(getpid())")
+            try? FileManager.default.removeItem(at: mine)
+        }
+        return temporary.appendingPathComponent("\(Self.prefix)\(getpid())")
+    }()
 
     /// Random bytes from the kernel: fast even in a debug build, so tests do not hog the cooperative threads
     /// that the in-process server shares with them.

@@ -475,13 +475,14 @@ public final class FerryConnection {
                     }
                     progress(index, size, size)
                     try await collect(downTo: window)
-                case .stream(let handle, let size):
+                case .stream(let handle, let opened):
+                    let size = UInt64(max(opened.size, 0))
                     try await collect(downTo: 0)
                     let outcome: Result<UInt64, FerryClientError>
                     do {
                         outcome = try await self.upload(
                             handle,
-                            size: size,
+                            opened: opened,
                             as: upload.name,
                             options: options,
                             source: upload.source,
@@ -522,12 +523,13 @@ public final class FerryConnection {
     /// Streams a large file: STOR, wait for READY, DATA as it is read, END, then the answer.
     private func upload(
         _ handle: ReadFileHandle,
-        size: UInt64,
+        opened: _NIOFileSystem.FileInfo,
         as name: String,
         options: StoreOptions,
         source: String,
         progress: (UInt64) -> Void
     ) async throws -> Result<UInt64, FerryClientError> {
+        let size = UInt64(max(opened.size, 0))
         try await self.writer.write(.store(StoreRequest(name: name, size: size, options: options)))
         switch try await self.nextReplyOrRequestError() {
         case .failure(let refusal):
@@ -553,6 +555,13 @@ public final class FerryConnection {
             _ = try await self.nextReplyOrRequestError()
             return .failure(.localFile("'\(source)' changed while being sent"))
         }
+        if await Self.changed(handle, since: opened) {
+            // Written to while it was read (grown, or rewritten in place): what was sent may be a mix of old and
+            // new bytes, which the server would verify and keep. It drops them instead (ABORT, answered ABORTED).
+            try await self.writer.write(.abort)
+            _ = try await self.nextReplyOrRequestError()
+            return .failure(.localFile("'\(source)' changed while being sent; it was not stored"))
+        }
         try await self.writer.write(.end(transfer.end))
         switch try await self.nextReplyOrRequestError() {
         case .failure(let refusal):
@@ -562,6 +571,14 @@ public final class FerryConnection {
         case .success(let other):
             throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to END")
         }
+    }
+
+    /// Whether the open file's size, modification or status-change time differs from what it was when opened (or
+    /// it can no longer be inspected).
+    private static func changed(_ handle: ReadFileHandle, since opened: _NIOFileSystem.FileInfo) async -> Bool {
+        guard let now = try? await handle.info() else { return true }
+        return now.size != opened.size || now.lastDataModificationTime != opened.lastDataModificationTime
+            || now.lastStatusChangeTime != opened.lastStatusChangeTime
     }
 
     // MARK: - EXIT

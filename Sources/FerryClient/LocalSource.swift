@@ -8,8 +8,8 @@ import _NIOFileSystem
 enum LocalSource {
     /// The whole file, read in one thread-pool job (open, check, read, close).
     case whole(ByteBuffer)
-    /// A larger file, open for reading chunk by chunk.
-    case stream(ReadFileHandle, size: UInt64)
+    /// A larger file, open for reading chunk by chunk, and what it was when opened.
+    case stream(ReadFileHandle, opened: _NIOFileSystem.FileInfo)
 
     /// What a group read found for one file.
     enum Peek: Sendable {
@@ -76,7 +76,7 @@ enum LocalSource {
                 try? await handle.closeRegardlessOfCancellation()
                 throw FerryClientError.localFile("'\(path)' is not a regular file")
             }
-            return .stream(handle, size: UInt64(max(info.size, 0)))
+            return .stream(handle, opened: info)
         } catch let error as FerryClientError {
             throw error
         } catch {

@@ -227,6 +227,45 @@ struct FailureTests {
         }
     }
 
+    /// A local file written to while `ferry put` reads it (grown, or rewritten in place) is not stored: what was
+    /// sent may mix old and new bytes, which would pass every check.
+    @Test(arguments: ["rewritten", "grown"])
+    func aFileChangedWhileItIsUploadedIsNotStored(_ change: String) async throws {
+        try await TestServer.run { server in
+            let source = Scratch.makeDirectory("changing").appendingPathComponent("source")
+            try Data(Scratch.randomBytes(8 << 20, seed: 7)).write(to: source)
+            // Clear of the clock tick in which the file was written, so that a change shows in its times.
+            try await Task.sleep(for: .milliseconds(50))
+            var changed = false
+            let outcome: Result<UInt64, any Error>
+            do {
+                outcome = .success(
+                    try await server.client.withConnection { connection in
+                        try await connection.put(source.path, as: "changing") { done, _ in
+                            guard done > 0, !changed, let file = FileHandle(forUpdatingAtPath: source.path) else {
+                                return
+                            }
+                            changed = true
+                            if change == "grown" {
+                                file.seekToEndOfFile()
+                            }
+                            file.write(Data([0x23]))
+                            try? file.close()
+                        }
+                    }
+                )
+            } catch {
+                outcome = .failure(error)
+            }
+            #expect(changed)
+            guard case .failure(FerryClientError.localFile(let message)) = outcome else {
+                throw TestFailure("the upload ended with \(outcome)")
+            }
+            #expect(message.contains("changed while being sent"))
+            #expect(try server.folderContents() == [], "nothing was stored")
+        }
+    }
+
     private func startUploadTrickling(_ bytes: [UInt8], server: TestServer) async throws -> RawConnection {
         let connection = try await self.startUpload("trickle", size: UInt64(bytes.count), server: server)
         for byte in bytes {

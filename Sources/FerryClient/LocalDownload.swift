@@ -26,6 +26,7 @@ final class LocalDownload {
 
     static func create(beside target: FilePath) async throws -> LocalDownload {
         let path = Self.temporaryPath(beside: target)
+        PartialDownloads.add(path.string)
         do {
             let handle = try await FileSystem.shared.openFile(
                 forWritingAt: path,
@@ -38,6 +39,7 @@ final class LocalDownload {
             )
             return LocalDownload(handle: handle, path: path)
         } catch {
+            PartialDownloads.remove(path.string)
             throw FerryClientError.localFile(
                 "cannot create a file beside '\(target)': \(FerryConnection.describe(error))"
             )
@@ -51,6 +53,8 @@ final class LocalDownload {
     /// - Returns: for each file in order, `nil` once it is in place, or why it is not.
     static func publish(_ files: [VerifiedDownload], overwrite: Bool) async -> [FerryClientError?] {
         let temporaries = files.map { Self.temporaryPath(beside: $0.target).string }
+        PartialDownloads.add(temporaries)
+        defer { PartialDownloads.remove(temporaries) }
         do {
             let group = zip(files, temporaries).map { file, temporary in
                 BlockingFileIO.GroupFile(
@@ -150,6 +154,7 @@ final class LocalDownload {
         let failure = try await NIOThreadPool.singleton.runIfActive {
             publishFile(temporary, as: destination, replacing: overwrite)
         }
+        PartialDownloads.remove(temporary)
         if let error = Self.describePublishing(failure, destination) {
             throw error
         }
@@ -166,5 +171,6 @@ final class LocalDownload {
             // The pool is gone or the task was cancelled: one short syscall inline rather than a leftover file.
             unlink(temporary)
         }
+        PartialDownloads.remove(temporary)
     }
 }

@@ -40,6 +40,7 @@ struct Get: AsyncParsableCommand {
     }
 
     func run() async throws {
+        Interruption.removePartialDownloadsOnSignal()
         try await Failure.exitOnFailure {
             let client = FerryClient(host: self.connection.host, port: self.connection.port)
             let report = try await client.withConnection { connection in

@@ -349,4 +349,36 @@ struct CommandLineTests {
         #expect(get.stderr == "ferry: gone\\u{1b}[2J\\u{1b}]52;c;aGk=\\u{7}\\u{9b}31m\n")
         #expect(try FileManager.default.contentsOfDirectory(atPath: work.path).isEmpty)
     }
+
+    /// Ctrl-C during `ferry get` removes the hidden partial download beside the target, which nothing else would.
+    @Test func anInterruptedDownloadLeavesNoPartialFile() async throws {
+        let hello = Hello(minimumVersion: 1, maximumVersion: 1, maximumFramePayload: 1 << 20, maximumFileSize: .max)
+        // The start of a 10 MiB file, then nothing: the download waits with its partial file beside the target.
+        let server = try await TextListener.start(
+            script: [
+                (after: 0, reply: ByteBuffer(bytes: Handshake.magic + RawConnection.encode(.hello(hello)))),
+                (
+                    after: 43,
+                    reply: ByteBuffer(
+                        bytes: RawConnection.encode(.fileInfo(FileInfo(size: 10 << 20, modified: 0)))
+                            + RawConnection.encode(.data(DataChunk(ByteBuffer(bytes: Scratch.randomBytes(1 << 20)))))
+                    )
+                ),
+            ],
+            closing: false
+        )
+        defer { Task { await server.stop() } }
+        let work = Scratch.makeDirectory("interrupted")
+        let get = try Binaries.launch("ferry", ["get", "big.bin", "--port", "\(server.port)"], currentDirectory: work)
+        var partial: [String] = []
+        for _ in 0..<400 where partial.isEmpty {
+            try await Task.sleep(for: .milliseconds(25))
+            partial = try FileManager.default.contentsOfDirectory(atPath: work.path)
+        }
+        #expect(partial.count == 1 && partial[0].hasPrefix(".big.bin.ferry-part-"), "\(partial)")
+        get.interrupt()
+        get.waitUntilExit()
+        #expect(get.terminationReason == .exit && get.terminationStatus == 128 + SIGINT)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: work.path) == [])
+    }
 }

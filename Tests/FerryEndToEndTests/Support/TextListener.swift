@@ -25,12 +25,13 @@ struct TextListener {
 
     /// A listener that plays a server's part of a conversation: each reply is written once the client has sent at
     /// least `after` bytes in all, and the connection closes after the last one, so a client that writes between
-    /// two replies is not met by a closed socket.
-    static func start(script: [(after: Int, reply: ByteBuffer)]) async throws -> TextListener {
+    /// two replies is not met by a closed socket. With `closing` false the connection stays open after the last reply,
+    /// as a server in the middle of a transfer.
+    static func start(script: [(after: Int, reply: ByteBuffer)], closing: Bool = true) async throws -> TextListener {
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ScriptedReplier(script: script))
+                    try channel.pipeline.syncOperations.addHandler(ScriptedReplier(script: script, closing: closing))
                 }
             }
             .bind(host: "127.0.0.1", port: 0)
@@ -74,10 +75,12 @@ private final class ScriptedReplier: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
     private var script: ArraySlice<(after: Int, reply: ByteBuffer)>
+    private let closing: Bool
     private var received = 0
 
-    init(script: [(after: Int, reply: ByteBuffer)]) {
+    init(script: [(after: Int, reply: ByteBuffer)], closing: Bool) {
         self.script = script[...]
+        self.closing = closing
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -95,7 +98,7 @@ private final class ScriptedReplier: ChannelInboundHandler {
             context.write(NIOAny(next.reply), promise: nil)
         }
         context.flush()
-        if self.script.isEmpty {
+        if self.script.isEmpty, self.closing {
             let channel = context.channel
             context.writeAndFlush(NIOAny(ByteBuffer())).whenComplete { _ in channel.close(promise: nil) }
         }

@@ -173,6 +173,26 @@ struct FailureTests {
             connection = try await RawConnection.handshaken(port: server.port)
             try await connection.send(.ok)
             #expect(try await connection.expectError() == .unexpectedFrame)
+
+            // A request during an upload is unexpected, also when its name breaks the rules.
+            connection = try await RawConnection.handshaken(port: server.port)
+            try await connection.send(.store(StoreRequest(name: "upload", size: 1000)))
+            guard case .ready? = try await connection.next() else { throw TestFailure("no READY") }
+            try await connection.send(.retrieve(RetrieveRequest(name: "../outside")))
+            #expect(try await connection.expectError() == .unexpectedFrame)
+            #expect(try await connection.next() == nil)
+
+            // A request in place of HELLO is a bad handshake, also when its name breaks the rules.
+            connection = try await RawConnection(port: server.port)
+            try await connection.send(raw: Handshake.magic + RawConnection.encode(.list))
+            #expect(try await connection.readRaw(count: 8) == Handshake.magic)
+            #expect(try await connection.expectError() == .badHandshake)
+            connection = try await RawConnection(port: server.port)
+            try await connection.send(
+                raw: Handshake.magic + RawConnection.encode(.retrieve(RetrieveRequest(name: "../outside")))
+            )
+            #expect(try await connection.readRaw(count: 8) == Handshake.magic)
+            #expect(try await connection.expectError() == .badHandshake)
         }
     }
 

@@ -115,7 +115,17 @@ struct ServerSession {
             await self.linger()
             return false
         }
-        guard case .hello(let hello)? = try await self.reader.next() else {
+        let first: Message?
+        do {
+            first = try await self.reader.next()
+        } catch let error as FerryProtocolError where error.kind == .invalidName {
+            // A request in place of HELLO, with a name that breaks the rules: a bad handshake all the same.
+            throw FerryProtocolError(
+                .badHandshake,
+                "the first frame after the magic must be HELLO, not \(error.frameType.map { "\($0)" } ?? "a request")"
+            )
+        }
+        guard case .hello(let hello)? = first else {
             throw FerryProtocolError(.badHandshake, "the first frame after the magic must be HELLO")
         }
         try Handshake.validate(hello)
@@ -530,14 +540,20 @@ struct ServerSession {
         writes: inout ThrowingTaskGroup<Void, any Error>
     ) async throws {
         while true {
-            var next = try self.bufferedMessage()
-            if next == nil {
-                if !upload.readySent, !upload.refused {
-                    // The client is waiting for READY (or its data is still on the way).
-                    try await self.reply(.ready(Ready(offset: 0)))
-                    upload.readySent = true
+            var next: Message?
+            do {
+                next = try self.bufferedMessage()
+                if next == nil {
+                    if !upload.readySent, !upload.refused {
+                        // The client is waiting for READY (or its data is still on the way).
+                        try await self.reply(.ready(Ready(offset: 0)))
+                        upload.readySent = true
+                    }
+                    next = try await self.nextMessage()
                 }
-                next = try await self.nextMessage()
+            } catch let error as FerryProtocolError where error.kind == .invalidName {
+                // A request during an upload is a protocol violation (SPEC.md §8) whatever its name.
+                throw FerryProtocolError.unexpected(error.frameType ?? .store, in: "during an upload")
             }
             guard let message = next else {
                 throw TransportError.connectionClosed(midFrame: true)

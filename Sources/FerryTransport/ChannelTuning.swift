@@ -18,11 +18,7 @@ public enum ChannelTuning {
     /// two reads is copied once to be made whole; most frames of a stream arrive whole and are used where they
     /// landed.
     public static var receiveAllocator: AdaptiveRecvByteBufferAllocator {
-        AdaptiveRecvByteBufferAllocator(
-            minimum: 1024,
-            initial: 2 * 1024,
-            maximum: ProtocolLimits.defaultMaximumFramePayload
-        )
+        Self.receiveAllocator(growingTo: ProtocolLimits.defaultMaximumFramePayload)
     }
 
     /// The client's reads grow to two bulk DATA frames: the fewer reads a download takes, the fewer frames straddle
@@ -32,11 +28,11 @@ public enum ChannelTuning {
     /// client CPU 1.10 to 1.03 s). Reads of four frames were no faster and took 46 MiB. The server keeps
     /// ``receiveAllocator``: it may hold hundreds of connections.
     public static var clientReceiveAllocator: AdaptiveRecvByteBufferAllocator {
-        AdaptiveRecvByteBufferAllocator(
-            minimum: 1024,
-            initial: 2 * 1024,
-            maximum: 2 * ProtocolLimits.defaultMaximumFramePayload
-        )
+        Self.receiveAllocator(growingTo: 2 * ProtocolLimits.defaultMaximumFramePayload)
+    }
+
+    private static func receiveAllocator(growingTo maximum: Int) -> AdaptiveRecvByteBufferAllocator {
+        AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 2 * 1024, maximum: maximum)
     }
 
     /// How many reads a connection's async stream holds for its reader before it stops reading the socket. It

@@ -301,23 +301,14 @@ struct CommandLineTests {
     /// What a server sends is data, never an instruction: timestamps at the ends of their range, a size of 16 EiB and
     /// an error message full of terminal escape sequences must neither stop `ferry` nor reach the terminal as they are.
     @Test func aHostileServersBytesNeitherCrashFerryNorDriveTheTerminal() async throws {
-        let hello = Hello(minimumVersion: 1, maximumVersion: 1, maximumFramePayload: 1 << 20, maximumFileSize: .max)
-        let greeting = Handshake.magic + RawConnection.encode(.hello(hello))
-        // The greeting at once, the answer once the request is in (the client's own greeting is 42 bytes).
-        let listing = try await TextListener.start(script: [
-            (after: 0, reply: ByteBuffer(bytes: greeting)),
-            (
-                after: 43,
-                reply: ByteBuffer(
-                    bytes: RawConnection.encode(
-                        .listEntries([
-                            ListEntry(name: "ancient.txt", size: .max, modified: .min),
-                            ListEntry(name: "future.txt", size: 1, modified: .max),
-                        ])
-                    ) + RawConnection.encode(.listEnd(ListEnd(count: 2)))
-                )
-            ),
-        ])
+        let listing = try await Self.scriptedServer(
+            answer: RawConnection.encode(
+                .listEntries([
+                    ListEntry(name: "ancient.txt", size: .max, modified: .min),
+                    ListEntry(name: "future.txt", size: 1, modified: .max),
+                ])
+            ) + RawConnection.encode(.listEnd(ListEnd(count: 2)))
+        )
         defer { Task { await listing.stop() } }
         let table = try await Binaries.run("ferry", ["list", "--port", "\(listing.port)"])
         #expect(table.status == 0, "\(table.stderr)")
@@ -331,13 +322,9 @@ struct CommandLineTests {
         #expect(entries?.count == 2)
 
         let escapes = "gone\u{1B}[2J\u{1B}]52;c;aGk=\u{07}\u{9B}31m"
-        let refusal = try await TextListener.start(script: [
-            (after: 0, reply: ByteBuffer(bytes: greeting)),
-            (
-                after: 43,
-                reply: ByteBuffer(bytes: RawConnection.encode(.error(ErrorReply(code: .noSuchFile, message: escapes))))
-            ),
-        ])
+        let refusal = try await Self.scriptedServer(
+            answer: RawConnection.encode(.error(ErrorReply(code: .noSuchFile, message: escapes)))
+        )
         defer { Task { await refusal.stop() } }
         let work = Scratch.makeDirectory("hostile")
         let get = try await Binaries.run(
@@ -352,19 +339,10 @@ struct CommandLineTests {
 
     /// Ctrl-C during `ferry get` removes the hidden partial download beside the target, which nothing else would.
     @Test func anInterruptedDownloadLeavesNoPartialFile() async throws {
-        let hello = Hello(minimumVersion: 1, maximumVersion: 1, maximumFramePayload: 1 << 20, maximumFileSize: .max)
         // The start of a 10 MiB file, then nothing: the download waits with its partial file beside the target.
-        let server = try await TextListener.start(
-            script: [
-                (after: 0, reply: ByteBuffer(bytes: Handshake.magic + RawConnection.encode(.hello(hello)))),
-                (
-                    after: 43,
-                    reply: ByteBuffer(
-                        bytes: RawConnection.encode(.fileInfo(FileInfo(size: 10 << 20, modified: 0)))
-                            + RawConnection.encode(.data(DataChunk(ByteBuffer(bytes: Scratch.randomBytes(1 << 20)))))
-                    )
-                ),
-            ],
+        let server = try await Self.scriptedServer(
+            answer: RawConnection.encode(.fileInfo(FileInfo(size: 10 << 20, modified: 0)))
+                + RawConnection.encode(.data(DataChunk(ByteBuffer(bytes: Scratch.randomBytes(1 << 20))))),
             closing: false
         )
         defer { Task { await server.stop() } }
@@ -383,5 +361,18 @@ struct CommandLineTests {
         }
         #expect(get.terminationReason == .exit && get.terminationStatus == 128 + SIGINT)
         #expect(try FileManager.default.contentsOfDirectory(atPath: work.path) == [])
+    }
+
+    /// A server that greets like Ferry at once, and sends `answer` once the client's first request has arrived: anything
+    /// past the client's own greeting, which is as long as this one (a HELLO's payload has a fixed size).
+    private static func scriptedServer(answer: [UInt8], closing: Bool = true) async throws -> TextListener {
+        let greeting = Handshake.magic + RawConnection.encode(.hello(FerryConnectionDefaults.hello))
+        return try await TextListener.start(
+            script: [
+                (after: 0, reply: ByteBuffer(bytes: greeting)),
+                (after: greeting.count + 1, reply: ByteBuffer(bytes: answer)),
+            ],
+            closing: closing
+        )
     }
 }

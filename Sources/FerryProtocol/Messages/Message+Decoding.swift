@@ -129,15 +129,7 @@ extension ByteBuffer {
 
     /// The name as a person can read it in an error message, with control bytes escaped and length capped.
     private static func quoted(_ bytes: [UInt8]) -> String {
-        let shown = String(decoding: bytes.prefix(64), as: UTF8.self)
-        var escaped = ""
-        for scalar in shown.unicodeScalars {
-            if scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) {
-                escaped += "\\u{\(String(scalar.value, radix: 16))}"
-            } else {
-                escaped.unicodeScalars.append(scalar)
-            }
-        }
-        return "'" + escaped + (bytes.count > 64 ? "…'" : "'")
+        let shown = String(decoding: bytes.prefix(64), as: UTF8.self).escapingControlCharacters
+        return "'" + shown + (bytes.count > 64 ? "…'" : "'")
     }
 }

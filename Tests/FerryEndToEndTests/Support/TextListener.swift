@@ -2,7 +2,7 @@ import NIOCore
 import NIOPosix
 
 /// A loopback listener that answers every connection with fixed bytes and closes: a stand-in for servers that do
-/// not speak Ferry, or that send what a fuzzer found.
+/// not speak Ferry, that send what a fuzzer found, or that play a scripted part of a conversation.
 struct TextListener {
     let channel: any Channel
     let port: Int
@@ -11,16 +11,9 @@ struct TextListener {
         try await Self.start(reply: ByteBuffer(string: reply))
     }
 
+    /// Writes `reply` as soon as a connection is up, then closes it.
     static func start(reply: ByteBuffer) async throws -> TextListener {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(Replier(reply: reply))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0)
-            .get()
-        return TextListener(channel: channel, port: channel.localAddress?.port ?? 0)
+        try await Self.start(script: [(after: 0, reply: reply)])
     }
 
     /// A listener that plays a server's part of a conversation: each reply is written once the client has sent at
@@ -49,24 +42,6 @@ struct TextListener {
 
     func stop() async {
         try? await self.channel.close()
-    }
-}
-
-/// Writes the reply as soon as the connection is up, then closes it.
-private final class Replier: ChannelInboundHandler, Sendable {
-    typealias InboundIn = ByteBuffer
-
-    let reply: ByteBuffer
-
-    init(reply: ByteBuffer) {
-        self.reply = reply
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        let channel = context.channel
-        context.writeAndFlush(NIOAny(self.reply)).whenComplete { _ in
-            channel.close(promise: nil)
-        }
     }
 }
 

@@ -43,6 +43,15 @@ enum Binaries {
         var stderr: String
     }
 
+    /// Everything until the end of `handle`, read on a thread of its own: a blocking read on one of the few threads
+    /// of Swift's concurrency pool stalls the in-process test servers that share them, until idle timeouts of
+    /// other tests fire (two reads per command took both threads of this 2-core machine for the command's life).
+    private static func readToEnd(_ handle: FileHandle) async -> Data {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(returning: handle.readDataToEndOfFile()) }
+        }
+    }
+
     /// Runs a command to completion (killing it after `timeout`), feeding it `input`.
     static func run(
         _ name: String,
@@ -66,8 +75,8 @@ enum Binaries {
             stdin.fileHandleForWriting.write(Data(input.utf8))
         }
         try stdin.fileHandleForWriting.close()
-        async let out = Task.detached { stdout.fileHandleForReading.readDataToEndOfFile() }.value
-        async let err = Task.detached { stderr.fileHandleForReading.readDataToEndOfFile() }.value
+        async let out = Self.readToEnd(stdout.fileHandleForReading)
+        async let err = Self.readToEnd(stderr.fileHandleForReading)
         let deadline = ContinuousClock.now + timeout
         while process.isRunning {
             if ContinuousClock.now > deadline {

@@ -337,7 +337,10 @@ class FerrySession:
         return out
 
     def next_frame(self):
-        header = self.read(10)
+        return self.rest_of_frame(self.read(10))
+
+    def rest_of_frame(self, header):
+        """The frame whose 10-byte header was just read, checked: its type and payload."""
         kind, _, length = struct.unpack(">BBQ", header)
         payload = self.read(length)
         (crc,) = struct.unpack(">I", self.read(4))
@@ -369,12 +372,9 @@ class FerrySession:
                     raise RuntimeError("bad CRC")
                 file_crc = crc32_combine(file_crc, payload_crc, payload_length)
                 length += payload_length
+        kind, end = self.rest_of_frame(header)
         if kind != 0x31:
             raise RuntimeError(f"unexpected frame {kind:#x}")
-        end = self.read(remaining)
-        (crc,) = struct.unpack(">I", self.read(4))
-        if crc != zlib.crc32(end, zlib.crc32(header)):
-            raise RuntimeError("bad CRC")
         if struct.unpack(">QI", end) != (length, file_crc):
             raise RuntimeError("whole-file check failed")
         self.sock.close()

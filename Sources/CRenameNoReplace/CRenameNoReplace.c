@@ -5,11 +5,13 @@
 
 #include "CRenameNoReplace.h"
 
-int ferry_rename_no_replace(const char *from, const char *to) {
+int ferry_rename_no_replace(int from_folder, const char *from, int to_folder, const char *to) {
 #if defined(__linux__) && defined(RENAME_NOREPLACE)
-    return renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE);
+    return renameat2(from_folder, from, to_folder, to, RENAME_NOREPLACE);
 #else
+    (void)from_folder;
     (void)from;
+    (void)to_folder;
     (void)to;
     errno = ENOSYS;
     return -1;

@@ -36,8 +36,10 @@ enum LocalSource {
             return try await NIOThreadPool.singleton.runIfActive {
                 var peeks: [Peek] = []
                 var total = 0
+                var folders = OpenFolders()
                 for path in paths where total < budget {
-                    switch BlockingFileIO.readSmallFile(at: path, upTo: limit, followingLinks: true) {
+                    let (folder, name) = folders.locate(path)
+                    switch BlockingFileIO.readSmallFile(at: name, in: folder, upTo: limit, followingLinks: true) {
                     case .contents(let bytes, _):
                         total += bytes.readableBytes
                         peeks.append(.whole(bytes))

@@ -46,14 +46,22 @@ public enum BlockingFileIO {
     ///
     /// The kind of file is checked before opening, so that opening never blocks on a FIFO or touches a device,
     /// and again on the open descriptor, in case the path changed in between. Memory is bounded by `limit`.
-    public static func readSmallFile(at path: String, upTo limit: Int, followingLinks: Bool) -> SmallFileRead {
+    ///
+    /// A relative `path` is looked up in `folder`, an open folder (see ``OpenFolders``), if there is one.
+    public static func readSmallFile(
+        at path: String,
+        in folder: Int32? = nil,
+        upTo limit: Int,
+        followingLinks: Bool
+    ) -> SmallFileRead {
         var info = stat()
-        guard (followingLinks ? stat(path, &info) : lstat(path, &info)) == 0 else {
+        let folder = folder ?? AT_FDCWD
+        guard fstatat(folder, path, &info, followingLinks ? 0 : AT_SYMLINK_NOFOLLOW) == 0 else {
             return .cannotOpen(SystemCallError(code: errno))
         }
         guard (info.st_mode & S_IFMT) == S_IFREG else { return .notRegular }
         guard info.st_size <= limit else { return .larger }
-        let descriptor = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | (followingLinks ? 0 : O_NOFOLLOW))
+        let descriptor = openat(folder, path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | (followingLinks ? 0 : O_NOFOLLOW))
         guard descriptor >= 0 else { return .cannotOpen(SystemCallError(code: errno)) }
         defer { close(descriptor) }
         guard fstat(descriptor, &info) == 0 else { return .cannotOpen(SystemCallError(code: errno)) }
@@ -117,16 +125,22 @@ public enum BlockingFileIO {
     /// `fsync` carries the others' data, so a group costs about one flush to the disk instead of one per file.
     /// - Returns: for each file in order, `nil` once it is published, or why it is not.
     public static func publishGroup(_ files: [GroupFile]) -> [GroupFailure?] {
+        var folders = OpenFolders()
         var outcomes = [GroupFailure?](repeating: nil, count: files.count)
         var descriptors = [Int32](repeating: -1, count: files.count)
+        let temporaries = files.map { folders.locate($0.temporary) }
+        let destinations = files.map { folders.locate($0.destination) }
         for (index, file) in files.enumerated() {
+            let (temporaryFolder, temporary) = temporaries[index]
+            let (destinationFolder, destination) = destinations[index]
             var existing = stat()
-            if !file.replacing, lstat(file.destination, &existing) == 0 {
+            if !file.replacing, fstatat(destinationFolder, destination, &existing, AT_SYMLINK_NOFOLLOW) == 0 {
                 // Taken already: refused without writing it (publishing would refuse it anyway, atomically).
                 outcomes[index] = .publish(EEXIST)
                 continue
             }
-            let descriptor = open(file.temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+            let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
+            let descriptor = openat(temporaryFolder, temporary, flags, 0o644)
             guard descriptor >= 0 else {
                 outcomes[index] = .create(SystemCallError(code: errno))
                 continue
@@ -144,17 +158,59 @@ public enum BlockingFileIO {
                 outcomes[index] = .write(SystemCallError(code: errno))
             }
         }
-        for (index, file) in files.enumerated() where descriptors[index] >= 0 {
+        for index in files.indices where descriptors[index] >= 0 {
+            let (temporaryFolder, temporary) = temporaries[index]
             if outcomes[index] != nil {
-                unlink(file.temporary)
+                unlinkat(temporaryFolder, temporary, 0)
                 continue
             }
-            let failure = publishFile(file.temporary, as: file.destination, replacing: file.replacing)
+            let (destinationFolder, destination) = destinations[index]
+            let failure = publishFile(
+                temporary,
+                in: temporaryFolder,
+                as: destination,
+                in: destinationFolder,
+                replacing: files[index].replacing
+            )
             if failure != 0 {
                 outcomes[index] = .publish(failure)
             }
         }
         return outcomes
+    }
+}
+
+/// The folders of a group's files, each opened once, so that every call of the group looks up one name in an open
+/// folder instead of walking the whole path again (for 4 KiB uploads the walks were about a tenth of the server's
+/// CPU). Closed when it goes out of scope. Blocking: use it on a thread pool.
+public struct OpenFolders: ~Copyable {
+    private var descriptors: [String: Int32] = [:]
+
+    public init() {}
+
+    /// The open folder that holds `path` and the name within it; `AT_FDCWD` and `path` itself for a path without a
+    /// folder, or whose folder cannot be opened (the call on it then fails as it would have).
+    public mutating func locate(_ path: String) -> (folder: Int32, name: String) {
+        guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return (AT_FDCWD, path) }
+        let name = String(path[path.index(after: slash)...])
+        guard !name.isEmpty else { return (AT_FDCWD, path) }
+        let folderPath = slash == path.startIndex ? "/" : String(path[..<slash])
+        if let descriptor = self.descriptors[folderPath] {
+            return (descriptor, name)
+        }
+        let descriptor = open(folderPath, Self.flags)
+        guard descriptor >= 0 else { return (AT_FDCWD, path) }
+        self.descriptors[folderPath] = descriptor
+        return (descriptor, name)
+    }
+
+    /// A folder one may search but not read (`-wx`) cannot be opened so: its files then go by their whole paths.
+    private static let flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC
+
+    deinit {
+        for descriptor in self.descriptors.values {
+            close(descriptor)
+        }
     }
 }
 

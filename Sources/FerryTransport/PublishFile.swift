@@ -16,22 +16,34 @@ import Darwin
 ///
 /// - Returns: 0, or the `errno` that stopped it (`EEXIST` when the name was taken and not to be replaced).
 public func publishFile(_ temporary: String, as destination: String, replacing: Bool) -> Int32 {
+    publishFile(temporary, in: AT_FDCWD, as: destination, in: AT_FDCWD, replacing: replacing)
+}
+
+/// ``publishFile(_:as:replacing:)`` with each name relative to an open folder (or `AT_FDCWD`), so that a caller
+/// publishing many files looks up one name per call instead of walking their whole paths again.
+public func publishFile(
+    _ temporary: String,
+    in temporaryFolder: Int32,
+    as destination: String,
+    in destinationFolder: Int32,
+    replacing: Bool
+) -> Int32 {
     if replacing {
-        let failure = rename(temporary, destination) == 0 ? 0 : errno
-        if failure != 0 { unlink(temporary) }
+        let failure = renameat(temporaryFolder, temporary, destinationFolder, destination) == 0 ? 0 : errno
+        if failure != 0 { unlinkat(temporaryFolder, temporary, 0) }
         return failure
     }
-    if ferry_rename_no_replace(temporary, destination) == 0 {
+    if ferry_rename_no_replace(temporaryFolder, temporary, destinationFolder, destination) == 0 {
         return 0
     }
     let refusal = errno
     // EINVAL: the file system lacks the flag; ENOSYS, EPERM: the system or a sandbox lacks the call.
     guard refusal == EINVAL || refusal == ENOSYS || refusal == EPERM else {
-        unlink(temporary)
+        unlinkat(temporaryFolder, temporary, 0)
         return refusal
     }
     // `link` refuses an existing name just as atomically.
-    let failure = link(temporary, destination) == 0 ? 0 : errno
-    unlink(temporary)
+    let failure = linkat(temporaryFolder, temporary, destinationFolder, destination, 0) == 0 ? 0 : errno
+    unlinkat(temporaryFolder, temporary, 0)
     return failure
 }

@@ -820,6 +820,8 @@ struct ServerSession {
 
     /// The request's log line: peer (in the logger's metadata), operation, name, bytes, duration and result.
     private func log(_ record: RequestRecord, bytes: UInt64, result: String) {
+        // Building the metadata costs more than the rest of a small upload's bookkeeping: only when it is printed.
+        guard self.logger.logLevel <= .info else { return }
         let elapsed = ContinuousClock.now - record.started
         var metadata: Logger.Metadata = [
             "operation": "\(record.operation)",

@@ -226,9 +226,11 @@ public struct FileLibrary: Sendable {
         return try await self.threadPool.runIfActive { () -> [Result<WholeFile?, LibraryError>] in
             var reads: [Result<WholeFile?, LibraryError>] = []
             var spent = 0
+            var folders = OpenFolders()
             for (name, path) in zip(names, paths) {
                 guard reads.isEmpty || spent < budget else { break }
-                let read = Self.readWhole(name, at: path, upTo: limit)
+                let (folder, entry) = folders.locate(path)
+                let read = Self.readWhole(name, at: entry, in: folder, upTo: limit)
                 if case .success(let file?) = read {
                     spent += file.bytes.readableBytes
                 }
@@ -239,10 +241,14 @@ public struct FileLibrary: Sendable {
     }
 
     /// One file of ``readWhole(_:upTo:)``. Blocking.
-    private static func readWhole(_ name: String, at path: String, upTo limit: Int) -> Result<WholeFile?, LibraryError>
-    {
+    private static func readWhole(
+        _ name: String,
+        at path: String,
+        in folder: Int32 = AT_FDCWD,
+        upTo limit: Int
+    ) -> Result<WholeFile?, LibraryError> {
         Result { () throws(LibraryError) -> WholeFile? in
-            switch BlockingFileIO.readSmallFile(at: path, upTo: limit, followingLinks: false) {
+            switch BlockingFileIO.readSmallFile(at: path, in: folder, upTo: limit, followingLinks: false) {
             case .contents(let bytes, let modified):
                 return WholeFile(
                     bytes: bytes,

@@ -14,10 +14,10 @@ struct TransferTests {
         try Data(bytes).write(to: source)
         let stored = try await server.client.withConnection { try await $0.put(source.path, as: name) }
         #expect(stored == UInt64(bytes.count))
-        #expect(try server.contents(of: name) == bytes, "the stored file is identical")
+        #expect(try sameBytes(server.contents(of: name), bytes), "the stored file is identical")
         let received = try await server.client.withConnection { try await $0.get(name, to: copy.path) }
         #expect(received == UInt64(bytes.count))
-        #expect([UInt8](try Data(contentsOf: copy)) == bytes, "the downloaded file is identical")
+        #expect(try sameBytes([UInt8](Data(contentsOf: copy)), bytes), "the downloaded file is identical")
     }
 
     @Test func emptyOneByteAndSixtyFourMebibyteFiles() async throws {
@@ -163,8 +163,8 @@ struct TransferTests {
             try await server.client.withConnection {
                 _ = try await $0.put(scratch.appendingPathComponent("large").path, as: "large")
             }
-            #expect(try server.contents(of: "small") == small)
-            #expect(try server.contents(of: "large") == large)
+            #expect(try sameBytes(server.contents(of: "small"), small))
+            #expect(try sameBytes(server.contents(of: "large"), large))
             #expect(try server.folderContents() == ["large", "small"])
         }
     }

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 
 /// A real server on a loopback port, over a fresh temporary library, for the duration of one test.
 struct TestServer: Sendable {
@@ -82,9 +83,10 @@ struct TestFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Temporary folders under one root per test process; tests never share one. The root is removed when the process
-/// exits, and roots left by test processes that no longer run (a crash, a kill) are removed by the next run: a run
-/// writes about half a gigabyte.
+/// Temporary folders under one root per test process (in `/dev/shm` where it exists, and one in the temporary folder
+/// for tests that need a disk); tests never share one. The roots are removed when the process exits, and roots left
+/// by test processes that no longer run (a crash, a kill) are removed by the next run: a run writes about half a
+/// gigabyte.
 enum Scratch {
     /// Every name in a library folder, hidden ones included, but for the server's folder of checksum tables.
     /// The library's names but for its two folders, and the staging folder's names as `.ferry-staging/NAME`: what a
@@ -97,28 +99,53 @@ enum Scratch {
         return (names + staged.map { ".ferry-staging/\($0)" }).sorted()
     }
 
-    static func makeDirectory(_ label: String) -> URL {
-        let url = Self.root.appendingPathComponent("\(label)-\(UUID().uuidString.prefix(8))")
+    /// A new, empty folder for one test. In memory (tmpfs) where the system has one, unless `onDisk`.
+    ///
+    /// On a disk, creating thousands of small files in folders whose neighbours earlier runs had just removed took
+    /// ext4 seconds (its inode allocator skips inodes deleted moments ago), and tests create them on the two
+    /// cooperative threads that the in-process servers share: long enough to trip their 2-second idle timeouts.
+    static func makeDirectory(_ label: String, onDisk: Bool = false) -> URL {
+        let root = onDisk ? Self.diskRoot : Self.root
+        let url = root.appendingPathComponent("\(label)-\(UUID().uuidString.prefix(8))")
         try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
     }
 
     private static let prefix = "ferry-tests-"
 
+    /// Where tests' folders go: memory where there is a tmpfs, the temporary folder otherwise.
     private static let root: URL = {
-        let temporary = FileManager.default.temporaryDirectory
-        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: temporary.path)) ?? []
+        var memory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: "/dev/shm", isDirectory: &memory), memory.boolValue,
+            access("/dev/shm", W_OK) == 0
+        else { return Self.diskRoot }
+        return Self.ownRoot(in: URL(fileURLWithPath: "/dev/shm"))
+    }()
+
+    private static let diskRoot = Self.ownRoot(in: FileManager.default.temporaryDirectory)
+
+    /// This process's root in `parent`, removed when the process exits; roots left there by test processes that no
+    /// longer run are removed first.
+    private static func ownRoot(in parent: URL) -> URL {
+        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
         for name in leftovers where name.hasPrefix(Self.prefix) {
             // A process that no longer exists: kill(2) with signal 0 only asks.
             if let pid = pid_t(name.dropFirst(Self.prefix.count)), kill(pid, 0) != 0, errno == ESRCH {
-                try? FileManager.default.removeItem(at: temporary.appendingPathComponent(name))
+                try? FileManager.default.removeItem(at: parent.appendingPathComponent(name))
             }
         }
+        let mine = parent.appendingPathComponent("\(Self.prefix)\(getpid())")
+        Self.removedAtExit.withLock { $0.append(mine.path) }
+        return mine
+    }
+
+    private static let removedAtExit: Mutex<[String]> = {
         atexit {
-            let mine = FileManager.default.temporaryDirectory.appendingPathComponent("ferry-tests-\(getpid())")
-            try? FileManager.default.removeItem(at: mine)
+            for path in Scratch.removedAtExit.withLock({ $0 }) {
+                try? FileManager.default.removeItem(atPath: path)
+            }
         }
-        return temporary.appendingPathComponent("\(Self.prefix)\(getpid())")
+        return Mutex([])
     }()
 
     /// Random bytes from the kernel: fast even in a debug build, so tests do not hog the cooperative threads
@@ -133,4 +160,17 @@ enum Scratch {
         }
         return bytes
     }
+}
+
+/// Whether two byte arrays are equal, compared with `memcmp`. Arrays' own `==` goes element by element through
+/// generic code in a debug build: half a second for 64 MiB, during which it holds one of the two cooperative threads
+/// that the in-process servers share, long enough together with another such test to trip a 2-second idle timeout.
+func sameBytes(_ first: [UInt8], _ second: [UInt8]) -> Bool {
+    first.count == second.count
+        && first.withUnsafeBytes { a in
+            second.withUnsafeBytes { b in
+                guard let a = a.baseAddress, let b = b.baseAddress else { return true }
+                return memcmp(a, b, first.count) == 0
+            }
+        }
 }

@@ -38,6 +38,7 @@ public struct FerryClient: Sendable {
         _ body: (FerryConnection) async throws -> Result
     ) async throws -> Result {
         let idle = TimeAmount(self.idleTimeout)
+        let inputWait = InputWait()
         let channel: NIOAsyncChannel<ByteBuffer, IOData>
         do {
             let bootstrap = ClientBootstrap(group: self.eventLoopGroup)
@@ -49,7 +50,7 @@ public struct FerryClient: Sendable {
                 channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        IdleTimeoutHandler(timeout: idle, lingerTimeout: .seconds(1))
+                        IdleTimeoutHandler(timeout: idle, lingerTimeout: .seconds(1), inputWait: inputWait)
                     )
                     return try NIOAsyncChannel<ByteBuffer, IOData>(
                         wrappingChannelSynchronously: channel,
@@ -67,7 +68,7 @@ public struct FerryClient: Sendable {
         } catch {
             throw FerryClientError.unreachable(server: self.serverDescription, reason: "\(error)")
         }
-        return try await Self.withConnection(over: channel, server: self.serverDescription, body)
+        return try await Self.withConnection(over: channel, server: self.serverDescription, inputWait: inputWait, body)
     }
 
     /// Runs a session over a channel that is already connected: the same handshake, checks and EXIT as
@@ -79,9 +80,20 @@ public struct FerryClient: Sendable {
         server: String,
         _ body: (FerryConnection) async throws -> Result
     ) async throws -> Result {
+        try await Self.withConnection(over: channel, server: server, inputWait: nil, body)
+    }
+
+    /// ``withConnection(over:server:_:)`` for a channel whose ``IdleTimeoutHandler`` shares `inputWait` with the
+    /// connection's reader.
+    static func withConnection<Result>(
+        over channel: NIOAsyncChannel<ByteBuffer, IOData>,
+        server: String,
+        inputWait: InputWait?,
+        _ body: (FerryConnection) async throws -> Result
+    ) async throws -> Result {
         try await channel.executeThenClose { inbound, outbound in
             let connection = FerryConnection(
-                reader: MessageReader(inbound),
+                reader: MessageReader(inbound, inputWait: inputWait),
                 writer: MessageWriter(outbound, allocator: channel.channel.allocator),
                 server: server
             )

@@ -45,19 +45,22 @@ public struct FerryServer: Service {
             .childChannelOption(.recvAllocator, value: ChannelTuning.receiveAllocator)
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let inputWait = InputWait()
                     try channel.pipeline.syncOperations.addHandler(
                         IdleTimeoutHandler(
                             timeout: TimeAmount(configuration.idleTimeout),
-                            lingerTimeout: TimeAmount(configuration.lingerTimeout)
+                            lingerTimeout: TimeAmount(configuration.lingerTimeout),
+                            inputWait: inputWait
                         )
                     )
-                    return try NIOAsyncChannel<ByteBuffer, IOData>(
+                    let connection = try NIOAsyncChannel<ByteBuffer, IOData>(
                         wrappingChannelSynchronously: channel,
                         configuration: .init(
                             backPressureStrategy: ChannelTuning.inboundBackPressure,
                             isOutboundHalfClosureEnabled: true
                         )
                     )
+                    return (connection, inputWait)
                 }
             }
         if let address = serverChannel.channel.localAddress {
@@ -68,11 +71,11 @@ public struct FerryServer: Service {
             await withDiscardingTaskGroup { group in
                 do {
                     try await serverChannel.executeThenClose { inbound in
-                        for try await connection in inbound {
+                        for try await (connection, inputWait) in inbound {
                             let admitted = connections.admit(limit: configuration.maximumConnections)
                             group.addTask {
                                 if admitted {
-                                    await self.serve(connection)
+                                    await self.serve(connection, inputWait: inputWait)
                                     if connections.release() == 0 {
                                         await Self.releaseFreeMemoryWhileIdle(connections)
                                     }
@@ -100,6 +103,11 @@ public struct FerryServer: Service {
     /// must accept `FileRegion` writes (a plain socket does; a TLS handler does not): large files are sent with
     /// `sendfile` from their checksum tables.
     public func serve(_ connection: NIOAsyncChannel<ByteBuffer, IOData>) async {
+        await self.serve(connection, inputWait: nil)
+    }
+
+    /// ``serve(_:)`` for a connection whose ``IdleTimeoutHandler`` shares `inputWait` with its reader.
+    func serve(_ connection: NIOAsyncChannel<ByteBuffer, IOData>, inputWait: InputWait?) async {
         var logger = self.logger
         logger[metadataKey: "peer"] = "\(connection.channel.remoteAddress?.displayString ?? "unknown")"
         logger.info("connection opened")
@@ -113,6 +121,7 @@ public struct FerryServer: Service {
                         inbound: inbound,
                         outbound: outbound,
                         channel: connection.channel,
+                        inputWait: inputWait,
                         library: self.library,
                         configuration: self.configuration,
                         quiescer: quiescer,

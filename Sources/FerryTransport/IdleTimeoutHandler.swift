@@ -30,9 +30,17 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
     private var check: Scheduled<Void>?
     private var fired = false
 
-    public init(timeout: TimeAmount, lingerTimeout: TimeAmount) {
+    private let inputWait: InputWait?
+    /// The reader's state when bytes last arrived: equal to its current state (and odd) while those bytes wait for
+    /// a reader that has not resumed yet.
+    private var inputStateAtLastRead = UInt64.max
+
+    /// - Parameter inputWait: shared with the connection's ``MessageReader``, so that only time its reader spends
+    ///   waiting for the peer counts; without it, any time NIO has a read outstanding does.
+    public init(timeout: TimeAmount, lingerTimeout: TimeAmount, inputWait: InputWait? = nil) {
         self.timeout = timeout
         self.lingerTimeout = lingerTimeout
+        self.inputWait = inputWait
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -65,6 +73,7 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.lastProgress = .now()
+        self.inputStateAtLastRead = self.inputWait?.current ?? .max
         context.fireChannelRead(data)
     }
 
@@ -86,6 +95,14 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
         context.write(data, promise: written)
     }
 
+    /// Whether our reader is waiting for bytes the peer has not sent: it is waiting, and nothing arrived during this
+    /// wait (bytes that did are ours to handle, by a reader not yet scheduled).
+    private var isAwaitingPeerInput: Bool {
+        guard let inputWait = self.inputWait else { return self.readPending }
+        let state = inputWait.current
+        return InputWait.isWaiting(state) && state != self.inputStateAtLastRead
+    }
+
     private func scheduleCheck(context: ChannelHandlerContext) {
         guard self.check == nil, !self.fired else { return }
         let interval = max(TimeAmount.milliseconds(10), TimeAmount.nanoseconds(self.timeout.nanoseconds / 4))
@@ -97,9 +114,16 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
 
     private func evaluate(context: ChannelHandlerContext) {
         guard context.channel.isActive, !self.fired else { return }
-        if !self.readPending, self.writesPending == 0 {
+        if !self.isAwaitingPeerInput, self.writesPending == 0 {
             // We are not waiting for the peer right now: whatever is slow, it is not the peer.
             self.lastProgress = .now()
+        }
+        if self.writesPending > 0, let sent = Self.lastDataSent(on: context.channel), sent > self.lastProgress {
+            // A write still pending does not mean the peer stopped taking data: a write completes only once all
+            // of it is in the socket's buffer, and a 1 MiB piece to a peer reading 10 KB/s takes longer than the
+            // timeout while the peer takes every byte. The kernel sends data only into the window the peer opens
+            // by reading (a window probe carries none), so recent data sent is progress.
+            self.lastProgress = sent
         }
         guard NIODeadline.now() - self.lastProgress >= self.timeout else {
             self.scheduleCheck(context: context)
@@ -111,6 +135,23 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
         context.eventLoop.scheduleTask(in: self.lingerTimeout) {
             channel.close(promise: nil)
         }
+    }
+}
+
+extension IdleTimeoutHandler {
+    /// When the kernel last sent data on the channel's socket (`TCP_INFO`, Linux), or `nil` where that is not known.
+    /// Called on the event loop, where the channel answers at once.
+    private static func lastDataSent(on channel: any Channel) -> NIODeadline? {
+        #if os(Linux)
+        guard let provider = channel as? any SocketOptionProvider else { return nil }
+        var sent: NIODeadline?
+        provider.getTCPInfo().assumeIsolated().whenSuccess { info in
+            sent = .now() - .milliseconds(Int64(info.tcpi_last_data_sent))
+        }
+        return sent
+        #else
+        return nil
+        #endif
     }
 }
 

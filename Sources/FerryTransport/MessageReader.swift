@@ -11,10 +11,20 @@ public struct MessageReader {
     private var magic = MagicMatcher()
     /// Bytes that arrived with the magic, to be parsed as frames.
     private var leftover: ByteBuffer?
+    private let inputWait: InputWait?
 
-    public init(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>) {
+    /// - Parameter inputWait: set while this reader waits for the peer, for the connection's idle timeout.
+    public init(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, inputWait: InputWait? = nil) {
         self.iterator = inbound.makeAsyncIterator()
         self.parser = FrameParser(maximumPayloadLength: ProtocolLimits.handshakeFramePayload)
+        self.inputWait = inputWait
+    }
+
+    /// The next bytes from the peer, or `nil` once it has closed.
+    private mutating func receive() async throws -> ByteBuffer? {
+        self.inputWait?.begin()
+        defer { self.inputWait?.end() }
+        return try await self.iterator.next()
     }
 
     /// The largest frame payload accepted from the peer.
@@ -26,7 +36,7 @@ public struct MessageReader {
     /// Reads the peer's 8-byte magic, consuming no more than that. `false` at the first byte that differs.
     public mutating func readMagic() async throws -> Bool {
         while true {
-            guard var bytes = try await self.iterator.next() else {
+            guard var bytes = try await self.receive() else {
                 throw TransportError.connectionClosed(midFrame: false)
             }
             switch self.magic.consume(&bytes) {
@@ -52,7 +62,7 @@ public struct MessageReader {
             if let frame = try self.parser.nextFrame() {
                 return try Message(decoding: frame)
             }
-            guard let bytes = try await self.iterator.next() else {
+            guard let bytes = try await self.receive() else {
                 if self.parser.isInsideFrame {
                     throw TransportError.connectionClosed(midFrame: true)
                 }
@@ -90,7 +100,7 @@ public struct MessageReader {
     /// a connection error so that the ERROR sent is not destroyed by a TCP reset.
     public mutating func drain(upTo limit: Int) async {
         var drained = 0
-        while drained < limit, let bytes = try? await self.iterator.next() {
+        while drained < limit, let bytes = try? await self.receive() {
             drained += bytes.readableBytes
         }
     }

@@ -247,6 +247,74 @@ struct FailureTests {
         }
     }
 
+    /// A peer on a slow link takes every byte of a download, but each of the server's writes (1 MiB pieces sent
+    /// from the file's table) takes longer than the idle timeout to complete: it is never idle. A peer that stops
+    /// reading in the middle of a download is, and the server ends that connection.
+    @Test func aSlowButSteadyReaderIsNeverIdleAndOneThatStopsReadingIs() async throws {
+        var configuration = ServerConfiguration()
+        configuration.idleTimeout = .milliseconds(500)
+        configuration.lingerTimeout = .milliseconds(200)
+        try await TestServer.run(configuration: configuration) { server in
+            // Placed, not uploaded: an upload through the in-process client could itself stall for half a second
+            // while other tests hold the cooperative threads. The server makes its table before the first download.
+            let bytes = Scratch.randomBytes(5 << 20, seed: 11)
+            try server.write("slow.bin", bytes)
+
+            // About 1 MB/s, five seconds for the whole file: the socket buffers (about 3 MiB here) fill, and then
+            // each 1 MiB piece takes a second to be taken, twice the idle timeout.
+            let slow = try await SlowReader.download(
+                "slow.bin",
+                port: server.port,
+                chunk: 8192,
+                every: .milliseconds(8)
+            )
+            guard case .end(let end)? = slow.messages.last else {
+                throw TestFailure("the slow download ended with \(String(describing: slow.messages.last))")
+            }
+            #expect(end.length == UInt64(bytes.count))
+            #expect(sameBytes(slow.data, bytes))
+            #expect(try server.checksumTables() == ["slow.bin"], "sent in 1 MiB pieces from a table")
+
+            // Stops after 64 KiB for four idle timeouts, then reads what is left: the connection has ended.
+            let stopped = try await SlowReader.download(
+                "slow.bin",
+                port: server.port,
+                chunk: 4096,
+                every: .milliseconds(1),
+                stoppingAfter: 64 << 10,
+                pause: .seconds(2)
+            )
+            #expect(stopped.closed, "the server closed a connection that stopped reading")
+            #expect(stopped.data.count < bytes.count)
+            #expect(!stopped.messages.contains { if case .end = $0 { true } else { false } })
+        }
+    }
+
+    /// Time the server itself takes to answer (a request it has read but not handled yet: a loaded machine, a slow
+    /// disk) is not the client's idleness, even far beyond the idle timeout.
+    @Test func aServerSlowToAnswerDoesNotCallItsClientIdle() async throws {
+        var configuration = ServerConfiguration()
+        configuration.idleTimeout = .milliseconds(300)
+        configuration.lingerTimeout = .milliseconds(200)
+        let executor = QueueTaskExecutor()
+        try await withTaskExecutorPreference(executor) {
+            try await TestServer.run(configuration: configuration) { server in
+                try server.write("a", [1, 2, 3])
+                let connection = try await RawConnection.handshaken(port: server.port)
+                // The server's session runs on the executor: held for three idle timeouts with LIST on its way.
+                executor.stall(for: .milliseconds(900))
+                try await connection.send(.list)
+                guard case .listEntries(let entries)? = try await connection.next() else {
+                    throw TestFailure("LIST was not answered")
+                }
+                #expect(entries.map(\.name) == ["a"])
+                guard case .listEnd? = try await connection.next() else { throw TestFailure("no LIST_END") }
+                // Idle, now: the peer owes the server its next request.
+                #expect(try await connection.expectError() == .idleTimeout)
+            }
+        }
+    }
+
     /// A local file written to while `ferry put` reads it (grown, or rewritten in place) is not stored: what was
     /// sent may mix old and new bytes, which would pass every check.
     @Test(arguments: ["rewritten", "grown"])

@@ -47,13 +47,14 @@ struct ServerSession {
         inbound: NIOAsyncChannelInboundStream<ByteBuffer>,
         outbound: NIOAsyncChannelOutboundWriter<IOData>,
         channel: any Channel,
+        inputWait: InputWait?,
         library: FileLibrary,
         configuration: ServerConfiguration,
         quiescer: ConnectionQuiescer,
         transfers: TransferGauge,
         logger: Logger
     ) {
-        self.reader = MessageReader(inbound)
+        self.reader = MessageReader(inbound, inputWait: inputWait)
         self.writer = MessageWriter(outbound, allocator: channel.allocator)
         self.channel = channel
         self.library = library

@@ -1,0 +1,33 @@
+import Synchronization
+
+/// When a connection's reader waits for the peer's next bytes: shared by the connection's ``MessageReader`` (which
+/// marks the start and end of each wait) and its ``IdleTimeoutHandler`` (which reads it on the event loop).
+///
+/// Without it the handler knows only that NIO has a read outstanding, which is nearly always true: a session busy
+/// with a request it had read (committing a file, or not yet scheduled on a loaded machine) looked exactly like a
+/// peer that sent nothing, and closed connections whose peer was waiting for the server.
+public final class InputWait: Sendable {
+    /// Counts starts and ends of waits: odd while the reader waits. Each wait has its own value, so the handler can
+    /// tell whether bytes arrived during the current one.
+    private let state = Atomic<UInt64>(0)
+
+    public init() {}
+
+    /// The current state, to compare with an earlier one; see ``isWaiting(_:)``.
+    public var current: UInt64 {
+        self.state.load(ordering: .relaxed)
+    }
+
+    /// Whether the reader was waiting for the peer in `state`.
+    public static func isWaiting(_ state: UInt64) -> Bool {
+        state & 1 == 1
+    }
+
+    func begin() {
+        self.state.add(1, ordering: .relaxed)
+    }
+
+    func end() {
+        self.state.add(1, ordering: .relaxed)
+    }
+}

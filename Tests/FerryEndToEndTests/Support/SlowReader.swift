@@ -1,0 +1,118 @@
+import FerryProtocol
+import Foundation
+import NIOCore
+
+/// A download read through a plain blocking socket with a small receive buffer, on a thread of its own, at a pace
+/// the test chooses: a client on a slow link, or one that stops reading.
+enum SlowReader {
+    /// What came of a download.
+    struct Outcome {
+        /// The frames that arrived after the server's HELLO, whole.
+        var messages: [Message] = []
+        /// The server closed the connection (or reset it).
+        var closed = false
+        var data: [UInt8] {
+            self.messages.flatMap { message -> [UInt8] in
+                guard case .data(let chunk) = message else { return [] }
+                return Array(chunk.bytes.readableBytesView)
+            }
+        }
+    }
+
+    /// Requests `name` and reads `chunk` bytes every `interval`. After `stoppingAfter` bytes it stops reading for
+    /// `pause`, then reads whatever is left. Ends at END, ERROR or the connection's end; gives up after 20 s.
+    static func download(
+        _ name: String,
+        port: Int,
+        chunk: Int,
+        every interval: Duration,
+        stoppingAfter limit: Int = .max,
+        pause: Duration = .zero
+    ) async throws -> Outcome {
+        let request =
+            Handshake.magic + RawConnection.encode(.hello(FerryConnectionDefaults.hello))
+            + RawConnection.encode(.retrieve(RetrieveRequest(name: name)))
+        return try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(
+                    with: Result {
+                        try Self.run(request, port: port, chunk: chunk, interval: interval, limit: limit, pause: pause)
+                    }
+                )
+            }
+        }
+    }
+
+    private static func run(
+        _ request: [UInt8],
+        port: Int,
+        chunk: Int,
+        interval: Duration,
+        limit: Int,
+        pause: Duration
+    ) throws -> Outcome {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw TestFailure("socket: \(errno)") }
+        defer { close(socket) }
+        // Small, so that the server's writes back up in its own socket buffer instead of ours.
+        var receiveBuffer: Int32 = 16 << 10
+        setsockopt(socket, SOL_SOCKET, SO_RCVBUF, &receiveBuffer, socklen_t(MemoryLayout<Int32>.size))
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { throw TestFailure("connect: \(errno)") }
+        guard request.withUnsafeBytes({ send(socket, $0.baseAddress, $0.count, 0) }) == request.count else {
+            throw TestFailure("send: \(errno)")
+        }
+
+        var outcome = Outcome()
+        var parser = FrameParser(maximumPayloadLength: 1 << 20)
+        var magic = Handshake.magic.count
+        var received = 0
+        var paused = false
+        var buffer = [UInt8](repeating: 0, count: chunk)
+        let started = ContinuousClock.now
+        while ContinuousClock.now - started < .seconds(20) {
+            if received >= limit, !paused {
+                paused = true
+                Thread.sleep(forTimeInterval: Self.seconds(pause))
+            }
+            let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, chunk, 0) }
+            guard count > 0 else {
+                outcome.closed = count == 0 || errno == ECONNRESET
+                return outcome
+            }
+            received += count
+            var bytes = ByteBuffer(bytes: buffer[0..<count])
+            let skipped = min(magic, bytes.readableBytes)
+            bytes.moveReaderIndex(forwardBy: skipped)
+            magic -= skipped
+            parser.append(bytes: bytes)
+            while let frame = try parser.nextFrame() {
+                let message = try Message(decoding: frame)
+                if case .hello = message { continue }
+                outcome.messages.append(message)
+                switch message {
+                case .end, .error: return outcome
+                default: break
+                }
+            }
+            if !paused || received < limit {
+                Thread.sleep(forTimeInterval: Self.seconds(interval))
+            }
+        }
+        return outcome
+    }
+
+    private static func seconds(_ duration: Duration) -> TimeInterval {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+}

@@ -38,12 +38,12 @@ let package = Package(
         ),
 
         .target(name: "CMallocTuning"),
-        .target(name: "CRenameNoReplace"),
+        .target(name: "CFileCalls"),
         .target(
             name: "FerryTransport",
             dependencies: [
                 "CMallocTuning",
-                "CRenameNoReplace",
+                "CFileCalls",
                 "FerryProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "_NIOFileSystem", package: "swift-nio"),

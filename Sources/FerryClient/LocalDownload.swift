@@ -132,10 +132,16 @@ final class LocalDownload {
         let offset = self.offset
         self.offset += Int64(bytes.readableBytes)
         return {
+            let failure: SystemCallError?
             do {
-                try await handle.write(contentsOf: bytes, toAbsoluteOffset: offset)
+                failure = try await handle.withUnsafeDescriptor { descriptor in
+                    BlockingFileIO.writeHandingToDisk(descriptor.rawValue, bytes, at: offset)
+                }
             } catch {
                 throw FerryClientError.localFile("writing '\(path)' failed: \(FerryConnection.describe(error))")
+            }
+            if let failure {
+                throw FerryClientError.localFile("writing '\(path)' failed: \(failure)")
             }
         }
     }

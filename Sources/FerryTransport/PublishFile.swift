@@ -1,4 +1,4 @@
-import CRenameNoReplace
+import CFileCalls
 
 #if canImport(Glibc)
 import Glibc

@@ -579,7 +579,13 @@ struct ServerSession {
                     guard try await self.finishWrites(&writes, &upload, record) else { continue }
                     let handle = staging.handle
                     let bytes = chunk.bytes
-                    writes.addTask { try await handle.write(contentsOf: bytes, toAbsoluteOffset: offset) }
+                    writes.addTask {
+                        try await handle.withUnsafeDescriptor { descriptor in
+                            if let failure = BlockingFileIO.writeHandingToDisk(descriptor.rawValue, bytes, at: offset) {
+                                throw failure
+                            }
+                        }
+                    }
                     upload.checksums.append(length: bytes.readableBytes, crc32: chunk.crc32)
                     upload.destination = .staging(staging, offset: offset + Int64(bytes.readableBytes))
                 case .released:

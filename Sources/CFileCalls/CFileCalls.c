@@ -3,7 +3,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 
-#include "CRenameNoReplace.h"
+#include "CFileCalls.h"
 
 int ferry_rename_no_replace(int from_folder, const char *from, int to_folder, const char *to) {
 #if defined(__linux__) && defined(RENAME_NOREPLACE)
@@ -13,6 +13,18 @@ int ferry_rename_no_replace(int from_folder, const char *from, int to_folder, co
     (void)from;
     (void)to_folder;
     (void)to;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int ferry_start_writeback(int descriptor, long long offset, long long length) {
+#if defined(__linux__)
+    return sync_file_range(descriptor, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE);
+#else
+    (void)descriptor;
+    (void)offset;
+    (void)length;
     errno = ENOSYS;
     return -1;
 #endif

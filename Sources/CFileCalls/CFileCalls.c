@@ -29,3 +29,11 @@ int ferry_start_writeback(int descriptor, long long offset, long long length) {
     return -1;
 #endif
 }
+
+int ferry_open_folder(const char *path) {
+#if defined(O_PATH)
+    return open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+#else
+    return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+#endif
+}

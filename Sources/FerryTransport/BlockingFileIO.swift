@@ -28,7 +28,7 @@ public enum BlockingFileIO {
         return .success(bytes)
     }
 
-    /// What ``readSmallFile(at:upTo:followingLinks:)`` found.
+    /// What ``readSmallFile(at:in:upTo:followingLinks:)`` found.
     public enum SmallFileRead: Sendable {
         /// The whole file, and when it was last modified.
         case contents(ByteBuffer, modified: (seconds: Int64, nanoseconds: Int64))
@@ -84,7 +84,8 @@ public enum BlockingFileIO {
     public static let writebackInterval: Int64 = 8 << 20
 
     /// Writes all of `bytes` at `offset` of an open file, then hands every whole ``writebackInterval`` this write
-    /// completed to the disk (`sync_file_range`, without waiting for it; a no-op on tmpfs).
+    /// completed to the disk (`sync_file_range`: it does not wait for the data to reach the disk, though it may wait
+    /// for room in the disk's queue; a no-op on tmpfs).
     public static func writeHandingToDisk(
         _ descriptor: Int32,
         _ bytes: ByteBuffer,
@@ -229,23 +230,28 @@ public struct OpenFolders: ~Copyable {
     public init() {}
 
     /// The open folder that holds `path` and the name within it; `AT_FDCWD` and `path` itself for a path without a
-    /// folder, or whose folder cannot be opened (the call on it then fails as it would have).
+    /// folder, or whose folder cannot be opened (the call on it then behaves as it would have).
+    ///
+    /// The path is split at its last `/` byte, never at a character: a name may begin with a combining mark, which
+    /// `String` would take as one character with the `/` before it (and drop from the name).
+    ///
+    /// A folder is resolved once, when the group first uses it: if it is renamed while the group runs, the rest of
+    /// the group follows it, where whole paths would have failed.
     public mutating func locate(_ path: String) -> (folder: Int32, name: String) {
-        guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return (AT_FDCWD, path) }
-        let name = String(path[path.index(after: slash)...])
+        let bytes = path.utf8
+        guard let slash = bytes.lastIndex(of: UInt8(ascii: "/")) else { return (AT_FDCWD, path) }
+        let name = String(decoding: bytes[bytes.index(after: slash)...], as: UTF8.self)
         guard !name.isEmpty else { return (AT_FDCWD, path) }
-        let folderPath = slash == path.startIndex ? "/" : String(path[..<slash])
+        let folderPath = slash == bytes.startIndex ? "/" : String(decoding: bytes[..<slash], as: UTF8.self)
         if let descriptor = self.descriptors[folderPath] {
             return (descriptor, name)
         }
-        let descriptor = open(folderPath, Self.flags)
+        // Only for looking names up in: search permission is enough, as for a whole path.
+        let descriptor = ferry_open_folder(folderPath)
         guard descriptor >= 0 else { return (AT_FDCWD, path) }
         self.descriptors[folderPath] = descriptor
         return (descriptor, name)
     }
-
-    /// A folder one may search but not read (`-wx`) cannot be opened so: its files then go by their whole paths.
-    private static let flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC
 
     deinit {
         for descriptor in self.descriptors.values {

@@ -80,6 +80,9 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
     public func channelReadComplete(context: ChannelHandlerContext) {
         self.readPending = false
         self.lastProgress = .now()
+        // Noted before the bytes reach the reader's stream (they do in this call): a reader waiting now is the one
+        // they resume. Noted after, it could be a later wait, which the peer owes bytes that never came.
+        self.inputStateAtLastRead = self.inputWait?.current ?? .max
         context.fireChannelReadComplete()
     }
 
@@ -114,16 +117,22 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
 
     private func evaluate(context: ChannelHandlerContext) {
         guard context.channel.isActive, !self.fired else { return }
-        if !self.isAwaitingPeerInput, self.writesPending == 0 {
+        let awaitingInput = self.isAwaitingPeerInput
+        if !awaitingInput, self.writesPending == 0 {
             // We are not waiting for the peer right now: whatever is slow, it is not the peer.
             self.lastProgress = .now()
         }
-        if self.writesPending > 0, let sent = Self.lastDataSent(on: context.channel), sent > self.lastProgress {
-            // A write still pending does not mean the peer stopped taking data: a write completes only once all
-            // of it is in the socket's buffer, and a 1 MiB piece to a peer reading 10 KB/s takes longer than the
-            // timeout while the peer takes every byte. The kernel sends data only into the window the peer opens
-            // by reading (a window probe carries none), so recent data sent is progress.
-            self.lastProgress = sent
+        if awaitingInput, let started = self.inputWait?.latestStart, started > self.lastProgress {
+            // The peer owes nothing from before the reader asked (it may have been busy long after the last byte).
+            self.lastProgress = started
+        }
+        if NIODeadline.now() - self.lastProgress >= self.timeout, let taken = Self.lastDataTaken(on: context.channel),
+            taken > self.lastProgress
+        {
+            // Completed writes do not show everything the peer takes: a write completes only once all of it is in
+            // the socket's buffer, so a 1 MiB piece to a peer reading 10 KB/s stays pending for longer than the
+            // timeout, and the last MiBs of a download are still being taken after END was handed over.
+            self.lastProgress = taken
         }
         guard NIODeadline.now() - self.lastProgress >= self.timeout else {
             self.scheduleCheck(context: context)
@@ -139,16 +148,20 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
 }
 
 extension IdleTimeoutHandler {
-    /// When the kernel last sent data on the channel's socket (`TCP_INFO`, Linux), or `nil` where that is not known.
-    /// Called on the event loop, where the channel answers at once.
-    private static func lastDataSent(on channel: any Channel) -> NIODeadline? {
+    /// When the peer last took data from the socket, as far as the kernel knows (`TCP_INFO`, Linux): the older of
+    /// the last data sent and the last acknowledgement received. Data is sent only into the window the peer opens by
+    /// reading (a window probe carries none), and acknowledged only by a peer that is there: a retransmission to a
+    /// vanished peer is data sent but never acknowledged, a peer that stopped reading acknowledges probes but is
+    /// sent no data. `nil` where this is not known. Called on the event loop, where the channel answers at once.
+    private static func lastDataTaken(on channel: any Channel) -> NIODeadline? {
         #if os(Linux)
         guard let provider = channel as? any SocketOptionProvider else { return nil }
-        var sent: NIODeadline?
+        var taken: NIODeadline?
         provider.getTCPInfo().assumeIsolated().whenSuccess { info in
-            sent = .now() - .milliseconds(Int64(info.tcpi_last_data_sent))
+            let milliseconds = max(info.tcpi_last_data_sent, info.tcpi_last_ack_recv)
+            taken = .now() - .milliseconds(Int64(milliseconds))
         }
-        return sent
+        return taken
         #else
         return nil
         #endif

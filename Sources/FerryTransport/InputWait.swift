@@ -1,3 +1,4 @@
+public import NIOCore
 import Synchronization
 
 /// When a connection's reader waits for the peer's next bytes: shared by the connection's ``MessageReader`` (which
@@ -10,6 +11,8 @@ public final class InputWait: Sendable {
     /// Counts starts and ends of waits: odd while the reader waits. Each wait has its own value, so the handler can
     /// tell whether bytes arrived during the current one.
     private let state = Atomic<UInt64>(0)
+    /// When the latest wait began (`NIODeadline`'s uptime nanoseconds): the peer owes nothing before that.
+    private let started = Atomic<UInt64>(0)
 
     public init() {}
 
@@ -23,7 +26,13 @@ public final class InputWait: Sendable {
         state & 1 == 1
     }
 
+    /// When the latest wait began.
+    public var latestStart: NIODeadline {
+        .uptimeNanoseconds(self.started.load(ordering: .relaxed))
+    }
+
     func begin() {
+        self.started.store(NIODeadline.now().uptimeNanoseconds, ordering: .relaxed)
         self.state.add(1, ordering: .relaxed)
     }
 

@@ -33,6 +33,8 @@ struct GroupPublishTests {
             file(scratch.appendingPathComponent("missing").path, "b", 12),
             file(second, "replaced", 13, replacing: true),
             file(first, "d", 15),
+            // A name that begins with a combining mark: with the `/` before it, one character of the path.
+            file(first, "\u{301}e", 16),
         ]
         let outcomes = BlockingFileIO.publishGroup(group)
 
@@ -46,15 +48,35 @@ struct GroupPublishTests {
             return
         }
         #expect(missing.code == ENOENT)
-        #expect(outcomes[3] == nil && outcomes[4] == nil)
+        #expect(outcomes[3] == nil && outcomes[4] == nil && outcomes[5] == nil)
         let expected: [(String, UInt8)] = [
             ("\(first)/a", 10), ("\(second)/taken", 1), ("\(second)/replaced", 13), ("\(first)/d", 15),
+            ("\(first)/\u{301}e", 16),
         ]
         for (path, byte) in expected {
             let count = byte < 10 ? 1 : 4096
             #expect(FileManager.default.contents(atPath: path) == Data(repeating: byte, count: count), "\(path)")
         }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: first).sorted() == ["a", "d"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: first).sorted() == ["a", "d", "\u{301}e"])
+        #expect(!FileManager.default.fileExists(atPath: "\(first)/e"), "the combining mark stayed in the name")
+
+        // Read back as a group reads them: by name in the folder opened once.
+        var folders = OpenFolders()
+        for (path, byte) in [("\(first)/\u{301}e", UInt8(16)), ("\(first)/a", 10)] {
+            let (folder, name) = folders.locate(path)
+            guard
+                case .contents(let bytes, _) = BlockingFileIO.readSmallFile(
+                    at: name,
+                    in: folder,
+                    upTo: 8192,
+                    followingLinks: false
+                )
+            else {
+                Issue.record("\(path) could not be read")
+                continue
+            }
+            #expect(Array(bytes.readableBytesView) == [UInt8](repeating: byte, count: 4096), "\(path)")
+        }
         #expect(try FileManager.default.contentsOfDirectory(atPath: second).sorted() == ["replaced", "taken"])
         #expect(!FileManager.default.fileExists(atPath: scratch.appendingPathComponent("missing").path))
     }

@@ -13,4 +13,8 @@ int ferry_rename_no_replace(int from_folder, const char *from, int to_folder, co
 /// (Linux `sync_file_range` with `SYNC_FILE_RANGE_WRITE`). Returns 0, or -1 with `errno` set (`ENOSYS` elsewhere).
 int ferry_start_writeback(int descriptor, long long offset, long long length);
 
+/// Opens a folder only to look names up in it (`openat`, `fstatat`, `renameat`…): with `O_PATH` on Linux, so that
+/// search permission is enough, as for a whole path. Returns the descriptor (close-on-exec), or -1 with `errno` set.
+int ferry_open_folder(const char *path);
+
 #endif

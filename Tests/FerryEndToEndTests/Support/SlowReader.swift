@@ -7,7 +7,7 @@ import NIOCore
 enum SlowReader {
     /// What came of a download.
     struct Outcome {
-        /// The frames that arrived after the server's HELLO, whole.
+        /// The frames that arrived after the server's HELLO, whole: FILE_INFO, DATA…, END, then OK for EXIT.
         var messages: [Message] = []
         /// The server closed the connection (or reset it).
         var closed = false
@@ -20,7 +20,8 @@ enum SlowReader {
     }
 
     /// Requests `name` and reads `chunk` bytes every `interval`. After `stoppingAfter` bytes it stops reading for
-    /// `pause`, then reads whatever is left. Ends at END, ERROR or the connection's end; gives up after 20 s.
+    /// `pause`, then reads whatever is left. After END it says EXIT and goes on reading at the same pace. Ends at
+    /// the answer to EXIT, at ERROR or at the connection's end; gives up after 20 s.
     static func download(
         _ name: String,
         port: Int,
@@ -101,7 +102,12 @@ enum SlowReader {
                 if case .hello = message { continue }
                 outcome.messages.append(message)
                 switch message {
-                case .end, .error: return outcome
+                case .end:
+                    let exit = RawConnection.encode(.exit)
+                    guard exit.withUnsafeBytes({ send(socket, $0.baseAddress, $0.count, 0) }) == exit.count else {
+                        throw TestFailure("send: \(errno)")
+                    }
+                case .ok, .error: return outcome
                 default: break
                 }
             }

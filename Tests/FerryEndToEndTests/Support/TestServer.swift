@@ -99,7 +99,7 @@ enum Scratch {
         return (names + staged.map { ".ferry-staging/\($0)" }).sorted()
     }
 
-    /// A new, empty folder for one test. In memory (tmpfs) where the system has one, unless `onDisk`.
+    /// A new, empty folder for one test. In memory (tmpfs) where the system has one with room, unless `onDisk`.
     ///
     /// On a disk, creating thousands of small files in folders whose neighbours earlier runs had just removed took
     /// ext4 seconds (its inode allocator skips inodes deleted moments ago), and tests create them on the two
@@ -113,11 +113,14 @@ enum Scratch {
 
     private static let prefix = "ferry-tests-"
 
-    /// Where tests' folders go: memory where there is a tmpfs, the temporary folder otherwise.
+    /// Where tests' folders go: memory where there is a tmpfs with room for a run (a container's is often 64 MiB),
+    /// the temporary folder otherwise.
     private static let root: URL = {
         var memory: ObjCBool = false
+        var room = statvfs()
         guard FileManager.default.fileExists(atPath: "/dev/shm", isDirectory: &memory), memory.boolValue,
-            access("/dev/shm", W_OK) == 0
+            access("/dev/shm", W_OK) == 0, statvfs("/dev/shm", &room) == 0,
+            UInt64(room.f_bavail) * UInt64(room.f_frsize) >= 2 << 30
         else { return Self.diskRoot }
         return Self.ownRoot(in: URL(fileURLWithPath: "/dev/shm"))
     }()

@@ -91,29 +91,17 @@ public enum BlockingFileIO {
         _ bytes: ByteBuffer,
         at offset: Int64
     ) -> SystemCallError? {
-        var written = 0
-        let failure = bytes.withUnsafeReadableBytes { bytes -> SystemCallError? in
-            while written < bytes.count {
-                let count = pwrite(
-                    descriptor,
-                    bytes.baseAddress.map { $0 + written },
-                    bytes.count - written,
-                    off_t(offset + Int64(written))
-                )
-                if count < 0, errno == EINTR { continue }
-                guard count > 0 else { return SystemCallError(code: count == 0 ? EIO : errno) }
-                written += count
-            }
-            return nil
+        if let failure = bytes.withUnsafeReadableBytes({ self.writeAll(descriptor, $0, at: offset) }) {
+            return failure
         }
         let interval = Self.writebackInterval
         let from = offset / interval * interval
-        let to = (offset + Int64(written)) / interval * interval
-        if failure == nil, to > from {
+        let to = (offset + Int64(bytes.readableBytes)) / interval * interval
+        if to > from {
             // Only a hint: a failure to start now shows in the `fsync` that publishing waits for.
             _ = ferry_start_writeback(descriptor, from, to - from)
         }
-        return failure
+        return nil
     }
 
     /// Writes all of `bytes` to an open file.
@@ -121,11 +109,22 @@ public enum BlockingFileIO {
         bytes.withUnsafeReadableBytes { self.writeAll(descriptor, $0) }
     }
 
-    /// Writes all of `bytes` to an open file (or a terminal, or a pipe), retrying after a signal.
-    public static func writeAll(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer) -> SystemCallError? {
+    /// Writes all of `bytes` to an open file (or a terminal, or a pipe), retrying after a signal: at the file's
+    /// position, or at `offset` if given (`pwrite`).
+    public static func writeAll(
+        _ descriptor: Int32,
+        _ bytes: UnsafeRawBufferPointer,
+        at offset: Int64? = nil
+    ) -> SystemCallError? {
         var written = 0
         while written < bytes.count {
-            let count = write(descriptor, bytes.baseAddress.map { $0 + written }, bytes.count - written)
+            let start = bytes.baseAddress.map { $0 + written }
+            let count =
+                if let offset {
+                    pwrite(descriptor, start, bytes.count - written, off_t(offset + Int64(written)))
+                } else {
+                    write(descriptor, start, bytes.count - written)
+                }
             if count < 0, errno == EINTR { continue }
             guard count > 0 else { return SystemCallError(code: count == 0 ? EIO : errno) }
             written += count

@@ -73,7 +73,6 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.lastProgress = .now()
-        self.inputStateAtLastRead = self.inputWait?.current ?? .max
         context.fireChannelRead(data)
     }
 

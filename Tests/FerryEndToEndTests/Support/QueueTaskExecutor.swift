@@ -15,9 +15,16 @@ final class QueueTaskExecutor: TaskExecutor, @unchecked Sendable {
     /// Blocks the queue, and with it every task that prefers this executor, for `duration`.
     func stall(for duration: Duration) {
         self.queue.async {
-            Thread.sleep(
-                forTimeInterval: Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-            )
+            Thread.sleep(for: duration)
         }
+    }
+}
+
+extension Thread {
+    /// Blocks the calling thread (never a cooperative one) for `duration`.
+    static func sleep(for duration: Duration) {
+        Thread.sleep(
+            forTimeInterval: Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        )
     }
 }

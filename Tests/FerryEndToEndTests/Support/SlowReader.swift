@@ -84,7 +84,7 @@ enum SlowReader {
         while ContinuousClock.now - started < .seconds(20) {
             if received >= limit, !paused {
                 paused = true
-                Thread.sleep(forTimeInterval: Self.seconds(pause))
+                Thread.sleep(for: pause)
             }
             let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, chunk, 0) }
             guard count > 0 else {
@@ -112,13 +112,9 @@ enum SlowReader {
                 }
             }
             if !paused || received < limit {
-                Thread.sleep(forTimeInterval: Self.seconds(interval))
+                Thread.sleep(for: interval)
             }
         }
         return outcome
-    }
-
-    private static func seconds(_ duration: Duration) -> TimeInterval {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }

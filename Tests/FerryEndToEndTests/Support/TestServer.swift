@@ -83,8 +83,8 @@ struct TestFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Temporary folders under one root per test process (in `/dev/shm` where it exists, and one in the temporary folder
-/// for tests that need a disk); tests never share one. The roots are removed when the process exits, and roots left
+/// Temporary folders under one root per test process (in `/dev/shm` where it has 2 GiB free, and one in the
+/// temporary folder for tests that need a disk); tests never share one. The roots are removed when the process exits, and roots left
 /// by test processes that no longer run (a crash, a kill) are removed by the next run: a run writes about half a
 /// gigabyte.
 enum Scratch {

@@ -94,15 +94,9 @@ let package = Package(
             dependencies: [
                 "FerryClient",
                 "FerryTransport",
-                "CEditLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings
-        ),
-        .systemLibrary(
-            name: "CEditLine",
-            pkgConfig: "libedit",
-            providers: [.apt(["libedit-dev"])]
         ),
 
         // MARK: - Benchmarks

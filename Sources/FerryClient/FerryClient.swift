@@ -42,7 +42,7 @@ public struct FerryClient: Sendable {
         let channel: NIOAsyncChannel<ByteBuffer, IOData>
         do {
             let bootstrap = ClientBootstrap(group: self.eventLoopGroup)
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)  // not .socketOption: that is SO_DEBUG
                 .channelOption(.writeBufferWaterMark, value: ChannelTuning.writeBufferWaterMark)
                 .channelOption(.recvAllocator, value: ChannelTuning.clientReceiveAllocator)
                 .connectTimeout(.seconds(10))

@@ -38,7 +38,9 @@ public struct FerryServer: Service {
         let serverChannel = try await ServerBootstrap(group: self.eventLoopGroup)
             .serverChannelOption(.backlog, value: Int32(clamping: max(configuration.maximumConnections, 128)))
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // TCP_NODELAY is a TCP-level option (NIO sets it by default; stated here because replies are small).
+            // At the socket level its number means SO_DEBUG, which only root may set: every connection failed.
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             // A client may shut down its sending side after its last request and still read the answers.
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.writeBufferWaterMark, value: ChannelTuning.writeBufferWaterMark)
@@ -63,6 +65,7 @@ public struct FerryServer: Service {
                     return (connection, inputWait)
                 }
             }
+        try await Self.keepAccepting(serverChannel.channel, logger: self.logger)
         if let address = serverChannel.channel.localAddress {
             self.onListening(address)
         }
@@ -167,6 +170,21 @@ public struct FerryServer: Service {
 }
 
 extension FerryServer {
+    /// Makes the failure of one accepted connection's setup (an option the socket refuses, a peer gone before it
+    /// was set up) a log line instead of the end of the server.
+    ///
+    /// NIO reports such a failure as an error on the listening channel, after its accept handler; the async
+    /// channel there ends its stream of connections at the first error, and the accept loop with it. This handler
+    /// goes between the two and keeps the error from reaching the stream. Errors of `accept` itself (too many open
+    /// files) are taken care of before that, by NIO's back-off handler.
+    private static func keepAccepting(_ listener: any Channel, logger: Logger) async throws {
+        try await listener.eventLoop.submit {
+            let operations = listener.pipeline.syncOperations
+            let acceptor = try operations.context(name: "AcceptHandler").handler
+            try operations.addHandler(AcceptFailureLogger(logger: logger), position: .after(acceptor))
+        }.get()
+    }
+
     /// Gives what the connections left free in the heap back to the system: at once, and again after a moment if
     /// the server is still idle.
     ///
@@ -190,6 +208,20 @@ extension FerryServer {
 
     /// Long enough for NIO to release the closed channels, short enough to come before the next burst of work.
     static let idleBeforeReleasingMemory = Duration.milliseconds(200)
+}
+
+/// Logs and absorbs the errors of connections whose setup failed (see ``FerryServer/keepAccepting(_:logger:)``).
+private final class AcceptFailureLogger: ChannelInboundHandler, Sendable {
+    typealias InboundIn = Any
+    let logger: Logger
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.logger.warning("a connection could not be set up", metadata: ["error": "\(error)"])
+    }
 }
 
 /// How many connections are being served, so the limit is enforced at accept time.

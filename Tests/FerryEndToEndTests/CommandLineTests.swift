@@ -16,12 +16,16 @@ struct CommandLineTests {
         static func start(
             host: String = "127.0.0.1",
             root: URL = Scratch.makeDirectory("library"),
-            extraArguments: [String] = []
+            extraArguments: [String] = [],
+            as user: User = .current,
+            limits: [String] = []
         ) async throws -> Daemon {
             let output = Pipe()
             let process = try Binaries.launch(
                 "ferryd",
                 ["--root", root.path, "--host", host, "--port", "0"] + extraArguments,
+                as: user,
+                limits: limits,
                 stdout: output
             )
             // The first line says where it listens.

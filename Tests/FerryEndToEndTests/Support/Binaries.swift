@@ -18,17 +18,28 @@ enum Binaries {
         throw TestFailure("cannot find the \(name) executable near \(candidates.map(\.path))")
     }
 
+    /// Starts `name` with `arguments`; `as: .ordinaryUser` runs it as `nobody` (see ``User``), and `limits` are
+    /// `prlimit` options it runs under (`--nofile=64`, say).
     static func launch(
         _ name: String,
         _ arguments: [String],
+        as user: User = .current,
+        limits: [String] = [],
         currentDirectory: URL? = nil,
         stdin: Pipe? = nil,
         stdout: Pipe? = nil,
         stderr: Pipe? = nil
     ) throws -> Process {
         let process = Process()
-        process.executableURL = try self.url(name)
-        process.arguments = arguments
+        var command = [try self.url(name).path] + arguments
+        if !limits.isEmpty {
+            command = ["/usr/bin/prlimit"] + limits + ["--"] + command
+        }
+        if user == .ordinaryUser, let switcher = User.switcher {
+            command = [switcher.path] + User.switchArguments + command
+        }
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
         process.currentDirectoryURL = currentDirectory
         process.standardInput = stdin ?? FileHandle.nullDevice
         process.standardOutput = stdout ?? FileHandle.nullDevice
@@ -56,6 +67,7 @@ enum Binaries {
     static func run(
         _ name: String,
         _ arguments: [String],
+        as user: User = .current,
         input: String? = nil,
         currentDirectory: URL? = nil,
         timeout: Duration = .seconds(60)
@@ -66,6 +78,7 @@ enum Binaries {
         let process = try self.launch(
             name,
             arguments,
+            as: user,
             currentDirectory: currentDirectory,
             stdin: stdin,
             stdout: stdout,
@@ -90,5 +103,53 @@ enum Binaries {
             stdout: String(decoding: await out, as: UTF8.self),
             stderr: String(decoding: await err, as: UTF8.self)
         )
+    }
+}
+
+/// Who runs a binary in a test.
+///
+/// People run ferryd and ferry as ordinary users; the tests and CI run as root, which once hid a defect that stopped
+/// both from working for anyone else (a socket option only root may set). Tests that say `.ordinaryUser` run the
+/// binary as `nobody` through `setpriv` when the tests run as root, and as the current (already unprivileged) user
+/// otherwise. The folders such a binary uses must be handed to that user first (``handOver(_:)``).
+enum User: Equatable {
+    case current
+    case ordinaryUser
+
+    /// `nobody` and `nogroup` on Debian.
+    static let ordinaryID: UInt32 = 65534
+
+    /// `setpriv`, when the tests run as root and it is installed (util-linux).
+    static let switcher: URL? = {
+        guard getuid() == 0 else { return nil }
+        return ["/usr/bin/setpriv", "/bin/setpriv"].map { URL(fileURLWithPath: $0) }
+            .first { FileManager.default.isExecutableFile(atPath: $0.path) }
+    }()
+
+    static let switchArguments = ["--reuid=\(ordinaryID)", "--regid=\(ordinaryID)", "--clear-groups", "--"]
+
+    /// Whether `.ordinaryUser` really runs without root's privileges here.
+    static var canRunUnprivileged: Bool {
+        getuid() != 0 || Self.switcher != nil
+    }
+
+    /// Makes `folder` and everything in it the ordinary user's, and the folders above it passable, so a binary run
+    /// `.ordinaryUser` can use it. Nothing to do when the tests do not run as root.
+    static func handOver(_ folder: URL) throws {
+        guard getuid() == 0 else { return }
+        var parent = folder.deletingLastPathComponent()
+        while parent.path != "/" {
+            var info = stat()
+            if stat(parent.path, &info) == 0, info.st_mode & 0o001 == 0 {
+                chmod(parent.path, info.st_mode & 0o7777 | 0o111)
+            }
+            parent = parent.deletingLastPathComponent()
+        }
+        let paths = [folder.path] + (FileManager.default.subpaths(atPath: folder.path) ?? []).map {
+            folder.appendingPathComponent($0).path
+        }
+        for path in paths where lchown(path, Self.ordinaryID, Self.ordinaryID) != 0 {
+            throw TestFailure("cannot hand \(path) over to uid \(Self.ordinaryID): \(String(cString: strerror(errno)))")
+        }
     }
 }

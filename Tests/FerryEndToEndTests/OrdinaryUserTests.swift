@@ -1,0 +1,136 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// ferryd and ferry run by an ordinary user, as people run them: when the tests run as root (CI does), the binaries
+/// run as `nobody` (see ``User``). A socket option only root may set once made every connection fail for everyone
+/// else, and the suite, running as root, did not notice.
+@Suite("ferryd and ferry as an ordinary user", .enabled(if: User.canRunUnprivileged))
+struct OrdinaryUserTests {
+    typealias Daemon = CommandLineTests.Daemon
+
+    /// A library and a working folder that belong to the ordinary user.
+    private static func folders() throws -> (library: URL, work: URL) {
+        let library = Scratch.makeDirectory("library")
+        let work = Scratch.makeDirectory("work")
+        try User.handOver(library)
+        try User.handOver(work)
+        return (library, work)
+    }
+
+    @Test func aRoundTripAsAnOrdinaryUser() async throws {
+        let (library, work) = try Self.folders()
+        let daemon = try await Daemon.start(root: library, as: .ordinaryUser)
+        defer { _ = daemon.stop() }
+        let port = ["--port", "\(daemon.port)"]
+        let original = Scratch.randomBytes(3 << 20)
+        try Data(original).write(to: work.appendingPathComponent("big.bin"))
+        try Data("small".utf8).write(to: work.appendingPathComponent("small.txt"))
+        try User.handOver(work)
+
+        let put = try await Binaries.run(
+            "ferry",
+            ["put", "big.bin", "small.txt"] + port,
+            as: .ordinaryUser,
+            currentDirectory: work
+        )
+        #expect(put.status == 0, "\(put.stderr)")
+        let list = try await Binaries.run("ferry", ["list", "--json"] + port, as: .ordinaryUser)
+        #expect(list.status == 0, "\(list.stderr)")
+        #expect(list.stdout.contains("\"big.bin\"") && list.stdout.contains("\"small.txt\""), "\(list.stdout)")
+
+        let mirror = work.appendingPathComponent("mirror")
+        try FileManager.default.createDirectory(at: mirror, withIntermediateDirectories: true)
+        try User.handOver(mirror)
+        let get = try await Binaries.run(
+            "ferry",
+            ["get", "--all", "--output", mirror.path] + port,
+            as: .ordinaryUser
+        )
+        #expect(get.status == 0, "\(get.stderr)")
+        #expect(sameBytes([UInt8](try Data(contentsOf: mirror.appendingPathComponent("big.bin"))), original))
+        #expect(try Data(contentsOf: mirror.appendingPathComponent("small.txt")) == Data("small".utf8))
+        if getuid() == 0 {
+            var info = stat()
+            #expect(stat(library.appendingPathComponent("big.bin").path, &info) == 0)
+            #expect(info.st_uid == User.ordinaryID, "ferryd really ran as the ordinary user")
+        }
+    }
+
+    @Test func failuresAreReportedToAnOrdinaryUser() async throws {
+        let (library, work) = try Self.folders()
+        let daemon = try await Daemon.start(root: library, as: .ordinaryUser)
+        defer { _ = daemon.stop() }
+        let port = ["--port", "\(daemon.port)"]
+
+        let missing = try await Binaries.run("ferry", ["get", "no-such-file"] + port, as: .ordinaryUser,
+            currentDirectory: work)
+        #expect(missing.status != 0)
+        #expect(missing.stderr.contains("no such file: 'no-such-file'"), "\(missing.stderr)")
+
+        let unreachable = try await Binaries.run("ferry", ["list", "--port", "1"], as: .ordinaryUser)
+        #expect(unreachable.status != 0)
+        #expect(unreachable.stderr.hasPrefix("ferry: server unreachable"), "\(unreachable.stderr)")
+        #expect(!unreachable.stderr.contains("Permission denied"), "\(unreachable.stderr)")
+    }
+
+    @Test func theShellAsAnOrdinaryUser() async throws {
+        let (library, work) = try Self.folders()
+        let daemon = try await Daemon.start(root: library, as: .ordinaryUser)
+        defer { _ = daemon.stop() }
+        try Data("piped".utf8).write(to: work.appendingPathComponent("p.txt"))
+        try User.handOver(work)
+        let session = try await Binaries.run(
+            "ferry",
+            ["--port", "\(daemon.port)"],
+            as: .ordinaryUser,
+            input: "put p.txt\nlist\nget p.txt --force\nget nothing-here\nexit\n",
+            currentDirectory: work
+        )
+        #expect(session.stdout.contains("stored p.txt"), "\(session.stdout) \(session.stderr)")
+        #expect(session.stdout.contains("received p.txt"))
+        #expect(session.stderr.contains("no such file: 'nothing-here'"))
+        #expect(session.status != 0, "one command failed")
+    }
+
+    /// Connections ferryd cannot take (no descriptors left) are turned away or wait; the server keeps accepting.
+    @Test func connectionsThatCannotBeSetUpNeverStopTheServer() async throws {
+        let (library, _) = try Self.folders()
+        let daemon = try await Daemon.start(root: library, as: .ordinaryUser, limits: ["--nofile=40:40"])
+        defer { _ = daemon.stop() }
+        var sockets: [Int32] = []
+        for _ in 0..<60 {
+            let socket = Self.connect(port: daemon.port)
+            if socket >= 0 { sockets.append(socket) }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        for socket in sockets { close(socket) }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(daemon.process.isRunning, "ferryd still runs")
+        let list = try await Binaries.run("ferry", ["list", "--port", "\(daemon.port)"], as: .ordinaryUser)
+        #expect(list.status == 0, "\(list.stderr)")
+    }
+
+    /// A plain TCP connection to the loopback port, or -1.
+    private static func connect(port: Int) -> Int32 {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { return -1 }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else {
+            close(socket)
+            return -1
+        }
+        return socket
+    }
+}

@@ -500,13 +500,21 @@ public final class FerryConnection {
         }
     }
 
+    /// Version 1 has no resumed uploads (SPEC.md §5.4): a READY at any other offset than 0 is malformed, and no DATA
+    /// follows it.
+    private static func checkStartsAtZero(_ ready: Ready) throws {
+        guard ready.offset == 0 else {
+            throw FerryProtocolError.malformed(.ready, "offset \(ready.offset); version 1 allows only 0")
+        }
+    }
+
     /// Reads the answer to an upload sent without waiting: READY then OK, or an ERROR in place of either.
     private func storeAnswer(size: UInt64) async throws -> Result<UInt64, FerryClientError> {
         switch try await self.nextReplyOrRequestError() {
         case .failure(let refusal):
             return .failure(refusal)
-        case .success(.ready(let ready)) where ready.offset == 0:
-            break
+        case .success(.ready(let ready)):
+            try Self.checkStartsAtZero(ready)
         case .success(let other):
             throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to STOR")
         }
@@ -534,8 +542,8 @@ public final class FerryConnection {
         switch try await self.nextReplyOrRequestError() {
         case .failure(let refusal):
             return .failure(refusal)
-        case .success(.ready(let ready)) where ready.offset == 0:
-            break
+        case .success(.ready(let ready)):
+            try Self.checkStartsAtZero(ready)
         case .success(let other):
             throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to STOR")
         }

@@ -104,9 +104,14 @@ struct CommandLineTests {
         // Where versions before the staging folder kept them.
         try Data("partial".utf8).write(to: root.appendingPathComponent(".ferry-staging-0123abcd"))
         try Data("kept".utf8).write(to: root.appendingPathComponent("kept"))
+        // The area of a server that is gone (nobody holds its lock).
+        let abandoned = staging.appendingPathComponent("ferryd-1-abc")
+        try FileManager.default.createDirectory(at: abandoned, withIntermediateDirectories: true)
+        try Data("partial".utf8).write(to: abandoned.appendingPathComponent(".ferry-staging-1"))
         #expect(
             try Scratch.libraryContents(root) == [
-                ".ferry-staging-0123abcd", ".ferry-staging/.ferry-staging-deadbeef", "kept",
+                ".ferry-staging-0123abcd", ".ferry-staging/.ferry-staging-deadbeef",
+                ".ferry-staging/ferryd-1-abc/.ferry-staging-1", "kept",
             ]
         )
         let daemon = try await Daemon.start(root: root)

@@ -66,8 +66,12 @@ struct OrdinaryUserTests {
         defer { _ = daemon.stop() }
         let port = ["--port", "\(daemon.port)"]
 
-        let missing = try await Binaries.run("ferry", ["get", "no-such-file"] + port, as: .ordinaryUser,
-            currentDirectory: work)
+        let missing = try await Binaries.run(
+            "ferry",
+            ["get", "no-such-file"] + port,
+            as: .ordinaryUser,
+            currentDirectory: work
+        )
         #expect(missing.status != 0)
         #expect(missing.stderr.contains("no such file: 'no-such-file'"), "\(missing.stderr)")
 
@@ -75,6 +79,26 @@ struct OrdinaryUserTests {
         #expect(unreachable.status != 0)
         #expect(unreachable.stderr.hasPrefix("ferry: server unreachable"), "\(unreachable.stderr)")
         #expect(!unreachable.stderr.contains("Permission denied"), "\(unreachable.stderr)")
+    }
+
+    /// A library the server may read but not write: downloads work, and uploads are refused with the real reason
+    /// (it was "No such file or directory", from a staging folder whose creation had failed unnoticed).
+    @Test func aLibraryTheServerMayNotWriteServesAndSaysWhyUploadsAreRefused() async throws {
+        guard getuid() == 0 else { return }  // the library must belong to someone else than the server's user
+        let library = Scratch.makeDirectory("library")
+        try Data("readable".utf8).write(to: library.appendingPathComponent("r.txt"))
+        let work = Scratch.makeDirectory("work")
+        try Data("new".utf8).write(to: work.appendingPathComponent("new.txt"))
+        try User.handOver(work)
+        let daemon = try await Daemon.start(root: library, as: .ordinaryUser)
+        defer { _ = daemon.stop() }
+        let port = ["--port", "\(daemon.port)"]
+        let get = try await Binaries.run("ferry", ["get", "r.txt"] + port, as: .ordinaryUser, currentDirectory: work)
+        #expect(get.status == 0, "\(get.stderr)")
+        let put = try await Binaries.run("ferry", ["put", "new.txt"] + port, as: .ordinaryUser, currentDirectory: work)
+        #expect(put.status != 0)
+        #expect(put.stderr.contains("Permission denied"), "\(put.stderr)")
+        #expect(!put.stderr.contains("No such file"), "\(put.stderr)")
     }
 
     @Test func theShellAsAnOrdinaryUser() async throws {

@@ -42,7 +42,10 @@ public func fuzzFrameParser(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
             )
             _ = try? Message(decoding: frame)
         }
-        precondition(parser.bufferedByteCount <= max(limit, 0) + FrameLayout.overhead + 97, "the parser holds more than one frame")
+        precondition(
+            parser.bufferedByteCount <= max(limit, 0) + FrameLayout.overhead + 97,
+            "the parser holds more than one frame"
+        )
     }
     return 0
 }

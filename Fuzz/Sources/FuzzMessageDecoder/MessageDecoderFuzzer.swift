@@ -12,7 +12,8 @@ public func fuzzMessageDecoder(_ start: UnsafeRawPointer, _ count: Int) -> CInt 
     var input = FuzzInput(start, count)
     // Mostly the defined types, so the decoders get the attention; sometimes any byte.
     let selector = input.byte()
-    let type = selector & 0x80 == 0
+    let type =
+        selector & 0x80 == 0
         ? FrameType.known[Int(selector) % FrameType.known.count]
         : FrameType(rawValue: input.byte())
     let payload = ByteBuffer(bytes: input.rest())

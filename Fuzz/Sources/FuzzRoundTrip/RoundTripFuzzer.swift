@@ -30,11 +30,25 @@ extension FuzzInput {
     mutating func message() -> Message {
         switch self.byte() % 14 {
         case 0:
-            return .hello(Hello(minimumVersion: self.integer(), maximumVersion: self.integer(), maximumFramePayload: self.integer(), maximumFileSize: self.integer()))
+            return .hello(
+                Hello(
+                    minimumVersion: self.integer(),
+                    maximumVersion: self.integer(),
+                    maximumFramePayload: self.integer(),
+                    maximumFileSize: self.integer()
+                )
+            )
         case 1: return .list
         case 2: return .retrieve(RetrieveRequest(name: self.name(), offset: self.integer()))
         case 3:
-            return .store(StoreRequest(name: self.name(), size: self.integer(), offset: self.integer(), options: StoreOptions(rawValue: self.byte())))
+            return .store(
+                StoreRequest(
+                    name: self.name(),
+                    size: self.integer(),
+                    offset: self.integer(),
+                    options: StoreOptions(rawValue: self.byte())
+                )
+            )
         case 4: return .exit
         case 5: return .ok
         case 6:
@@ -42,7 +56,11 @@ extension FuzzInput {
             let text = String(decoding: self.bytes(Int(self.integer(UInt16.self) % 2048)), as: UTF8.self)
             return .error(ErrorReply(code: code, message: text))
         case 7:
-            return .listEntries((0..<Int(self.byte() % 8)).map { _ in ListEntry(name: self.name(), size: self.integer(), modified: self.integer()) })
+            return .listEntries(
+                (0..<Int(self.byte() % 8)).map { _ in
+                    ListEntry(name: self.name(), size: self.integer(), modified: self.integer())
+                }
+            )
         case 8: return .listEnd(ListEnd(count: self.integer()))
         case 9:
             let size: UInt64 = self.integer()

@@ -14,39 +14,47 @@ import Darwin
 
 /// The folder a server shares: one flat directory of regular files.
 ///
-/// Every path it touches is `root/name`, and names come from the protocol's validated ``FileName`` rules (no
-/// separators, no leading dot), so no request can reach outside the root. Final components are opened without
-/// following symbolic links, so a link placed in the library cannot lead out of it either.
+/// The folder is opened once, at start-up, and reached through that descriptor ever after (``PinnedFolder``), as
+/// are its hidden folders, which are opened without following links: replacing the library folder or one of its
+/// hidden folders by a link while the server runs leads nowhere. The server goes on serving the folder it opened,
+/// also after it is moved or renamed; LIST and RETR always agree on it. Names come from the protocol's validated
+/// ``FileName`` rules (no separators, no leading dot), so no request can reach outside the folder, and final
+/// components are opened without following symbolic links, so a link placed in the library cannot lead out of it
+/// either.
 ///
-/// Uploads are written to a staging file in the library's hidden staging folder (``stagingFolderName``), flushed
+/// Uploads are written to a staging file in this server's own staging area (``StagingArea``), flushed
 /// to disk, and published by an atomic rename into the library (``publishFile(_:as:replacing:)``) only after they
 /// are verified. File data moves
 /// through `_NIOFileSystem` or whole-file jobs; the metadata calls (listing, commit, clean-up) run as single jobs on
 /// the I/O thread pool; a file goes to `sendfile`, which runs on an event loop, only while it is wholly in the page
 /// cache: no event loop waits for the disk.
 public struct FileLibrary: Sendable {
+    /// The library folder's path when it was opened, for people to read. The server itself never uses it again.
     public let root: FilePath
+    /// The library folder itself.
+    private let folder: PinnedFolder
+    /// The folder of checksum tables, or `nil` where it could not be made (a library the server may not write).
+    private let checksumFolder: PinnedFolder?
+    private let staging: StagingArea
     private let fileSystem: FileSystem
     private let threadPool: NIOThreadPool
     /// The last listing, while nothing in the folder has changed.
     let listingCache: ListingCache
 
-    /// The folder of staging files, beside the library's files. A dot-name: never listed or retrievable.
-    ///
-    /// A folder of their own rather than dot-names among the files: the listing cache watches the library folder
-    /// with inotify, which reports every create, write and close in it, so staging files there made each small
-    /// upload queue five events instead of one (the rename into place), about 5 µs of the server's CPU per file
-    /// (a C loop on tmpfs with the same watch: 21–23 against 16–20 µs per file), and every upload in progress made
-    /// the cached listing stale with each of its writes.
-    static let stagingFolderName = ".ferry-staging"
-    /// Staging files start with this (also in the library folder itself, where versions before the staging
-    /// folder kept them, and where start-up still removes any left by a crash).
-    static let stagingPrefix = ".ferry-staging-"
+    /// Staging files live in a folder of their own rather than as dot-names among the files: the listing cache
+    /// watches the library folder with inotify, which reports every create, write and close in it, so staging files
+    /// there made each small upload queue five events instead of one (the rename into place), about 5 µs of the
+    /// server's CPU per file (a C loop on tmpfs with the same watch: 21–23 against 16–20 µs per file), and every
+    /// upload in progress made the cached listing stale with each of its writes.
+    static let stagingPrefix = StagingArea.filePrefix
 
     /// The folder of ``ChunkChecksums`` tables, one per file, named like the file. A dot-name: never listed.
     static let checksumFolderName = ".ferry-checksums"
     /// Tables are written under this name in their folder, then renamed into place.
     private static let checksumTemporaryPrefix = ".tmp-"
+    /// A table still being written after this long was abandoned by its server: start-up removes it. Younger ones
+    /// may belong to another server sharing the library.
+    private static let abandonedTableAge: Int = 3600
 
     /// Opens (creating if missing) the folder at `path`, and removes staging files a crash left behind.
     public static func open(
@@ -54,51 +62,69 @@ public struct FileLibrary: Sendable {
         threadPool: NIOThreadPool = .singleton,
         fileSystem: FileSystem = .shared
     ) async throws -> FileLibrary {
-        let root = try await threadPool.runIfActive { () throws -> FilePath in
+        let opened = try await threadPool.runIfActive { () throws -> OpenedFolders in
             if mkdir(path, 0o755) != 0, errno != EEXIST {
                 throw LibraryError.storage("cannot create the library folder '\(path)': \(Self.describeErrno())")
             }
-            guard let resolved = realpath(path, nil) else {
-                throw LibraryError.storage("cannot resolve the library folder '\(path)': \(Self.describeErrno())")
+            let folder: PinnedFolder
+            do {
+                folder = try PinnedFolder.open(path)
+            } catch {
+                throw LibraryError.storage("cannot open the library folder: \(error)")
             }
-            defer { free(resolved) }
-            var info = stat()
-            guard stat(resolved, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
-                throw LibraryError.storage("'\(path)' is not a folder")
+            let shown = realpath(path, nil).map { resolved in
+                defer { free(resolved) }
+                return String(cString: resolved)
             }
-            let root = String(cString: resolved)
-            // Without the folder (a read-only library), downloads simply go without tables.
-            _ = mkdir(root + "/" + Self.checksumFolderName, 0o755)
-            // Without it, uploads are refused with the reason (a read-only library); never anything but a folder.
-            let staging = root + "/" + Self.stagingFolderName
-            if mkdir(staging, 0o700) != 0, errno == EEXIST {
-                guard lstat(staging, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
-                    throw LibraryError.storage("'\(staging)' is in the way: the staging folder must be a folder")
-                }
+            // Without it (a read-only library) downloads simply go without tables; never anything but a folder.
+            let checksumFolder: PinnedFolder?
+            do {
+                checksumFolder = try folder.openFolder(Self.checksumFolderName, creatingWith: 0o755)
+            } catch let error as PinningError where error.errno == ELOOP || error.errno == ENOTDIR {
+                throw LibraryError.storage("\(error)")
+            } catch {
+                checksumFolder = nil
             }
-            return FilePath(root)
+            let staging = try StagingArea(in: folder)
+            return OpenedFolders(
+                root: FilePath(shown ?? path),
+                folder: folder,
+                checksumFolder: checksumFolder,
+                staging: staging
+            )
         }
-        let library = FileLibrary(root: root, fileSystem: fileSystem, threadPool: threadPool)
+        let library = FileLibrary(opened, fileSystem: fileSystem, threadPool: threadPool)
         try await library.removeLeftovers()
         return library
     }
 
-    private init(root: FilePath, fileSystem: FileSystem, threadPool: NIOThreadPool) {
-        self.root = root
+    /// What ``open(at:threadPool:fileSystem:)`` opened.
+    private struct OpenedFolders: Sendable {
+        let root: FilePath
+        let folder: PinnedFolder
+        let checksumFolder: PinnedFolder?
+        let staging: StagingArea
+    }
+
+    private init(_ opened: OpenedFolders, fileSystem: FileSystem, threadPool: NIOThreadPool) {
+        self.root = opened.root
+        self.folder = opened.folder
+        self.checksumFolder = opened.checksumFolder
+        self.staging = opened.staging
         self.fileSystem = fileSystem
         self.threadPool = threadPool
-        self.listingCache = ListingCache(watching: root.string)
+        self.listingCache = ListingCache(watching: opened.folder)
     }
 
+    /// `name` in the library, as a path through the pinned folder.
     private func path(_ name: String) -> FilePath {
-        self.root.appending(name)
+        FilePath(self.folder.path(of: name))
     }
 
-    /// A fresh staging file name in the staging folder (random; see ``stagingFolderName``).
-    private func newStagingPath() -> FilePath {
+    /// A fresh, random staging file name.
+    private static func newStagingName() -> String {
         var random = SystemRandomNumberGenerator()
-        let name = Self.stagingPrefix + String(random.next(), radix: 16)
-        return self.root.appending(Self.stagingFolderName).appending(name)
+        return Self.stagingPrefix + String(random.next(), radix: 16)
     }
 
     // MARK: - Listing
@@ -107,7 +133,7 @@ public struct FileLibrary: Sendable {
     /// files), sorted by the bytes of their UTF-8. One job reads the folder. What each is
     /// (``describe(_:)``) is looked up afterwards, in batches, so a large listing can be sent while it is made.
     func listNames() async throws -> [String] {
-        let root = self.root.string
+        let root = self.folder.path
         return try await self.threadPool.runIfActive { () throws -> [String] in
             var names: [(bytes: [UInt8], name: String)] = []
             try Self.forEachEntry(in: root) { _, nameBytes, type in
@@ -124,18 +150,13 @@ public struct FileLibrary: Sendable {
     /// The entries for those of `names` that are regular files, in order: one job of `stat` calls, the bulk of a
     /// listing's cost. Names that vanished or turned into something else since ``listNames()`` are left out.
     func describe(_ names: ArraySlice<String>) async throws -> [ListEntry] {
-        let root = self.root.string
+        let folder = self.folder
         let names = Array(names)
-        return try await self.threadPool.runIfActive { try Self.describe(names, in: root) }
+        return try await self.threadPool.runIfActive { Self.describe(names, in: folder.descriptor) }
     }
 
     /// The entries for those of `names` that are regular files, in order. Blocking.
-    private static func describe(_ names: [String], in root: String) throws -> [ListEntry] {
-        let directory = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard directory >= 0 else {
-            throw LibraryError.storage("cannot read the library folder: \(Self.describeErrno())")
-        }
-        defer { close(directory) }
+    private static func describe(_ names: [String], in directory: Int32) -> [ListEntry] {
         var entries: [ListEntry] = []
         entries.reserveCapacity(names.count)
         for name in names {
@@ -279,10 +300,6 @@ public struct FileLibrary: Sendable {
 
     // MARK: - Chunk checksums
 
-    private func checksumPath(_ name: String) -> String {
-        self.root.appending(Self.checksumFolderName).appending(name).string
-    }
-
     /// What ``openWithChecksums(_:)`` found.
     enum ChecksumLookup: Sendable {
         /// A table that matches the file as opened (found, or made just now from the page cache), and the file
@@ -307,7 +324,7 @@ public struct FileLibrary: Sendable {
     /// about 21 MiB from a table.
     func openWithChecksums(_ name: String) async throws -> ChecksumLookup {
         let path = self.path(name).string
-        let tablePath = self.checksumPath(name)
+        let tables = self.checksumFolder
         return try await self.threadPool.runIfActive { () -> ChecksumLookup in
             var info = stat()
             guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return .noTable }
@@ -319,11 +336,14 @@ public struct FileLibrary: Sendable {
             }
             let identity = FileIdentity(info)
             var checksums: ChunkChecksums? = nil
-            if case .contents(let stored, _) = BlockingFileIO.readSmallFile(
-                at: tablePath,
-                upTo: ChunkChecksums.maximumEncodedLength,
-                followingLinks: false
-            ), let table = ChunkChecksums(decoding: stored), table.identity == identity {
+            if let tables,
+                case .contents(let stored, _) = BlockingFileIO.readSmallFile(
+                    at: name,
+                    in: tables.descriptor,
+                    upTo: ChunkChecksums.maximumEncodedLength,
+                    followingLinks: false
+                ), let table = ChunkChecksums(decoding: stored), table.identity == identity
+            {
                 checksums = table
             }
             guard Self.isCached(descriptor, size: identity.size) else {
@@ -333,7 +353,7 @@ public struct FileLibrary: Sendable {
             if checksums == nil, identity.size <= Self.largestChecksummedBeforeSending,
                 let made = Self.checksum(descriptor, as: identity)
             {
-                Self.store(made, at: tablePath)
+                Self.store(made, as: name, in: tables)
                 checksums = made
             }
             guard let checksums else {
@@ -406,60 +426,62 @@ public struct FileLibrary: Sendable {
             let now = try? await file.handle.info().platformSpecificStatus.map(FileIdentity.init), now == identity,
             let checksums = collected.checksums(for: identity)
         else { return }
-        let tablePath = self.checksumPath(name)
-        _ = try? await self.threadPool.runIfActive { Self.store(checksums, at: tablePath) }
+        let tables = self.checksumFolder
+        _ = try? await self.threadPool.runIfActive { Self.store(checksums, as: name, in: tables) }
     }
 
-    /// Writes a table under a temporary name and renames it into place, so a reader sees a whole table or none.
-    /// Not flushed: a table lost or torn by a crash is only a cache miss (its own CRC catches the tear). Blocking.
-    private static func store(_ checksums: ChunkChecksums, at tablePath: String) {
+    /// Writes a table under a random temporary name and renames it into place, so a reader sees a whole table or
+    /// none, and two servers sharing the library can write the same table at once (the last rename wins; both
+    /// describe the file as it was when checksummed, and a reader checks that against the file). Only within the
+    /// pinned folder of tables: a link planted there is never followed. Not flushed: a table lost or torn by a
+    /// crash is only a cache miss (its own CRC catches the tear). Blocking.
+    private static func store(_ checksums: ChunkChecksums, as name: String, in tables: PinnedFolder?) {
+        guard let tables else { return }
         var random = SystemRandomNumberGenerator()
-        let folder = String(tablePath[..<(tablePath.lastIndex(of: "/") ?? tablePath.endIndex)])
-        let temporary = "\(folder)/\(Self.checksumTemporaryPrefix)\(String(random.next(), radix: 16))"
-        let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
-        var descriptor = Glibc.open(temporary, flags, 0o644)
-        if descriptor < 0, errno == ENOENT {
-            // The folder was removed while the server ran: make it again.
-            mkdir(folder, 0o755)
-            descriptor = Glibc.open(temporary, flags, 0o644)
-        }
+        let temporary = Self.checksumTemporaryPrefix + String(random.next(), radix: 16)
+        let descriptor = openat(
+            tables.descriptor,
+            temporary,
+            O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+            0o644
+        )
         guard descriptor >= 0 else { return }
         let failed = BlockingFileIO.writeAll(descriptor, checksums.encoded()) != nil
         close(descriptor)
-        if failed || rename(temporary, tablePath) != 0 {
-            unlink(temporary)
+        if failed || renameat(tables.descriptor, temporary, tables.descriptor, name) != 0 {
+            unlinkat(tables.descriptor, temporary, 0)
         }
     }
 
     // MARK: - Writing
 
-    /// A new, empty, hidden staging file for an upload.
+    /// A new, empty, hidden staging file for an upload, in this server's staging area.
     func createStagingFile() async throws -> StagingFile {
-        let path = self.newStagingPath()
         let options = OpenOptions.Write(
             existingFile: .none,
             newFile: OpenOptions.NewFile(permissions: nil, transactionalCreation: false),
             followSymbolicLinks: false,
             closeOnExec: true
         )
+        let staging = self.staging
         do {
-            let handle: WriteFileHandle
-            do {
-                handle = try await self.fileSystem.openFile(forWritingAt: path, options: options)
-            } catch let error as FileSystemError where error.code == .notFound {
-                // The staging folder was removed while the server ran: make it again.
-                let folder = self.stagingFolder
-                _ = try? await self.threadPool.runIfActive { mkdir(folder, 0o700) }
-                handle = try await self.fileSystem.openFile(forWritingAt: path, options: options)
+            // Twice at most: the area may be removed between looking it up and creating the file in it.
+            for attempt in 1...2 {
+                let area = try await self.threadPool.runIfActive { try staging.folder() }
+                let path = FilePath(area.path(of: Self.newStagingName()))
+                do {
+                    let handle = try await self.fileSystem.openFile(forWritingAt: path, options: options)
+                    return StagingFile(handle: handle, path: path, area: area)
+                } catch let error as FileSystemError where error.code == .notFound && attempt == 1 {
+                    continue
+                }
             }
-            return StagingFile(handle: handle, path: path)
+            throw LibraryError.storage("the staging folder keeps being removed")
+        } catch let error as LibraryError {
+            throw error
         } catch {
             throw LibraryError.storage("cannot create a staging file: \(error)")
         }
-    }
-
-    private var stagingFolder: String {
-        self.root.appending(Self.stagingFolderName).string
     }
 
     /// Flushes the staging file to disk and publishes it as `name` (``publishFile(_:as:replacing:)``: without
@@ -484,21 +506,21 @@ public struct FileLibrary: Sendable {
         }
         let stagingPath = staging.path.string
         let finalPath = self.path(name).string
-        let root = self.root.string
-        let tablePath = self.checksumPath(name)
+        let folder = self.folder
+        let tables = self.checksumFolder
         let outcome = try? await self.threadPool.runIfActive { () -> (published: Int32, folderFlushed: Int32) in
             var staged = stat()
             let knowsStaged = lstat(stagingPath, &staged) == 0
             let failure = publishFile(stagingPath, as: finalPath, replacing: overwrite)
             guard failure == 0 else { return (failure, 0) }
-            let flushed = Self.synchronizeFolder(root)
+            let flushed = Self.synchronizeFolder(folder)
             var published = stat()
             // Only if the name still holds this upload: a racing overwrite may have replaced it already.
             if knowsStaged, lstat(finalPath, &published) == 0, published.st_ino == staged.st_ino,
                 published.st_dev == staged.st_dev,
                 let table = checksums.checksums(for: FileIdentity(published))
             {
-                Self.store(table, at: tablePath)
+                Self.store(table, as: name, in: tables)
             }
             return (0, flushed)
         }
@@ -524,22 +546,28 @@ public struct FileLibrary: Sendable {
     ///
     /// - Returns: for each upload in order, `nil` if it is committed, or why not.
     func commit(_ uploads: [SmallUpload]) async -> [LibraryError?] {
-        let root = self.root.string
-        let files = uploads.map { upload in
-            BlockingFileIO.GroupFile(
-                bytes: upload.bytes,
-                temporary: self.newStagingPath().string,
-                destination: self.path(upload.name).string,
-                replacing: upload.overwrite
-            )
-        }
+        let folder = self.folder
+        let staging = self.staging
+        let destinations = uploads.map { self.path($0.name).string }
         do {
-            let stagingFolder = self.stagingFolder
             return try await self.threadPool.runIfActive { () -> [LibraryError?] in
-                // One call per group, in case the staging folder was removed while the server ran.
-                _ = mkdir(stagingFolder, 0o700)
+                // Looked up once per group: made again if it was removed while the server ran.
+                let area: PinnedFolder
+                do throws(LibraryError) {
+                    area = try staging.folder()
+                } catch {
+                    return uploads.map { _ in error }
+                }
+                let files = zip(uploads, destinations).map { upload, destination in
+                    BlockingFileIO.GroupFile(
+                        bytes: upload.bytes,
+                        temporary: area.path(of: Self.newStagingName()),
+                        destination: destination,
+                        replacing: upload.overwrite
+                    )
+                }
                 let failures = BlockingFileIO.publishGroup(files)
-                let flushed = failures.contains(where: { $0 == nil }) ? Self.synchronizeFolder(root) : 0
+                let flushed = failures.contains(where: { $0 == nil }) ? Self.synchronizeFolder(folder) : 0
                 return zip(uploads, failures).map { upload, failure in
                     switch failure {
                     case nil: flushed == 0 ? nil : .storage(Self.unflushedFolder(upload.name, flushed))
@@ -570,29 +598,33 @@ public struct FileLibrary: Sendable {
         }
     }
 
-    /// Removes staging files left by a crash, and checksum tables that were being written or whose file is gone.
-    /// Runs at start-up, before any connection is accepted.
+    /// Removes staging files left in the library folder by versions before staging areas, and checksum tables whose
+    /// file is gone or whose writing was abandoned. Runs at start-up, before any connection is accepted. (Staging
+    /// areas left by servers that are gone are removed by ``StagingArea``.)
     private func removeLeftovers() async throws {
-        let root = self.root.string
-        let checksumFolder = self.root.appending(Self.checksumFolderName).string
-        let stagingFolder = self.stagingFolder
+        let folder = self.folder
+        let tables = self.checksumFolder
         let prefix = Array(Self.stagingPrefix.utf8)
         try await self.threadPool.runIfActive {
-            let removeStaging = { (descriptor: Int32, name: [UInt8], type: Int32) in
+            // An unreadable library fails the start.
+            try Self.forEachEntry(in: folder.path) { descriptor, name, type in
                 guard name.starts(with: prefix), type != DT_DIR else { return }
                 _ = String(decoding: name, as: UTF8.self).withCString { unlinkat(descriptor, $0, 0) }
             }
-            // An unreadable library fails the start; a staging folder that could not be made holds nothing.
-            try Self.forEachEntry(in: root, removeStaging)
-            try? Self.forEachEntry(in: stagingFolder, removeStaging)
-            let rootDescriptor = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            guard rootDescriptor >= 0 else { return }
-            defer { close(rootDescriptor) }
-            try? Self.forEachEntry(in: checksumFolder) { descriptor, name, type in
+            guard let tables else { return }
+            let now = time(nil)
+            try? Self.forEachEntry(in: tables.path) { descriptor, name, type in
                 guard type != DT_DIR else { return }
                 String(decoding: name, as: UTF8.self).withCString { name in
                     var info = stat()
-                    if fstatat(rootDescriptor, name, &info, AT_SYMLINK_NOFOLLOW) != 0 {
+                    if name.pointee == CChar(UInt8(ascii: ".")) {
+                        // A table being written (tables of files have no dot-names): another server sharing the
+                        // library may be writing it now.
+                        guard fstatat(descriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0,
+                            Int(now) - Int(info.st_mtim.tv_sec) > Self.abandonedTableAge
+                        else { return }
+                        unlinkat(descriptor, name, 0)
+                    } else if fstatat(folder.descriptor, name, &info, AT_SYMLINK_NOFOLLOW) != 0 {
                         unlinkat(descriptor, name, 0)
                     }
                 }
@@ -604,7 +636,7 @@ public struct FileLibrary: Sendable {
 
     /// Calls `body` with the folder's descriptor and the raw bytes of each entry's name. Blocking: call it on the
     /// thread pool.
-    private static func forEachEntry(
+    static func forEachEntry(
         in root: String,
         _ body: (_ descriptor: Int32, _ name: [UInt8], _ type: Int32) throws -> Void
     ) throws {
@@ -621,12 +653,9 @@ public struct FileLibrary: Sendable {
 
     /// Flushes the folder itself, so a name just published survives a power cut. Blocking.
     ///
-    /// - Returns: 0, or the `errno` of the `open` or `fsync` that failed.
-    private static func synchronizeFolder(_ root: String) -> Int32 {
-        let directory = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard directory >= 0 else { return errno }
-        defer { close(directory) }
-        return fsync(directory) == 0 ? 0 : errno
+    /// - Returns: 0, or the `errno` of the `fsync` that failed.
+    private static func synchronizeFolder(_ folder: PinnedFolder) -> Int32 {
+        fsync(folder.descriptor) == 0 ? 0 : errno
     }
 
     /// Why an upload that is in the library is not reported stored: its new name may not survive a power cut, so
@@ -694,5 +723,7 @@ struct WholeFile: Sendable {
 /// An upload in progress: the open staging file and where it lives.
 struct StagingFile: Sendable {
     let handle: WriteFileHandle
+    /// A path through the descriptor of `area`, which this keeps open.
     let path: FilePath
+    let area: PinnedFolder
 }

@@ -145,9 +145,11 @@ enum User: Equatable {
             }
             parent = parent.deletingLastPathComponent()
         }
-        let paths = [folder.path] + (FileManager.default.subpaths(atPath: folder.path) ?? []).map {
-            folder.appendingPathComponent($0).path
-        }
+        let paths =
+            [folder.path]
+            + (FileManager.default.subpaths(atPath: folder.path) ?? []).map {
+                folder.appendingPathComponent($0).path
+            }
         for path in paths where lchown(path, Self.ordinaryID, Self.ordinaryID) != 0 {
             throw TestFailure("cannot hand \(path) over to uid \(Self.ordinaryID): \(String(cString: strerror(errno)))")
         }

@@ -94,9 +94,26 @@ enum Scratch {
     static func libraryContents(_ folder: URL) throws -> [String] {
         let names = try FileManager.default.contentsOfDirectory(atPath: folder.path)
             .filter { $0 != ".ferry-checksums" && $0 != ".ferry-staging" }
-        let staging = folder.appendingPathComponent(".ferry-staging").path
-        let staged = (try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? []
-        return (names + staged.map { ".ferry-staging/\($0)" }).sorted()
+        return (names + Self.stagedFiles(folder)).sorted()
+    }
+
+    /// The files in a library's `.ferry-staging`, as `.ferry-staging/NAME` or, in a server's own area,
+    /// `.ferry-staging/AREA/NAME` (the areas themselves are not listed: a running server always has one).
+    static func stagedFiles(_ folder: URL) -> [String] {
+        let staging = folder.appendingPathComponent(".ferry-staging")
+        var staged: [String] = []
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: staging.path)) ?? [] {
+            var isFolder: ObjCBool = false
+            let path = staging.appendingPathComponent(entry).path
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue {
+                staged += ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).map {
+                    ".ferry-staging/\(entry)/\($0)"
+                }
+            } else {
+                staged.append(".ferry-staging/\(entry)")
+            }
+        }
+        return staged
     }
 
     /// A new, empty folder for one test. In memory (tmpfs) where the system has one with room, unless `onDisk`.

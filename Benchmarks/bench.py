@@ -123,7 +123,9 @@ class Ferry(System):
         self.bin = bin_dir
         self.process = subprocess.Popen(
             [os.path.join(bin_dir, "ferryd"), "--root", self.library, "--host", "127.0.0.1", "--port",
-             str(self.port), "--log-level", "error"], stdout=subprocess.DEVNULL)
+             str(self.port), "--log-level", "error",
+             # Every benchmark client comes from 127.0.0.1: the per-address limit (64) would turn sessions away.
+             "--max-connections-per-address", "4096"], stdout=subprocess.DEVNULL)
         wait_for_port(self.port)
 
     def ferry(self, *args, cwd=None):

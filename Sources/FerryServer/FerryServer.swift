@@ -16,7 +16,7 @@ public struct FerryServer: Service {
     private let logger: Logger
     private let eventLoopGroup: any EventLoopGroup
     private let onListening: @Sendable (SocketAddress) -> Void
-    private let transfers = TransferGauge()
+    private let transfers = TransferBudget()
 
     /// - Parameter onListening: called once with the bound address (the real port when `port` is 0).
     public init(
@@ -52,7 +52,8 @@ public struct FerryServer: Service {
                         IdleTimeoutHandler(
                             timeout: TimeAmount(configuration.idleTimeout),
                             lingerTimeout: TimeAmount(configuration.lingerTimeout),
-                            inputWait: inputWait
+                            inputWait: inputWait,
+                            handshakeTimeout: TimeAmount(configuration.handshakeTimeout)
                         )
                     )
                     let connection = try NIOAsyncChannel<ByteBuffer, IOData>(
@@ -75,15 +76,20 @@ public struct FerryServer: Service {
                 do {
                     try await serverChannel.executeThenClose { inbound in
                         for try await (connection, inputWait) in inbound {
-                            let admitted = connections.admit(limit: configuration.maximumConnections)
+                            let peer = ConnectionCounter.Peer(connection.channel.remoteAddress)
+                            let refusal = connections.admit(
+                                peer,
+                                limit: configuration.maximumConnections,
+                                perPeer: configuration.maximumConnectionsPerAddress
+                            )
                             group.addTask {
-                                if admitted {
+                                if let refusal {
+                                    await self.turnAway(connection, because: refusal)
+                                } else {
                                     await self.serve(connection, inputWait: inputWait)
-                                    if connections.release() == 0 {
+                                    if connections.release(peer) == 0 {
                                         await Self.releaseFreeMemoryWhileIdle(connections)
                                     }
-                                } else {
-                                    await self.turnAway(connection)
                                 }
                             }
                         }
@@ -145,19 +151,28 @@ public struct FerryServer: Service {
         )
     }
 
-    /// Answers a connection over the limit with "server busy" and closes it, without reading its requests.
-    private func turnAway(_ connection: NIOAsyncChannel<ByteBuffer, IOData>) async {
+    /// Answers a connection over a limit with "server busy" and closes it, without reading its requests.
+    private func turnAway(
+        _ connection: NIOAsyncChannel<ByteBuffer, IOData>,
+        because refusal: ConnectionCounter.Refusal
+    ) async {
+        let peer = connection.channel.remoteAddress?.displayString ?? "unknown"
+        let message =
+            switch refusal {
+            case .serverFull:
+                "server busy: \(self.configuration.maximumConnections) connections already; try again later"
+            case .peerFull:
+                "server busy: \(self.configuration.maximumConnectionsPerAddress) connections from your address "
+                    + "already; try again later"
+            }
         self.logger.warning(
-            "connection refused: server busy",
-            metadata: ["peer": "\(connection.channel.remoteAddress?.displayString ?? "unknown")"]
+            "connection refused",
+            metadata: ["peer": "\(peer)", "reason": "\(refusal == .serverFull ? "server full" : "address full")"]
         )
         let channel = connection.channel
         try? await connection.executeThenClose { inbound, outbound in
             let writer = MessageWriter(outbound, allocator: channel.allocator)
-            let reply = ErrorReply(
-                code: .serverBusy,
-                message: "server busy: \(self.configuration.maximumConnections) connections already; try again later"
-            )
+            let reply = ErrorReply(code: .serverBusy, message: message)
             try await writer.writeMagic(then: .error(reply))
             writer.finish()
             channel.eventLoop.scheduleTask(in: TimeAmount(self.configuration.lingerTimeout)) {
@@ -224,25 +239,63 @@ private final class AcceptFailureLogger: ChannelInboundHandler, Sendable {
     }
 }
 
-/// How many connections are being served, so the limit is enforced at accept time.
+/// How many connections are being served, in all and per peer, so the limits are enforced at accept time.
 private final class ConnectionCounter: Sendable {
-    private let count = Atomic<Int>(0)
+    private let state = Mutex(State())
 
-    func admit(limit: Int) -> Bool {
-        let now = self.count.add(1, ordering: .relaxed).newValue
-        if now > limit {
-            self.count.subtract(1, ordering: .relaxed)
-            return false
+    private struct State {
+        var total = 0
+        var perPeer: [Peer: Int] = [:]
+    }
+
+    /// Who a connection counts against: an IPv4 address, or an IPv6 address's first 64 bits (one host's usual
+    /// share: a host given a /64 has billions of addresses).
+    struct Peer: Hashable, Sendable {
+        private var bytes: [UInt8]
+
+        init(_ address: SocketAddress?) {
+            switch address {
+            case .v4(let v4)?:
+                self.bytes = withUnsafeBytes(of: v4.address.sin_addr) { Array($0) }
+            case .v6(let v6)?:
+                let all = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+                // An IPv4 peer on a dual-stack socket (::ffff:a.b.c.d) counts as its IPv4 address.
+                let mapped = all.prefix(10).allSatisfy { $0 == 0 } && all[10] == 0xff && all[11] == 0xff
+                self.bytes = mapped ? Array(all.suffix(4)) : Array(all.prefix(8))
+            default:
+                self.bytes = []
+            }
         }
-        return true
+    }
+
+    enum Refusal: Hashable, Sendable {
+        case serverFull
+        case peerFull
+    }
+
+    /// Counts a connection in, or says which limit it is over (then it is not counted).
+    func admit(_ peer: Peer, limit: Int, perPeer: Int) -> Refusal? {
+        self.state.withLock { state in
+            guard state.total < limit else { return .serverFull }
+            let fromPeer = state.perPeer[peer, default: 0]
+            guard fromPeer < perPeer else { return .peerFull }
+            state.total += 1
+            state.perPeer[peer] = fromPeer + 1
+            return nil
+        }
     }
 
     /// Counts a connection out; returns how many are still being served.
-    func release() -> Int {
-        self.count.subtract(1, ordering: .relaxed).newValue
+    func release(_ peer: Peer) -> Int {
+        self.state.withLock { state in
+            state.total -= 1
+            let left = state.perPeer[peer, default: 1] - 1
+            state.perPeer[peer] = left > 0 ? left : nil
+            return state.total
+        }
     }
 
     var isIdle: Bool {
-        self.count.load(ordering: .relaxed) == 0
+        self.state.withLock { $0.total == 0 }
     }
 }

@@ -6,6 +6,11 @@ public struct ServerConfiguration: Sendable {
     public var port: Int
     /// Connections beyond this are answered "server busy" (208) at once and closed.
     public var maximumConnections: Int
+    /// Connections from one address (an IPv4 address, or an IPv6 /64: one host's share) beyond this are answered
+    /// "server busy" (208) too, so that one host cannot take every slot.
+    public var maximumConnectionsPerAddress: Int
+    /// How long a new connection has to complete the handshake, however slowly its bytes come (209 after it).
+    public var handshakeTimeout: Duration
     /// A connection on which nothing moved in either direction for this long is closed (209). A transfer that
     /// is moving is never idle; a frame stalled midway is.
     public var idleTimeout: Duration
@@ -21,6 +26,8 @@ public struct ServerConfiguration: Sendable {
         host: String = "0.0.0.0",
         port: Int = 8888,
         maximumConnections: Int = 4096,
+        maximumConnectionsPerAddress: Int = 64,
+        handshakeTimeout: Duration = .seconds(10),
         idleTimeout: Duration = .seconds(60),
         maximumFileSize: UInt64 = 1 << 40,
         maximumFramePayload: Int = ProtocolLimits.defaultMaximumFramePayload,
@@ -29,6 +36,8 @@ public struct ServerConfiguration: Sendable {
         self.host = host
         self.port = port
         self.maximumConnections = maximumConnections
+        self.maximumConnectionsPerAddress = maximumConnectionsPerAddress
+        self.handshakeTimeout = handshakeTimeout
         self.idleTimeout = idleTimeout
         self.maximumFileSize = maximumFileSize
         self.maximumFramePayload = maximumFramePayload

@@ -4,7 +4,15 @@ public import NIOCore
 /// connection's task meets it at its next read, between frames it has fully handled.
 public enum ConnectionInterruption: Error, Hashable, Sendable {
     case idleTimeout
+    /// The handshake did not complete within its deadline, however much the peer sent.
+    case handshakeTimeout
     case shuttingDown
+}
+
+/// Tells the connection's ``IdleTimeoutHandler`` (as a user outbound event) that the handshake is complete, so its
+/// handshake deadline no longer applies.
+public struct HandshakeCompleted: Sendable {
+    public init() {}
 }
 
 /// Ends connections on which the *peer* has made no progress for a while: raises
@@ -29,6 +37,10 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
     private var writesPending = 0
     private var check: Scheduled<Void>?
     private var fired = false
+    /// How long the peer has to complete the handshake, trickling or not; `nil` for no such deadline.
+    private let handshakeTimeout: TimeAmount?
+    private var handshakeDeadline: Scheduled<Void>?
+    private var handshakeCompleted = false
 
     private let inputWait: InputWait?
     /// The reader's state when bytes last arrived: equal to its current state (and odd) while those bytes wait for
@@ -37,33 +49,69 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
 
     /// - Parameter inputWait: shared with the connection's ``MessageReader``, so that only time its reader spends
     ///   waiting for the peer counts; without it, any time NIO has a read outstanding does.
-    public init(timeout: TimeAmount, lingerTimeout: TimeAmount, inputWait: InputWait? = nil) {
+    ///   - handshakeTimeout: how long a new connection has to complete its handshake (until ``HandshakeCompleted``
+    ///     is sent down the pipeline), whether bytes trickle in or not: a server's connection slots are not held
+    ///     for the whole idle timeout by peers that never say who they are.
+    public init(
+        timeout: TimeAmount,
+        lingerTimeout: TimeAmount,
+        inputWait: InputWait? = nil,
+        handshakeTimeout: TimeAmount? = nil
+    ) {
         self.timeout = timeout
         self.lingerTimeout = lingerTimeout
         self.inputWait = inputWait
+        self.handshakeTimeout = handshakeTimeout
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
         if context.channel.isActive {
             self.scheduleCheck(context: context)
+            self.scheduleHandshakeDeadline(context: context)
         }
     }
 
     public func channelActive(context: ChannelHandlerContext) {
         self.lastProgress = .now()
         self.scheduleCheck(context: context)
+        self.scheduleHandshakeDeadline(context: context)
         context.fireChannelActive()
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        self.check?.cancel()
-        self.check = nil
+        self.cancelChecks()
         context.fireChannelInactive()
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
+        self.cancelChecks()
+    }
+
+    public func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard event is HandshakeCompleted else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        self.handshakeCompleted = true
+        self.handshakeDeadline?.cancel()
+        self.handshakeDeadline = nil
+        promise?.succeed()
+    }
+
+    private func cancelChecks() {
         self.check?.cancel()
         self.check = nil
+        self.handshakeDeadline?.cancel()
+        self.handshakeDeadline = nil
+    }
+
+    private func scheduleHandshakeDeadline(context: ChannelHandlerContext) {
+        guard let handshakeTimeout, self.handshakeDeadline == nil, !self.handshakeCompleted, !self.fired else { return }
+        self.handshakeDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: handshakeTimeout) {
+            self.handshakeDeadline = nil
+            guard context.channel.isActive, !self.handshakeCompleted else { return }
+            self.interrupt(context: context, .handshakeTimeout)
+        }
     }
 
     public func read(context: ChannelHandlerContext) {
@@ -137,8 +185,14 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
             self.scheduleCheck(context: context)
             return
         }
+        self.interrupt(context: context, .idleTimeout)
+    }
+
+    /// Raises `reason` into the inbound stream, then closes the channel after the linger time.
+    private func interrupt(context: ChannelHandlerContext, _ reason: ConnectionInterruption) {
+        guard !self.fired else { return }
         self.fired = true
-        context.fireErrorCaught(ConnectionInterruption.idleTimeout)
+        context.fireErrorCaught(reason)
         let channel = context.channel
         context.eventLoop.scheduleTask(in: self.lingerTimeout) {
             channel.close(promise: nil)

@@ -23,26 +23,17 @@ public struct MessageWriter: Sendable {
         min(ProtocolLimits.defaultDataChunkLength, self.peerMaximumPayloadLength)
     }
 
-    /// The DATA payload size for a transfer of `length` bytes that runs with `alongside` transfers in all (itself
-    /// included): larger for bulk transfers, smaller when many share the sender, and within the peer's limit.
-    ///
-    /// A transfer holds about two chunks (one being sent, one read ahead) plus what its socket has not taken yet:
-    /// with a thousand clients downloading at once, 64 KiB chunks keep the server within tens of MiB where
-    /// 256 KiB ones would need hundreds, and the CPU, not the chunk size, then sets the pace.
-    public func dataChunkLength(forTransferOf length: UInt64, alongside: Int = 1) -> Int {
+    /// The DATA payload size for a transfer of `length` bytes: larger for bulk transfers, within the peer's limit.
+    public func dataChunkLength(forTransferOf length: UInt64) -> Int {
         let preferred =
-            if alongside > Self.crowdedTransferCount {
-                Self.crowdedDataChunkLength
-            } else if length >= ProtocolLimits.bulkTransferThreshold {
-                ProtocolLimits.bulkDataChunkLength
-            } else {
-                ProtocolLimits.defaultDataChunkLength
-            }
+            length >= ProtocolLimits.bulkTransferThreshold
+            ? ProtocolLimits.bulkDataChunkLength : ProtocolLimits.defaultDataChunkLength
         return min(preferred, self.peerMaximumPayloadLength)
     }
 
-    /// Beyond this many transfers at once, each sends ``crowdedDataChunkLength``-byte chunks.
-    public static let crowdedTransferCount = 64
+    /// The chunk size a server sending many files at once falls back to: with a thousand clients downloading,
+    /// 64 KiB chunks keep a server within tens of MiB where 1 MiB ones would need a gigabyte, and the CPU, not the
+    /// chunk size, then sets the pace.
     public static let crowdedDataChunkLength = 64 * 1024
 
     public func writeMagic(then message: Message) async throws {

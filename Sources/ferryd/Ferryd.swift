@@ -31,8 +31,8 @@ struct Ferryd: AsyncParsableCommand {
         abstract: "Serve a folder to Ferry clients.",
         discussion: """
             Clients list, download and upload the files of one flat folder. Every transfer is verified with \
-            CRC-32s; an upload becomes visible only once it is complete, verified and on disk. SIGINT or \
-            SIGTERM stops accepting connections and lets running transfers finish within the grace period.
+            CRC-32s; an upload becomes visible only once it is complete, verified and on disk. SIGINT, \
+            SIGTERM or SIGHUP stops accepting connections and lets running transfers finish within the grace period.
             """
     )
 
@@ -51,13 +51,22 @@ struct Ferryd: AsyncParsableCommand {
     @Option(help: "Connections served at once; further clients are told the server is busy.")
     var maxConnections = 4096
 
+    @Option(
+        help:
+            "Connections served at once from one address (an IPv6 /64 counts as one); further ones are told the server is busy."
+    )
+    var maxConnectionsPerAddress = 64
+
+    @Option(help: "Seconds a new connection has to complete the handshake, however slowly its bytes come.")
+    var handshakeTimeout: Double = 10
+
     @Option(help: "Seconds a connection may go without any byte moving in either direction before it is closed.")
     var idleTimeout: Double = 60
 
     @Option(help: "The largest upload accepted, in bytes.")
     var maxFileSize: UInt64 = 1 << 40
 
-    @Option(help: "Seconds running transfers get to finish after SIGINT or SIGTERM.")
+    @Option(help: "Seconds running transfers get to finish after SIGINT, SIGTERM or SIGHUP.")
     var gracePeriod: Double = 30
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
@@ -68,7 +77,12 @@ struct Ferryd: AsyncParsableCommand {
 
     func validate() throws {
         guard (0...65_535).contains(self.port) else { throw ValidationError("--port must be between 0 and 65535") }
-        guard self.maxConnections > 0 else { throw ValidationError("--max-connections must be at least 1") }
+        guard self.maxConnections > 0, self.maxConnectionsPerAddress > 0 else {
+            throw ValidationError("--max-connections and --max-connections-per-address must be at least 1")
+        }
+        guard self.handshakeTimeout > 0, self.handshakeTimeout <= Self.longestDuration else {
+            throw ValidationError("--handshake-timeout must be positive, at most \(Int(Self.longestDuration)) s")
+        }
         guard self.idleTimeout > 0, self.gracePeriod >= 0,
             self.idleTimeout <= Self.longestDuration, self.gracePeriod <= Self.longestDuration
         else {
@@ -84,7 +98,7 @@ struct Ferryd: AsyncParsableCommand {
     func run() async throws {
         let level = Logger.Level(rawValue: self.logLevel) ?? .info
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler = LogfmtHandler(label: label)
             handler.logLevel = level
             return handler
         }
@@ -96,6 +110,8 @@ struct Ferryd: AsyncParsableCommand {
             host: self.host,
             port: self.port,
             maximumConnections: self.maxConnections,
+            maximumConnectionsPerAddress: self.maxConnectionsPerAddress,
+            handshakeTimeout: .milliseconds(Int64(self.handshakeTimeout * 1000)),
             idleTimeout: .milliseconds(Int64(self.idleTimeout * 1000)),
             maximumFileSize: self.maxFileSize
         )
@@ -106,7 +122,9 @@ struct Ferryd: AsyncParsableCommand {
         }
         var groupConfiguration = ServiceGroupConfiguration(
             services: [.init(service: server)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
+            // SIGHUP too: a closed terminal or a supervisor's hang-up is a request to stop, not a reason to drop
+            // the uploads in flight (the default action killed ferryd on the spot, leaving a staging file).
+            gracefulShutdownSignals: [.sigterm, .sigint, .sighup],
             logger: logger
         )
         groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(self.gracePeriod * 1000))

@@ -18,7 +18,8 @@ struct CommandLineTests {
             root: URL = Scratch.makeDirectory("library"),
             extraArguments: [String] = [],
             as user: User = .current,
-            limits: [String] = []
+            limits: [String] = [],
+            stderr: Pipe? = nil
         ) async throws -> Daemon {
             let output = Pipe()
             let process = try Binaries.launch(
@@ -26,7 +27,8 @@ struct CommandLineTests {
                 ["--root", root.path, "--host", host, "--port", "0"] + extraArguments,
                 as: user,
                 limits: limits,
-                stdout: output
+                stdout: output,
+                stderr: stderr
             )
             // The first line says where it listens.
             var line = Data()

@@ -1,12 +1,14 @@
 import FerryClient
 import FerryProtocol
+import FerryServer
 import Foundation
 import Testing
 
 @Suite("Many clients at once")
 struct ConcurrencyTests {
     @Test func aHundredClientsListGetAndPutAtOnce() async throws {
-        try await TestServer.run { server in
+        // All from 127.0.0.1: above the default per-address limit.
+        try await TestServer.run(configuration: ServerConfiguration(maximumConnectionsPerAddress: 128)) { server in
             let shared = Scratch.randomBytes(300_000, seed: 100)
             try server.write("shared.bin", shared)
             let scratch = Scratch.makeDirectory("clients")

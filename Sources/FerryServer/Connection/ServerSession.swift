@@ -15,11 +15,13 @@ struct ServerSession {
     private let library: FileLibrary
     private let configuration: ServerConfiguration
     private let quiescer: ConnectionQuiescer
-    private let transfers: TransferGauge
+    private let transfers: TransferBudget
     private let channel: any Channel
     private var logger: Logger
     /// Whether our magic has gone out: errors after the peer's magic are frames, and frames follow our magic.
     private var sentMagic = false
+    /// The largest file the client takes (its HELLO's `max_file_size`).
+    private var peerMaximumFileSize = UInt64.max
     /// Small replies held back while more requests are already queued, written together before the session
     /// next waits for input (or once they reach ``unsentLimit``): a burst of pipelined requests costs one write.
     private var unsent = ByteBuffer()
@@ -51,7 +53,7 @@ struct ServerSession {
         library: FileLibrary,
         configuration: ServerConfiguration,
         quiescer: ConnectionQuiescer,
-        transfers: TransferGauge,
+        transfers: TransferBudget,
         logger: Logger
     ) {
         self.reader = MessageReader(inbound, inputWait: inputWait)
@@ -133,8 +135,10 @@ struct ServerSession {
         _ = try Handshake.negotiateVersion(local: self.configuration.hello, remote: hello)
         self.reader.maximumPayloadLength = self.configuration.maximumFramePayload
         self.writer.peerMaximumPayloadLength = Int(clamping: min(hello.maximumFramePayload, UInt64(Int32.max)))
+        self.peerMaximumFileSize = hello.maximumFileSize
         self.sentMagic = true
         try await self.writer.writeMagic(then: .hello(self.configuration.hello))
+        self.channel.triggerUserOutboundEvent(HandshakeCompleted(), promise: nil)
         return true
     }
 
@@ -288,25 +292,32 @@ struct ServerSession {
             try await self.refuseOffset(request, size: file.size, record)
             return
         }
+        guard try await self.accepts(size: file.size, request, record) else {
+            try? await file.handle.closeRegardlessOfCancellation()
+            return
+        }
         let transfer: OutgoingTransfer
+        let unchanged: Bool
         do {
             try await self.reply(.fileInfo(FileInfo(size: file.size, offset: request.offset, modified: file.modified)))
             try await self.flush()
-            let alongside = self.transfers.begin()
-            defer { self.transfers.end() }
             var checksums = ChunkChecksumBuilder()
+            let writer = self.writer
+            let budget = self.transfers
             transfer = try await self.writer.sendFile(
                 file.handle,
                 from: request.offset,
                 to: file.size,
-                chunkLength: self.writer.dataChunkLength(
-                    forTransferOf: file.size - request.offset,
-                    alongside: alongside
-                ),
+                on: self.channel,
+                reserve: { budget.reserve(preferred: writer.dataChunkLength(forTransferOf: $0)) },
+                release: { budget.release($0) },
                 sentChunk: { checksums.append(length: $0, crc32: $1) }
             )
             Self.releaseMemory(afterMoving: transfer.sentLength)
-            if case .noTable = lookup, request.offset == 0, transfer.sentLength == file.size {
+            // Rewritten in place while it was read, the file would reach the client as old bytes then new ones, every
+            // CRC matching what was read: END would vouch for a file that never existed.
+            unchanged = await self.library.isUnchanged(file)
+            if unchanged, case .noTable = lookup, request.offset == 0, transfer.sentLength == file.size {
                 // Checksummed whole: the next download of this file is sent from the table.
                 await self.library.keepChecksums(checksums, of: file, as: request.name)
             }
@@ -319,8 +330,8 @@ struct ServerSession {
             try? await file.handle.closeRegardlessOfCancellation()
             throw error
         }
-        guard transfer.sentLength == file.size - request.offset else {
-            // The file shrank while being read: END would be a lie.
+        guard transfer.sentLength == file.size - request.offset, unchanged else {
+            // END would be a lie: the file shrank, or was written to, while being read.
             try await self.refuse(.storageFailure, "'\(request.name)' changed while being sent", record)
             return
         }
@@ -381,7 +392,12 @@ struct ServerSession {
         _ record: RequestRecord
     ) async throws {
         let identity = file.checksums.identity
+        guard try await self.accepts(size: identity.size, request, record) else {
+            try? file.handle.close()
+            return
+        }
         let transfer: OutgoingTransfer
+        let unchanged: Bool
         do {
             try await self.reply(
                 .fileInfo(FileInfo(size: identity.size, offset: request.offset, modified: identity.modified))
@@ -393,6 +409,7 @@ struct ServerSession {
                 on: self.channel,
                 currentSize: file.currentSize
             )
+            unchanged = file.isUnchanged()
             try? file.handle.close()
         } catch let error as FileReadError {
             try? file.handle.close()
@@ -402,13 +419,35 @@ struct ServerSession {
             try? file.handle.close()
             throw error
         }
+        guard unchanged else {
+            // Written to in place while it was sent: its table no longer describes what went out.
+            try await self.refuse(.storageFailure, "'\(request.name)' changed while being sent", record)
+            return
+        }
         try await self.reply(.end(transfer.end))
         self.log(record, bytes: transfer.sentLength, result: "ok")
+    }
+
+    /// Whether the client takes files of `size` bytes (the `max_file_size` of its HELLO, SPEC.md §7.2); if not, the
+    /// RETR is refused (103) before anything is sent, and this returns `false`.
+    private mutating func accepts(
+        size: UInt64,
+        _ request: RetrieveRequest,
+        _ record: RequestRecord
+    ) async throws -> Bool {
+        guard size > self.peerMaximumFileSize else { return true }
+        try await self.refuse(
+            .fileTooLarge,
+            "'\(request.name)' is \(size) bytes, more than this client accepts (\(self.peerMaximumFileSize))",
+            record
+        )
+        return false
     }
 
     /// Sends a file that fits one DATA frame: FILE_INFO, DATA and END in one write.
     private mutating func send(_ file: WholeFile, _ request: RetrieveRequest, _ record: RequestRecord) async throws {
         let size = UInt64(file.bytes.readableBytes)
+        guard try await self.accepts(size: size, request, record) else { return }
         guard request.offset <= size else {
             try await self.refuseOffset(request, size: size, record)
             return
@@ -726,6 +765,11 @@ struct ServerSession {
             reply = ErrorReply(code: error.errorCode, message: error.detail)
         case ConnectionInterruption.idleTimeout:
             reply = ErrorReply(code: .idleTimeout, message: "idle for longer than \(self.configuration.idleTimeout)")
+        case ConnectionInterruption.handshakeTimeout:
+            reply = ErrorReply(
+                code: .idleTimeout,
+                message: "no handshake within \(self.configuration.handshakeTimeout)"
+            )
         case ConnectionInterruption.shuttingDown:
             reply = ErrorReply(code: .shuttingDown, message: "the server is shutting down")
         default:

@@ -419,13 +419,19 @@ public struct FileLibrary: Sendable {
         return true
     }
 
-    /// Keeps the table of a file just sent whole by ``openForReading(_:)``, if the file is still what it was
-    /// when opened (otherwise what was checksummed may not be what it holds now).
-    func keepChecksums(_ collected: ChunkChecksumBuilder, of file: ReadableFile, as name: String) async {
+    /// Whether the open file is still what it was when opened: same file, size, modification and status-change
+    /// times (`fstat`). A write in the same tick of the file system's clock as the opening, that leaves the size as
+    /// it was, is the one change this cannot see.
+    func isUnchanged(_ file: ReadableFile) async -> Bool {
         guard let identity = file.identity,
-            let now = try? await file.handle.info().platformSpecificStatus.map(FileIdentity.init), now == identity,
-            let checksums = collected.checksums(for: identity)
-        else { return }
+            let now = try? await file.handle.info().platformSpecificStatus.map(FileIdentity.init)
+        else { return false }
+        return now == identity
+    }
+
+    /// Keeps the table of a file just sent whole by ``openForReading(_:)`` and found unchanged (``isUnchanged(_:)``).
+    func keepChecksums(_ collected: ChunkChecksumBuilder, of file: ReadableFile, as name: String) async {
+        guard let identity = file.identity, let checksums = collected.checksums(for: identity) else { return }
         let tables = self.checksumFolder
         _ = try? await self.threadPool.runIfActive { Self.store(checksums, as: name, in: tables) }
     }
@@ -694,9 +700,15 @@ struct ChecksummedFile: Sendable {
     let checksums: ChunkChecksums
 
     /// The file's size now (`fstat`), or -1 if it cannot be had. Valid until the handle is closed.
-    func currentSize() -> Int64 {
+    @Sendable func currentSize() -> Int64 {
         var info = stat()
         return fstat(self.descriptor, &info) == 0 ? Int64(info.st_size) : -1
+    }
+
+    /// Whether the file is still the one its table describes (see ``FileLibrary/isUnchanged(_:)``).
+    func isUnchanged() -> Bool {
+        var info = stat()
+        return fstat(self.descriptor, &info) == 0 && FileIdentity(info) == self.checksums.identity
     }
 }
 

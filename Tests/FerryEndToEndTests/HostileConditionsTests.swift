@@ -1,0 +1,318 @@
+import FerryClient
+import FerryProtocol
+import Foundation
+import NIOCore
+import Testing
+
+@testable import FerryServer
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a server meets once deployed: files changing under a download, clients that hold slots or read slowly,
+/// signals from supervisors, names chosen to mislead its log.
+@Suite("Hostile conditions")
+struct HostileConditionsTests {
+    /// A file rewritten in place while it is read for a download (too large to be checksummed up front, so read as
+    /// it is sent): the client must get 107, never END. Before, old bytes then new ones arrived, every CRC matched
+    /// what was read, and the download was reported verified.
+    @Test func aFileRewrittenDuringADownloadIsNeverPassedAsVerified() async throws {
+        try await TestServer.run { server in
+            let size = 80 << 20
+            try server.write("big.bin", Scratch.randomBytes(size))
+            async let outcome = SlowReader.download(
+                "big.bin",
+                port: server.port,
+                chunk: 64 << 10,
+                every: .milliseconds(1),
+                stoppingAfter: 2 << 20,
+                pause: .milliseconds(800)
+            )
+            try await Task.sleep(for: .milliseconds(300))
+            // Rewritten in place: same size, new bytes, no truncation (as an editor saving over it might).
+            let handle = try FileHandle(forWritingTo: server.root.appendingPathComponent("big.bin"))
+            try handle.write(contentsOf: Data(Scratch.randomBytes(size)))
+            try handle.close()
+            let messages = try await outcome.messages
+            #expect(!messages.contains { if case .end = $0 { true } else { false } }, "END vouched for a torn file")
+            guard case .error(let reply)? = messages.last else {
+                Issue.record("the download ended with \(String(describing: messages.last))")
+                return
+            }
+            #expect(reply.code == .storageFailure)
+            #expect(reply.message.contains("changed while being sent"))
+        }
+    }
+
+    /// A file truncated while `sendfile` sends it (its pieces already queued): the download ends at once with the
+    /// connection's close, instead of NIO retrying an empty `sendfile` at full speed until the idle timeout.
+    @Test func aFileTruncatedUnderASendfileDownloadEndsItAtOnce() async throws {
+        try await TestServer.run { server in
+            let scratch = Scratch.makeDirectory("client")
+            try Data(Scratch.randomBytes(48 << 20)).write(to: scratch.appendingPathComponent("big"))
+            _ = try await server.client.withConnection {
+                try await $0.put(scratch.appendingPathComponent("big").path, as: "big")
+            }
+            #expect(try server.checksumTables() == ["big"], "sent from its table, with sendfile")
+            let started = ContinuousClock.now
+            async let outcome = SlowReader.download(
+                "big",
+                port: server.port,
+                chunk: 64 << 10,
+                every: .milliseconds(1),
+                stoppingAfter: 1 << 20,
+                pause: .milliseconds(800)
+            )
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(truncate(server.path("big"), 1 << 20) == 0)
+            let result = try await outcome
+            #expect(result.closed, "the server closed the connection")
+            #expect(!result.messages.contains { if case .end = $0 { true } else { false } })
+            #expect(ContinuousClock.now - started < .seconds(8), "ended at once, not at a timeout")
+        }
+    }
+
+    /// A client announces it takes files of at most 1,000 bytes: larger ones are refused with 103 before anything
+    /// is sent, whatever path would send them, and the connection stays usable.
+    @Test func retrievalsRespectTheClientsMaximumFileSize() async throws {
+        try await TestServer.run { server in
+            try server.write("small", Array(repeating: 1, count: 500))
+            try server.write("medium", Array(repeating: 2, count: 2_000))
+            try server.write("large", Scratch.randomBytes(3 << 20))
+            let connection = try await RawConnection(port: server.port)
+            var hello = FerryConnectionDefaults.hello
+            hello.maximumFileSize = 1_000
+            try await connection.send(raw: Handshake.magic)
+            try await connection.send(.hello(hello))
+            _ = try await connection.readRaw(count: 8)
+            guard case .hello = try await connection.next() else { throw TestFailure("no HELLO") }
+            for name in ["medium", "large"] {
+                try await connection.send(.retrieve(RetrieveRequest(name: name)))
+                #expect(try await connection.expectError() == .fileTooLarge, "\(name)")
+            }
+            try await connection.send(.retrieve(RetrieveRequest(name: "small")))
+            guard case .fileInfo(let info)? = try await connection.next() else { throw TestFailure("no FILE_INFO") }
+            #expect(info.size == 500)
+            await connection.close()
+        }
+    }
+
+    /// One address cannot take every connection slot, and a connection that never completes its handshake is
+    /// closed at the handshake deadline, however slowly it keeps sending.
+    @Test func oneAddressCannotHoldEverySlot() async throws {
+        let configuration = ServerConfiguration(maximumConnectionsPerAddress: 3, handshakeTimeout: .milliseconds(700))
+        try await TestServer.run(configuration: configuration) { server in
+            var held: [RawConnection] = []
+            for _ in 0..<3 {
+                held.append(try await RawConnection.handshaken(port: server.port))
+            }
+            let refused = try await RawConnection(port: server.port)
+            #expect(try await refused.readRaw(count: 8) == Handshake.magic)
+            guard case .error(let reply)? = try await refused.next() else { throw TestFailure("no ERROR") }
+            #expect(reply.code == .serverBusy)
+            #expect(reply.message.contains("from your address"))
+            await refused.close()
+            await held.removeFirst().close()
+            try await Task.sleep(for: .milliseconds(100))
+
+            // A slot is free again: a peer that trickles its handshake is still closed at the deadline.
+            let started = ContinuousClock.now
+            let bytes = Handshake.magic + RawConnection.encode(.hello(FerryConnectionDefaults.hello))
+            let answer = try await Self.trickle(bytes, port: server.port, every: .milliseconds(100))
+            #expect(Array(answer.prefix(8)) == Handshake.magic)
+            var parser = FrameParser(maximumPayloadLength: 1 << 16)
+            parser.append(bytes: ByteBuffer(bytes: answer.dropFirst(8)))
+            guard let frame = try parser.nextFrame(), case .error(let timeout) = try Message(decoding: frame) else {
+                throw TestFailure("no ERROR in \(answer)")
+            }
+            #expect(timeout.code == .idleTimeout)
+            #expect(timeout.message.contains("handshake"))
+            #expect(ContinuousClock.now - started < .seconds(3))
+            for connection in held { await connection.close() }
+        }
+    }
+
+    /// Sends `bytes` one at a time, `every` apart, from a plain socket, and returns what the server sent until it
+    /// closed the connection (or 10 s passed).
+    private static func trickle(_ bytes: [UInt8], port: Int, every interval: Duration) async throws -> [UInt8] {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(
+                    with: Result {
+                        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                        guard socket >= 0 else { throw TestFailure("socket: \(errno)") }
+                        defer { close(socket) }
+                        var address = sockaddr_in()
+                        address.sin_family = sa_family_t(AF_INET)
+                        address.sin_port = in_port_t(UInt16(port).bigEndian)
+                        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+                        let connected = withUnsafePointer(to: &address) {
+                            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                                connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                            }
+                        }
+                        guard connected == 0 else { throw TestFailure("connect: \(errno)") }
+                        var received: [UInt8] = []
+                        var buffer = [UInt8](repeating: 0, count: 4096)
+                        var next = 0
+                        let started = ContinuousClock.now
+                        while ContinuousClock.now - started < .seconds(10) {
+                            if next < bytes.count {
+                                _ = bytes.withUnsafeBytes {
+                                    send(socket, $0.baseAddress! + next, 1, Int32(MSG_NOSIGNAL))
+                                }
+                                next += 1
+                            }
+                            Thread.sleep(for: interval)
+                            let count = buffer.withUnsafeMutableBytes {
+                                recv(socket, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT))
+                            }
+                            if count > 0 {
+                                received += buffer.prefix(count)
+                            } else if count == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) {
+                                break
+                            }
+                        }
+                        return received
+                    }
+                )
+            }
+        }
+    }
+
+    /// Downloads' chunks all count against one budget: past it, every download gets the small size.
+    @Test func theTransferBudgetShrinksChunksForACrowd() {
+        let budget = TransferBudget(limit: 4 << 20)
+        let bulk = ProtocolLimits.bulkDataChunkLength
+        let granted = (0..<10).map { _ in budget.reserve(preferred: bulk) }
+        #expect(granted.prefix(4).allSatisfy { $0 == bulk })
+        #expect(granted.dropFirst(4).allSatisfy { $0 == 64 * 1024 })
+        for length in granted { budget.release(length) }
+        #expect(budget.heldBytes == 0)
+        #expect(budget.reserve(preferred: 1_000) == 1_000, "a small wish is granted as it is")
+    }
+}
+
+/// ferryd as a process: signals and its log.
+@Suite("ferryd under a supervisor")
+struct SupervisedDaemonTests {
+    typealias Daemon = CommandLineTests.Daemon
+
+    /// SIGHUP stops ferryd gracefully, like SIGTERM: the upload in flight finishes and nothing is left staged.
+    /// Before, SIGHUP's default action killed it on the spot.
+    @Test func sighupLetsTheUploadInFlightFinish() async throws {
+        let root = Scratch.makeDirectory("library")
+        let daemon = try await Daemon.start(root: root, extraArguments: ["--grace-period", "10"])
+        let upload = try await RawConnection.handshaken(port: daemon.port)
+        let bytes = Scratch.randomBytes(3 << 20)
+        try await upload.send(.store(StoreRequest(name: "in-flight", size: UInt64(bytes.count))))
+        guard case .ready? = try await upload.next() else { throw TestFailure("no READY") }
+        let chunks = stride(from: 0, to: bytes.count, by: 1 << 19).map {
+            DataChunk(ByteBuffer(bytes: bytes[$0..<min($0 + (1 << 19), bytes.count)]))
+        }
+        try await upload.send(.data(chunks[0]))
+        kill(daemon.process.processIdentifier, SIGHUP)
+        try await Task.sleep(for: .milliseconds(200))
+        var transfer = OutgoingTransfer()
+        transfer.record(chunks[0])
+        for chunk in chunks.dropFirst() {
+            try await upload.send(.data(chunk))
+            transfer.record(chunk)
+        }
+        try await upload.send(.end(transfer.end))
+        guard case .ok? = try await upload.next() else { throw TestFailure("the upload did not finish") }
+        await upload.close()
+        daemon.process.waitUntilExit()
+        #expect(daemon.process.terminationReason == .exit && daemon.process.terminationStatus == 0)
+        #expect(try Scratch.libraryContents(root) == ["in-flight"])
+    }
+
+    /// The grace period ends downloads sent with `sendfile` too: a slow reader no longer keeps ferryd alive.
+    @Test func theGracePeriodEndsASlowSendfileDownload() async throws {
+        let root = Scratch.makeDirectory("library")
+        let daemon = try await Daemon.start(root: root, extraArguments: ["--grace-period", "1"])
+        let scratch = Scratch.makeDirectory("client")
+        try Data(Scratch.randomBytes(32 << 20)).write(to: scratch.appendingPathComponent("big"))
+        let put = try await Binaries.run(
+            "ferry",
+            ["put", "big", "--port", "\(daemon.port)"],
+            currentDirectory: scratch
+        )
+        #expect(put.status == 0, "\(put.stderr)")
+        async let slow = SlowReader.download(
+            "big",
+            port: daemon.port,
+            chunk: 16 << 10,
+            every: .milliseconds(20)
+        )
+        try await Task.sleep(for: .milliseconds(500))
+        let stopped = ContinuousClock.now
+        daemon.process.terminate()
+        while daemon.process.isRunning, ContinuousClock.now - stopped < .seconds(15) {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(!daemon.process.isRunning, "ferryd still runs 15 s after SIGTERM")
+        #expect(ContinuousClock.now - stopped < .seconds(5), "stopped within the grace period and a little")
+        if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }
+        let outcome = try await slow
+        #expect(!outcome.messages.contains { if case .end = $0 { true } else { false } })
+    }
+
+    /// Names come from clients: in the log they are quoted, so they cannot forge fields.
+    @Test func namesCannotForgeLogFields() async throws {
+        let errors = Pipe()
+        let daemon = try await Daemon.start(stderr: errors)
+        let connection = try await RawConnection.handshaken(port: daemon.port)
+        let name = "x.txt result=ok bytes=123456 operation=EXIT"
+        try await connection.send(.retrieve(RetrieveRequest(name: name)))
+        #expect(try await connection.expectError() == .noSuchFile)
+        await connection.close()
+        _ = daemon.stop()
+        let log = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let line = log.split(separator: "\n").first { $0.contains("operation=RETR") }.map(String.init) ?? ""
+        #expect(line.contains("name=\"x.txt result=ok bytes=123456 operation=EXIT\""), "\(log)")
+        // Read as logfmt, the line has its own fields and the name whole.
+        let fields = Self.logfmtFields(line)
+        #expect(fields["operation"] == ["RETR"], "\(line)")
+        #expect(fields["bytes"] == ["0"], "\(line)")
+        #expect(fields["name"] == [name], "\(line)")
+        #expect(fields["result"]?.first?.hasPrefix("error 100") == true, "\(line)")
+    }
+
+    /// The `key=value` fields of a logfmt line (values bare or double-quoted with backslash escapes), each key with
+    /// every value it was given.
+    private static func logfmtFields(_ line: String) -> [String: [String]] {
+        var fields: [String: [String]] = [:]
+        var characters = line[...]
+        while !characters.isEmpty {
+            characters = characters.drop { $0 == " " }
+            let key = characters.prefix { $0 != "=" && $0 != " " }
+            characters = characters.dropFirst(key.count)
+            guard characters.first == "=" else {
+                characters = characters.drop { $0 != " " }
+                continue
+            }
+            characters = characters.dropFirst()
+            var value = ""
+            if characters.first == "\"" {
+                characters = characters.dropFirst()
+                while let character = characters.first, character != "\"" {
+                    characters = characters.dropFirst()
+                    if character == "\\", let escaped = characters.first {
+                        value.append(escaped)
+                        characters = characters.dropFirst()
+                    } else {
+                        value.append(character)
+                    }
+                }
+                characters = characters.dropFirst()
+            } else {
+                value = String(characters.prefix { $0 != " " })
+                characters = characters.dropFirst(value.count)
+            }
+            fields[String(key), default: []].append(value)
+        }
+        return fields
+    }
+}

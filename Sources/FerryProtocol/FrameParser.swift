@@ -41,6 +41,14 @@ public struct FrameParser: Sendable {
         self.buffer.readableBytes + self.following.readableBytes
     }
 
+    /// The payload length the frame in progress declares, once its header is in (and within the limit).
+    public var declaredPayloadLength: Int? {
+        guard let declared = self.buffer.getInteger(at: self.buffer.readerIndex + 2, as: UInt64.self),
+            declared <= UInt64(self.maximumPayloadLength)
+        else { return nil }
+        return Int(declared)
+    }
+
     /// Whether a frame has been started but not completed, which is what an idle timer needs to know.
     public var isInsideFrame: Bool {
         self.bufferedByteCount > 0

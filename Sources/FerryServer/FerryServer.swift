@@ -17,6 +17,7 @@ public struct FerryServer: Service {
     private let eventLoopGroup: any EventLoopGroup
     private let onListening: @Sendable (SocketAddress) -> Void
     private let transfers = TransferBudget()
+    private let frameBudget: FrameBudget
 
     /// - Parameter onListening: called once with the bound address (the real port when `port` is 0).
     public init(
@@ -31,6 +32,7 @@ public struct FerryServer: Service {
         self.logger = logger
         self.eventLoopGroup = eventLoopGroup
         self.onListening = onListening
+        self.frameBudget = FrameBudget(limit: configuration.partialFrameMemory)
     }
 
     public func run() async throws {
@@ -45,6 +47,7 @@ public struct FerryServer: Service {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.writeBufferWaterMark, value: ChannelTuning.writeBufferWaterMark)
             .childChannelOption(.recvAllocator, value: ChannelTuning.receiveAllocator)
+            .childChannelOption(.maxMessagesPerRead, value: ChannelTuning.readsPerWakeUp)
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let inputWait = InputWait()
@@ -135,6 +138,7 @@ public struct FerryServer: Service {
                         configuration: self.configuration,
                         quiescer: quiescer,
                         transfers: self.transfers,
+                        frameBudget: self.frameBudget,
                         logger: logger
                     )
                     return await session.run()

@@ -18,6 +18,9 @@ public struct ServerConfiguration: Sendable {
     public var maximumFileSize: UInt64
     /// The largest frame payload accepted from clients, announced in HELLO.
     public var maximumFramePayload: Int
+    /// How much memory frames still being received may hold, all connections together (``FrameBudget``): frames
+    /// over 16 KiB wait for their share, and must then arrive whole within the idle timeout.
+    public var partialFrameMemory: Int
     /// How long a connection that hit a connection error may still send before it is closed: long enough for
     /// the ERROR to be read rather than reset away.
     public var lingerTimeout: Duration
@@ -31,6 +34,7 @@ public struct ServerConfiguration: Sendable {
         idleTimeout: Duration = .seconds(60),
         maximumFileSize: UInt64 = 1 << 40,
         maximumFramePayload: Int = ProtocolLimits.defaultMaximumFramePayload,
+        partialFrameMemory: Int = 64 << 20,
         lingerTimeout: Duration = .seconds(2)
     ) {
         self.host = host
@@ -41,6 +45,7 @@ public struct ServerConfiguration: Sendable {
         self.idleTimeout = idleTimeout
         self.maximumFileSize = maximumFileSize
         self.maximumFramePayload = maximumFramePayload
+        self.partialFrameMemory = partialFrameMemory
         self.lingerTimeout = lingerTimeout
     }
 

@@ -35,6 +35,15 @@ public enum ChannelTuning {
         AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 2 * 1024, maximum: maximum)
     }
 
+    /// How many reads a server connection makes each time its socket becomes readable (NIO's default is 4).
+    ///
+    /// Backpressure stops a connection's reads only between wake-ups, and each read may be as large as
+    /// ``receiveAllocator`` allows, growing sixteenfold after each full one: four reads in one wake-up took 2 KiB,
+    /// 32 KiB, 512 KiB and 1 MiB from a peer that had sent a megabyte, and held them all in the connection's stream
+    /// while its reader waited for the frame budget (``FrameBudget``). A thousand such peers took a server to
+    /// 1.5 GiB. One read per wake-up lets the stream's high watermark (two reads) hold.
+    public static let readsPerWakeUp: UInt = 1
+
     /// How many reads a connection's async stream holds for its reader before it stops reading the socket. It
     /// counts reads, not bytes: with reads of up to 1 MiB, two in waiting keep a transfer streaming while one
     /// connection holds at most a few MiB, however slow its disk (NIO's usual eight would allow 8 MiB).

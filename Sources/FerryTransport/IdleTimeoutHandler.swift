@@ -6,6 +6,8 @@ public enum ConnectionInterruption: Error, Hashable, Sendable {
     case idleTimeout
     /// The handshake did not complete within its deadline, however much the peer sent.
     case handshakeTimeout
+    /// A frame holding part of the server's frame budget did not arrive whole within the idle timeout.
+    case frameTooSlow
     case shuttingDown
 }
 
@@ -164,6 +166,11 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
 
     private func evaluate(context: ChannelHandlerContext) {
         guard context.channel.isActive, !self.fired else { return }
+        if let frameStart = self.inputWait?.budgetedFrameStart, NIODeadline.now() - frameStart >= self.timeout {
+            // Trickling bytes keep a connection from being idle, not a large frame from being held forever.
+            self.interrupt(context: context, .frameTooSlow)
+            return
+        }
         let awaitingInput = self.isAwaitingPeerInput
         if !awaitingInput, self.writesPending == 0 {
             // We are not waiting for the peer right now: whatever is slow, it is not the peer.

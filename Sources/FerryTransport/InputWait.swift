@@ -13,6 +13,8 @@ public final class InputWait: Sendable {
     private let state = Atomic<UInt64>(0)
     /// When the latest wait began (`NIODeadline`'s uptime nanoseconds): the peer owes nothing before that.
     private let started = Atomic<UInt64>(0)
+    /// When the frame holding part of a ``FrameBudget`` began to be received (uptime nanoseconds), or 0.
+    private let frameStart = Atomic<UInt64>(0)
 
     public init() {}
 
@@ -29,6 +31,21 @@ public final class InputWait: Sendable {
     /// When the latest wait began.
     public var latestStart: NIODeadline {
         .uptimeNanoseconds(self.started.load(ordering: .relaxed))
+    }
+
+    /// When the frame in progress that holds part of the frame budget began, if there is one: it must be whole
+    /// within the idle timeout, however steadily its bytes come.
+    public var budgetedFrameStart: NIODeadline? {
+        let start = self.frameStart.load(ordering: .relaxed)
+        return start == 0 ? nil : .uptimeNanoseconds(start)
+    }
+
+    func frameStarted() {
+        self.frameStart.store(max(NIODeadline.now().uptimeNanoseconds, 1), ordering: .relaxed)
+    }
+
+    func frameEnded() {
+        self.frameStart.store(0, ordering: .relaxed)
     }
 
     func begin() {

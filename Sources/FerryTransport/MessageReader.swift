@@ -12,12 +12,24 @@ public struct MessageReader {
     /// Bytes that arrived with the magic, to be parsed as frames.
     private var leftover: ByteBuffer?
     private let inputWait: InputWait?
+    /// Where frames over ``FrameBudget/freeLength`` get their memory (a server's readers), and what the frame in
+    /// progress holds of it.
+    private let frameBudget: FrameBudget?
+    private var reservation: FrameBudget.Reservation?
 
-    /// - Parameter inputWait: set while this reader waits for the peer, for the connection's idle timeout.
-    public init(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, inputWait: InputWait? = nil) {
+    /// - Parameters:
+    ///   - inputWait: set while this reader waits for the peer, for the connection's idle timeout.
+    ///   - frameBudget: if given, a frame larger than ``FrameBudget/freeLength`` is received only once its length
+    ///     is reserved there, and must then arrive within the deadline ``InputWait`` keeps.
+    public init(
+        _ inbound: NIOAsyncChannelInboundStream<ByteBuffer>,
+        inputWait: InputWait? = nil,
+        frameBudget: FrameBudget? = nil
+    ) {
         self.iterator = inbound.makeAsyncIterator()
         self.parser = FrameParser(maximumPayloadLength: ProtocolLimits.handshakeFramePayload)
         self.inputWait = inputWait
+        self.frameBudget = frameBudget
     }
 
     /// The next bytes from the peer, or `nil` once it has closed.
@@ -60,8 +72,10 @@ public struct MessageReader {
         self.parseLeftover()
         while true {
             if let frame = try self.parser.nextFrame() {
+                self.frameCompleted()
                 return try Message(decoding: frame)
             }
+            try await self.reserveForFrameInProgress()
             guard let bytes = try await self.receive() else {
                 if self.parser.isInsideFrame {
                     throw TransportError.connectionClosed(midFrame: true)
@@ -86,7 +100,25 @@ public struct MessageReader {
     public mutating func nextIfBuffered() throws -> Message? {
         self.parseLeftover()
         guard let frame = try self.parser.nextFrame() else { return nil }
+        self.frameCompleted()
         return try Message(decoding: frame)
+    }
+
+    /// Before more of a large frame is read: reserves its length from the budget (waiting for it, and reading
+    /// nothing meanwhile) and starts its deadline.
+    private mutating func reserveForFrameInProgress() async throws {
+        guard let budget = self.frameBudget, self.reservation == nil,
+            let declared = self.parser.declaredPayloadLength, declared > FrameBudget.freeLength
+        else { return }
+        self.reservation = try await budget.reserve(declared + FrameLayout.overhead)
+        self.inputWait?.frameStarted()
+    }
+
+    /// A frame came out whole: what it reserved is given back (the frame's bytes now belong to its message).
+    private mutating func frameCompleted() {
+        guard self.reservation != nil else { return }
+        self.reservation = nil
+        self.inputWait?.frameEnded()
     }
 
     /// Hands the bytes that came with the magic to the parser, once.

@@ -21,20 +21,23 @@ struct HostileConditionsTests {
         try await TestServer.run { server in
             let size = 80 << 20
             try server.write("big.bin", Scratch.randomBytes(size))
-            async let outcome = SlowReader.download(
+            let path = server.root.appendingPathComponent("big.bin")
+            // Rewritten in place once 2 MiB have arrived: same size, new bytes, no truncation (as an editor saving
+            // over it might).
+            let outcome = try await SlowReader.download(
                 "big.bin",
                 port: server.port,
                 chunk: 64 << 10,
                 every: .milliseconds(1),
                 stoppingAfter: 2 << 20,
-                pause: .milliseconds(800)
+                pause: .milliseconds(100),
+                whilePaused: {
+                    guard let handle = try? FileHandle(forWritingTo: path) else { return }
+                    try? handle.write(contentsOf: Data(Scratch.randomBytes(size)))
+                    try? handle.close()
+                }
             )
-            try await Task.sleep(for: .milliseconds(300))
-            // Rewritten in place: same size, new bytes, no truncation (as an editor saving over it might).
-            let handle = try FileHandle(forWritingTo: server.root.appendingPathComponent("big.bin"))
-            try handle.write(contentsOf: Data(Scratch.randomBytes(size)))
-            try handle.close()
-            let messages = try await outcome.messages
+            let messages = outcome.messages
             #expect(!messages.contains { if case .end = $0 { true } else { false } }, "END vouched for a torn file")
             guard case .error(let reply)? = messages.last else {
                 Issue.record("the download ended with \(String(describing: messages.last))")
@@ -56,17 +59,17 @@ struct HostileConditionsTests {
             }
             #expect(try server.checksumTables() == ["big"], "sent from its table, with sendfile")
             let started = ContinuousClock.now
-            async let outcome = SlowReader.download(
+            let path = server.path("big")
+            let result = try await SlowReader.download(
                 "big",
                 port: server.port,
                 chunk: 64 << 10,
                 every: .milliseconds(1),
                 stoppingAfter: 1 << 20,
-                pause: .milliseconds(800)
+                pause: .milliseconds(300),
+                whilePaused: { _ = truncate(path, 1 << 20) }
             )
-            try await Task.sleep(for: .milliseconds(300))
-            #expect(truncate(server.path("big"), 1 << 20) == 0)
-            let result = try await outcome
+
             #expect(result.closed, "the server closed the connection")
             #expect(!result.messages.contains { if case .end = $0 { true } else { false } })
             #expect(ContinuousClock.now - started < .seconds(8), "ended at once, not at a timeout")
@@ -119,7 +122,7 @@ struct HostileConditionsTests {
             // A slot is free again: a peer that trickles its handshake is still closed at the deadline.
             let started = ContinuousClock.now
             let bytes = Handshake.magic + RawConnection.encode(.hello(FerryConnectionDefaults.hello))
-            let answer = try await Self.trickle(bytes, port: server.port, every: .milliseconds(100))
+            let answer = try await Self.trickle(bytes, port: server.port, every: .milliseconds(100)).received
             #expect(Array(answer.prefix(8)) == Handshake.magic)
             var parser = FrameParser(maximumPayloadLength: 1 << 16)
             parser.append(bytes: ByteBuffer(bytes: answer.dropFirst(8)))
@@ -133,9 +136,14 @@ struct HostileConditionsTests {
         }
     }
 
-    /// Sends `bytes` one at a time, `every` apart, from a plain socket, and returns what the server sent until it
-    /// closed the connection (or 10 s passed).
-    private static func trickle(_ bytes: [UInt8], port: Int, every interval: Duration) async throws -> [UInt8] {
+    /// Sends `prefix` at once and then `bytes` one at a time, `every` apart, from a plain socket, and returns what
+    /// the server sent until it closed the connection (or 10 s passed), and whether it did.
+    private static func trickle(
+        _ bytes: [UInt8],
+        after prefix: [UInt8] = [],
+        port: Int,
+        every interval: Duration
+    ) async throws -> (received: [UInt8], closed: Bool) {
         try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
                 continuation.resume(
@@ -153,7 +161,16 @@ struct HostileConditionsTests {
                             }
                         }
                         guard connected == 0 else { throw TestFailure("connect: \(errno)") }
+                        var sent = 0
+                        while sent < prefix.count {
+                            let count = prefix.withUnsafeBytes {
+                                send(socket, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL))
+                            }
+                            guard count > 0 else { throw TestFailure("send: \(errno)") }
+                            sent += count
+                        }
                         var received: [UInt8] = []
+                        var closed = false
                         var buffer = [UInt8](repeating: 0, count: 4096)
                         var next = 0
                         let started = ContinuousClock.now
@@ -171,13 +188,58 @@ struct HostileConditionsTests {
                             if count > 0 {
                                 received += buffer.prefix(count)
                             } else if count == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) {
+                                closed = true
                                 break
                             }
                         }
-                        return received
+                        return (received, closed)
                     }
                 )
             }
+        }
+    }
+
+    /// Peers that send most of a large frame and then trickle its last bytes cannot hold the server's memory: frames
+    /// over 16 KiB are received only within the server's frame budget, and one that holds part of it must arrive
+    /// whole within the idle timeout, however steadily bytes come. Before, each such peer held about 2 MiB for as
+    /// long as it trickled (a thousand took a server to nearly 2 GiB).
+    @Test func peersThatTrickleLargeFramesAreCutOff() async throws {
+        let configuration = ServerConfiguration(idleTimeout: .milliseconds(1500), partialFrameMemory: 3 << 20)
+        try await TestServer.run(configuration: configuration) { server in
+            let frame = RawConnection.encode(.data(DataChunk(ByteBuffer(bytes: Scratch.randomBytes(1 << 20)))))
+            let opening =
+                Handshake.magic + RawConnection.encode(.hello(FerryConnectionDefaults.hello))
+                + RawConnection.encode(.store(StoreRequest(name: "never", size: 10 << 20)))
+                + frame.prefix(frame.count - 64)
+            let started = ContinuousClock.now
+            let attacks = try await withThrowingTaskGroup(of: (received: [UInt8], closed: Bool).self) { group in
+                for _ in 0..<5 {
+                    group.addTask {
+                        try await Self.trickle(
+                            Array(frame.suffix(63)),
+                            after: opening,
+                            port: server.port,
+                            every: .milliseconds(150)
+                        )
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            for attack in attacks {
+                #expect(attack.closed, "a trickling peer was cut off")
+                let text = String(decoding: attack.received, as: UTF8.self)
+                #expect(text.contains("a frame took longer than"), "\(text)")
+            }
+            #expect(ContinuousClock.now - started < .seconds(9.5), "cut off one after the other as budget freed")
+            // The budget is whole again: an honest upload of large frames goes through.
+            let scratch = Scratch.makeDirectory("client")
+            let honest = Scratch.randomBytes(20 << 20)
+            try Data(honest).write(to: scratch.appendingPathComponent("honest"))
+            _ = try await server.client.withConnection {
+                try await $0.put(scratch.appendingPathComponent("honest").path, as: "honest")
+            }
+            #expect(sameBytes(try server.contents(of: "honest"), honest))
+            #expect(try server.folderContents() == ["honest"])
         }
     }
 

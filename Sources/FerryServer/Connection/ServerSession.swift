@@ -54,9 +54,10 @@ struct ServerSession {
         configuration: ServerConfiguration,
         quiescer: ConnectionQuiescer,
         transfers: TransferBudget,
+        frameBudget: FrameBudget,
         logger: Logger
     ) {
-        self.reader = MessageReader(inbound, inputWait: inputWait)
+        self.reader = MessageReader(inbound, inputWait: inputWait, frameBudget: frameBudget)
         self.writer = MessageWriter(outbound, allocator: channel.allocator)
         self.channel = channel
         self.library = library
@@ -765,6 +766,11 @@ struct ServerSession {
             reply = ErrorReply(code: error.errorCode, message: error.detail)
         case ConnectionInterruption.idleTimeout:
             reply = ErrorReply(code: .idleTimeout, message: "idle for longer than \(self.configuration.idleTimeout)")
+        case ConnectionInterruption.frameTooSlow:
+            reply = ErrorReply(
+                code: .idleTimeout,
+                message: "a frame took longer than \(self.configuration.idleTimeout) to arrive"
+            )
         case ConnectionInterruption.handshakeTimeout:
             reply = ErrorReply(
                 code: .idleTimeout,

@@ -20,7 +20,7 @@ enum SlowReader {
     }
 
     /// Requests `name` and reads `chunk` bytes every `interval`. After `stoppingAfter` bytes it stops reading for
-    /// `pause`, then reads whatever is left. After END it says EXIT and goes on reading at the same pace. Ends at
+    /// `pause` (after running `whilePaused`, on its own thread), then reads whatever is left. After END it says EXIT and goes on reading at the same pace. Ends at
     /// the answer to EXIT, at ERROR or at the connection's end; gives up after 20 s.
     static func download(
         _ name: String,
@@ -28,7 +28,8 @@ enum SlowReader {
         chunk: Int,
         every interval: Duration,
         stoppingAfter limit: Int = .max,
-        pause: Duration = .zero
+        pause: Duration = .zero,
+        whilePaused: @escaping @Sendable () -> Void = {}
     ) async throws -> Outcome {
         let request =
             Handshake.magic + RawConnection.encode(.hello(FerryConnectionDefaults.hello))
@@ -37,7 +38,15 @@ enum SlowReader {
             Thread.detachNewThread {
                 continuation.resume(
                     with: Result {
-                        try Self.run(request, port: port, chunk: chunk, interval: interval, limit: limit, pause: pause)
+                        try Self.run(
+                            request,
+                            port: port,
+                            chunk: chunk,
+                            interval: interval,
+                            limit: limit,
+                            pause: pause,
+                            whilePaused: whilePaused
+                        )
                     }
                 )
             }
@@ -50,7 +59,8 @@ enum SlowReader {
         chunk: Int,
         interval: Duration,
         limit: Int,
-        pause: Duration
+        pause: Duration,
+        whilePaused: () -> Void
     ) throws -> Outcome {
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socket >= 0 else { throw TestFailure("socket: \(errno)") }
@@ -84,6 +94,7 @@ enum SlowReader {
         while ContinuousClock.now - started < .seconds(20) {
             if received >= limit, !paused {
                 paused = true
+                whilePaused()
                 Thread.sleep(for: pause)
             }
             let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, chunk, 0) }

@@ -67,14 +67,30 @@ public final class FerryConnection {
 
     // MARK: - LIST
 
+    /// The most listing entries a client keeps by default: far more than a library holds, far less than the memory a
+    /// server streaming entries without end would otherwise take (2.7 GiB in 8 s, before there was a limit).
+    public static let defaultMaximumListingEntries = 1_000_000
+    /// The most bytes of names a listing may hold, whatever the number of entries.
+    public static let maximumListingNameBytes = 256 << 20
+
     /// The library's files, sorted by name.
-    public func list() async throws -> [ListEntry] {
+    ///
+    /// - Parameter maximumEntries: a listing longer than this (or holding more than ``maximumListingNameBytes`` of
+    ///   names) is refused with ``FerryClientError/listingTooLarge(limit:)`` and the connection closed, instead of
+    ///   growing without bound.
+    public func list(maximumEntries: Int = FerryConnection.defaultMaximumListingEntries) async throws -> [ListEntry] {
         try await self.guarded {
             try await self.writer.write(.list)
             var entries: [ListEntry] = []
+            var nameBytes = 0
             while true {
                 switch try await self.nextReply() {
                 case .listEntries(let batch):
+                    nameBytes += batch.reduce(0) { $0 + $1.name.utf8.count }
+                    guard entries.count + batch.count <= maximumEntries, nameBytes <= Self.maximumListingNameBytes
+                    else {
+                        throw FerryClientError.listingTooLarge(limit: maximumEntries)
+                    }
                     entries += batch
                 case .listEnd(let end):
                     guard end.count == UInt64(entries.count) else {

@@ -26,8 +26,11 @@ final class LocalDownload {
 
     static func create(beside target: FilePath) async throws -> LocalDownload {
         let path = Self.temporaryPath(beside: target)
-        PartialDownloads.add(path.string)
+        guard PartialDownloads.add(path.string) else {
+            throw FerryClientError.localFile("stopped before '\(target)' was written")
+        }
         do {
+            guard PartialDownloads.mayCreate else { throw CancellationError() }
             let handle = try await FileSystem.shared.openFile(
                 forWritingAt: path,
                 options: OpenOptions.Write(
@@ -53,7 +56,9 @@ final class LocalDownload {
     /// - Returns: for each file in order, `nil` once it is in place, or why it is not.
     static func publish(_ files: [VerifiedDownload], overwrite: Bool) async -> [FerryClientError?] {
         let temporaries = files.map { Self.temporaryPath(beside: $0.target).string }
-        PartialDownloads.add(temporaries)
+        guard PartialDownloads.add(temporaries) else {
+            return files.map { .localFile("stopped before '\($0.target)' was written") }
+        }
         defer { PartialDownloads.remove(temporaries) }
         do {
             let group = zip(files, temporaries).map { file, temporary in
@@ -65,7 +70,9 @@ final class LocalDownload {
                 )
             }
             return try await NIOThreadPool.singleton.runIfActive {
-                zip(group, BlockingFileIO.publishGroup(group)).map { file, failure in
+                zip(group, BlockingFileIO.publishGroup(group, mayCreate: { PartialDownloads.mayCreate })).map {
+                    file,
+                    failure in
                     switch failure {
                     case nil:
                         nil

@@ -163,8 +163,14 @@ public enum BlockingFileIO {
     ///
     /// Writing them all before flushing any lets a journaling file system commit them together: the first
     /// `fsync` carries the others' data, so a group costs about one flush to the disk instead of one per file.
+    /// `mayCreate` is asked before each temporary file is created: a process that is being stopped says no, so
+    /// that nothing it must clean up appears after it has cleaned up (those files fail with `ECANCELED`).
+    ///
     /// - Returns: for each file in order, `nil` once it is published, or why it is not.
-    public static func publishGroup(_ files: [GroupFile]) -> [GroupFailure?] {
+    public static func publishGroup(
+        _ files: [GroupFile],
+        mayCreate: () -> Bool = { true }
+    ) -> [GroupFailure?] {
         var folders = OpenFolders()
         var outcomes = [GroupFailure?](repeating: nil, count: files.count)
         var descriptors = [Int32](repeating: -1, count: files.count)
@@ -177,6 +183,10 @@ public enum BlockingFileIO {
             if !file.replacing, fstatat(destinationFolder, destination, &existing, AT_SYMLINK_NOFOLLOW) == 0 {
                 // Taken already: refused without writing it (publishing would refuse it anyway, atomically).
                 outcomes[index] = .publish(EEXIST)
+                continue
+            }
+            guard mayCreate() else {
+                outcomes[index] = .create(SystemCallError(code: ECANCELED))
                 continue
             }
             let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC

@@ -28,6 +28,9 @@ struct Get: AsyncParsableCommand {
     @Flag(help: "Replace local files that exist.")
     var force = false
 
+    @Option(help: "With --all, the most entries to accept from the server's listing.")
+    var maxEntries = FerryConnection.defaultMaximumListingEntries
+
     func validate() throws {
         guard self.names.isEmpty == self.all else {
             throw ValidationError(self.all ? "--all takes no names" : "name at least one file to download, or --all")
@@ -43,8 +46,12 @@ struct Get: AsyncParsableCommand {
         Interruption.removePartialDownloadsOnSignal()
         try await Failure.exitOnFailure {
             let client = FerryClient(host: self.connection.host, port: self.connection.port)
+            if let output = self.output, self.all || self.names.count > 1 {
+                try LocalFolder.make(output)
+            }
             let report = try await client.withConnection { connection in
-                let names = self.all ? try await connection.list().map(\.name) : self.names
+                let names =
+                    self.all ? try await connection.list(maximumEntries: self.maxEntries).map(\.name) : self.names
                 let downloads = names.map {
                     FerryConnection.Download(name: $0, destination: self.destination(for: $0, of: names.count))
                 }

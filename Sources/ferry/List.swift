@@ -9,13 +9,16 @@ struct List: AsyncParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
+    @Option(help: "The most entries to accept from the server; a longer listing is an error.")
+    var maxEntries = FerryConnection.defaultMaximumListingEntries
+
     @Flag(help: "Print a JSON array of {\"name\", \"size\", \"modified\"} (size in bytes, modified in RFC 3339).")
     var json = false
 
     func run() async throws {
         try await Failure.exitOnFailure {
             let client = FerryClient(host: self.connection.host, port: self.connection.port)
-            let entries = try await client.withConnection { try await $0.list() }
+            let entries = try await client.withConnection { try await $0.list(maximumEntries: self.maxEntries) }
             if self.json {
                 print(ListingFormatter.json(entries), terminator: "")
             } else {

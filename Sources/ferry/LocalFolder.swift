@@ -5,7 +5,11 @@ import Darwin
 #endif
 
 /// Expands folders named on the command line into the files to upload: the library is flat, so a folder stands
-/// for the regular files directly inside it (what `lftp mirror -R` or `cp DIR/* ...` would pick), in name order.
+/// for the regular files directly inside it, in name order.
+///
+/// Links inside a folder are not followed (as `cp -r` and `rsync -r` do not): a link can lead anywhere, and a
+/// folder handed to `ferry put` should not upload what lies outside it, a private key say. They are counted among
+/// the skipped entries; a link named on the command line itself is followed, as the person asked for it.
 enum LocalFolder {
     static func expand(_ paths: [String]) throws -> [String] {
         var files: [String] = []
@@ -34,24 +38,48 @@ enum LocalFolder {
                 names.append(child)
             }
             if skipped > 0 {
-                Terminal.writeError("ferry: \(path): skipped \(skipped) hidden or non-regular entries\n")
+                Terminal.writeError(
+                    "ferry: \(path): skipped \(skipped) entries (hidden files, links and folders are not uploaded)\n"
+                )
+            }
+            if names.isEmpty {
+                print("nothing to upload in '\(path)': it holds no regular files")
             }
             files += names.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
         }
         return files
     }
 
-    /// The folder entry's own type when it gives one (no `stat` per file of a large folder); a link, followed
-    /// as `stat` does, or an entry of unknown type is looked up.
+    /// The folder entry's own type when it gives one (no `stat` per file of a large folder); an entry of unknown
+    /// type is looked up without following a link.
     private static func isRegularFile(_ path: String, type: Int32) -> Bool {
         switch type {
         case Int32(DT_REG):
             return true
-        case Int32(DT_LNK), Int32(DT_UNKNOWN):
+        case Int32(DT_UNKNOWN):
             var info = stat()
-            return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+            return lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
         default:
             return false
+        }
+    }
+
+    /// Makes the folder at `path` and any missing folders above it (as `mkdir -p` does), before anything is
+    /// downloaded into it; a file in the way is one error, not one per download.
+    static func make(_ path: String) throws {
+        var prefix = path.hasPrefix("/") ? "/" : ""
+        for component in path.split(separator: "/") {
+            prefix += component
+            if mkdir(prefix, 0o777) != 0, errno != EEXIST {
+                throw ExpansionError(
+                    message: "cannot create the folder '\(prefix)': \(String(cString: strerror(errno)))"
+                )
+            }
+            prefix += "/"
+        }
+        var info = stat()
+        guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+            throw ExpansionError(message: "'\(path)' is in the way: --output must name a folder with several files")
         }
     }
 

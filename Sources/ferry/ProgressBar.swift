@@ -38,9 +38,11 @@ final class ProgressBar {
         self.drewSomething = true
     }
 
+    /// Ends the bar's line, if it drew one, so whatever is written next starts a line of its own. Once.
     func finish() {
         if self.drewSomething {
             Terminal.writeError("\n")
+            self.drewSomething = false
         }
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryClient
+import FerryProtocol
 
 struct Put: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -44,12 +45,23 @@ struct Put: AsyncParsableCommand {
                 try await connection.put(uploads, overwrite: self.overwrite, progress: report.progress) {
                     index,
                     result in
-                    report.completed(index, result) { bytes in
+                    report.completed(index, result.mapError { Self.hinting($0, uploads[index].name) }) { bytes in
                         "stored \(uploads[index].source) → \(uploads[index].name) (\(Sizes.describe(bytes)), verified)"
                     }
                 }
             }
             try report.finish("stored", single: uploads.count == 1 && uploads[0].source == self.paths.first)
         }
+    }
+
+    /// A name taken on the server is refused with a sentence that names this command's flag.
+    private static func hinting(_ error: FerryClientError, _ name: String) -> FerryClientError {
+        guard error.errorCode == .fileExists else { return error }
+        return .refused(
+            ErrorReply(
+                code: .fileExists,
+                message: "'\(name)' already exists on the server (add --overwrite to replace it)"
+            )
+        )
     }
 }

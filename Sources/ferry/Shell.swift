@@ -96,6 +96,8 @@ struct Shell: AsyncParsableCommand {
             throw ShellUsage()
         }
         let progress = ProgressBar(label: name)
+        // Finished on failure too: the error must not land on the bar's line.
+        defer { progress.finish() }
         let bytes = try await client.withConnection { connection in
             try await connection.get(name, to: name, overwrite: force, progress: progress.update)
         }
@@ -110,8 +112,20 @@ struct Shell: AsyncParsableCommand {
         }
         let name = Self.lastComponent(of: path)
         let progress = ProgressBar(label: name)
-        let bytes = try await client.withConnection { connection in
-            try await connection.put(path, as: name, overwrite: overwrite, progress: progress.update)
+        defer { progress.finish() }
+        let bytes: UInt64
+        do {
+            bytes = try await client.withConnection { connection in
+                try await connection.put(path, as: name, overwrite: overwrite, progress: progress.update)
+            }
+        } catch let error as FerryClientError where error.errorCode == .fileExists {
+            progress.finish()
+            throw FerryClientError.refused(
+                ErrorReply(
+                    code: .fileExists,
+                    message: "'\(name)' already exists on the server; type 'put \(path) --overwrite' to replace it"
+                )
+            )
         }
         progress.finish()
         print("stored \(name) (\(Sizes.describe(bytes)), verified)")

@@ -17,7 +17,7 @@ enum LibraryError: Error, Hashable, Sendable, CustomStringConvertible {
     var description: String {
         switch self {
         case .noSuchFile(let name): "no such file: '\(name)'"
-        case .fileExists(let name): "file exists: '\(name)' (ask to overwrite to replace it)"
+        case .fileExists(let name): "file exists: '\(name)' (an upload may ask to overwrite it)"
         case .storage(let detail): "storage failure: \(detail)"
         }
     }

@@ -647,7 +647,13 @@ public final class FerryConnection {
         do {
             return try await operation()
         } catch let error as FerryClientError {
-            if case .notAFerryServer = error { self.broken = error.description }
+            switch error {
+            case .notAFerryServer, .listingTooLarge:
+                // The rest of that listing is still on its way: nothing more can be read on this connection.
+                self.broken = error.description
+            default:
+                break
+            }
             throw error
         } catch let error as FerryProtocolError {
             self.broken = error.description

@@ -26,22 +26,26 @@ final class LocalDownload {
 
     static func create(beside target: FilePath) async throws -> LocalDownload {
         let path = Self.temporaryPath(beside: target)
-        guard PartialDownloads.add(path.string) else {
-            throw FerryClientError.localFile("stopped before '\(target)' was written")
+        let temporary = path.string
+        let created = try? await NIOThreadPool.singleton.runIfActive { PartialDownloads.create(temporary) }
+        guard let created, created == 0 else {
+            let reason = created.map { String(cString: strerror($0)) } ?? "the process is stopping"
+            throw FerryClientError.localFile("cannot create a file beside '\(target)': \(reason)")
         }
         do {
-            guard PartialDownloads.mayCreate else { throw CancellationError() }
+            // Created (empty) and registered above, under the registry's lock: opened here as it is.
             let handle = try await FileSystem.shared.openFile(
                 forWritingAt: path,
                 options: OpenOptions.Write(
-                    existingFile: .none,
-                    newFile: OpenOptions.NewFile(permissions: nil, transactionalCreation: false),
+                    existingFile: .open,
+                    newFile: nil,
                     followSymbolicLinks: false,
                     closeOnExec: true
                 )
             )
             return LocalDownload(handle: handle, path: path)
         } catch {
+            unlink(temporary)
             PartialDownloads.remove(path.string)
             throw FerryClientError.localFile(
                 "cannot create a file beside '\(target)': \(FerryConnection.describe(error))"
@@ -56,7 +60,7 @@ final class LocalDownload {
     /// - Returns: for each file in order, `nil` once it is in place, or why it is not.
     static func publish(_ files: [VerifiedDownload], overwrite: Bool) async -> [FerryClientError?] {
         let temporaries = files.map { Self.temporaryPath(beside: $0.target).string }
-        guard PartialDownloads.add(temporaries) else {
+        guard PartialDownloads.register(temporaries) else {
             return files.map { .localFile("stopped before '\($0.target)' was written") }
         }
         defer { PartialDownloads.remove(temporaries) }
@@ -70,7 +74,7 @@ final class LocalDownload {
                 )
             }
             return try await NIOThreadPool.singleton.runIfActive {
-                zip(group, BlockingFileIO.publishGroup(group, mayCreate: { PartialDownloads.mayCreate })).map {
+                zip(group, BlockingFileIO.publishGroup(group, gate: PartialDownloads.gate)).map {
                     file,
                     failure in
                     switch failure {

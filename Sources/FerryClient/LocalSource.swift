@@ -51,6 +51,8 @@ enum LocalSource {
                         peeks.append(.failed(.localFile("cannot read '\(path)': \(error)")))
                     case .cannotRead(let error):
                         peeks.append(.failed(.localFile("reading '\(path)' failed: \(error)")))
+                    case .changed:
+                        peeks.append(.failed(.localFile("'\(path)' changed while being read; not uploaded")))
                     }
                 }
                 return peeks

@@ -9,33 +9,50 @@ import Darwin
 /// The temporary files of the downloads in progress in this process. They are hidden and sit beside their targets,
 /// where nothing else would ever remove them, so a program stopped by a signal removes them with ``removeAll()``.
 ///
-/// A file is registered before it is created, and none is created once ``removeAll()`` has begun: after it, no
-/// temporary file of this process can appear (a handler that removed the files and then exited while downloads were
-/// still creating theirs left 7 of 24 interrupted downloads' files behind on a loaded machine).
+/// Every such file is created under this registry's lock (``create(_:)``, ``gate(_:)``), and ``removeAll()`` takes
+/// the same lock and refuses every creation after it: no temporary file of this process can appear once the clean-up
+/// has begun, nor be half created while it runs. (A handler that removed the files and then exited while downloads
+/// were still creating theirs left 7 of 24 interrupted downloads' files behind on a loaded machine.)
 public enum PartialDownloads {
     private static let state = Mutex(State())
-    private static let stopping = Atomic<Bool>(false)
 
     private struct State {
         var paths: Set<String> = []
+        var stopping = false
     }
 
-    /// Registers `path` before its file is created; `false` once the process is stopping: then it must not be.
-    static func add(_ path: String) -> Bool {
-        Self.add([path])
-    }
-
-    static func add(_ paths: [String]) -> Bool {
+    /// Creates the empty file at `path` (never following a link, never replacing a file) and registers it, both
+    /// under the lock. Blocking. Returns 0, or the `errno` (`ECANCELED` once the process is stopping).
+    static func create(_ path: String) -> Int32 {
         Self.state.withLock { state in
-            guard !Self.stopping.load(ordering: .relaxed) else { return false }
+            guard !state.stopping else { return ECANCELED }
+            let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+            guard descriptor >= 0 else { return errno }
+            close(descriptor)
+            state.paths.insert(path)
+            return 0
+        }
+    }
+
+    /// Registers `paths`, whose files ``gate(_:)`` will create; `false` once the process is stopping.
+    static func register(_ paths: [String]) -> Bool {
+        Self.state.withLock { state in
+            guard !state.stopping else { return false }
             state.paths.formUnion(paths)
             return true
         }
     }
 
-    /// Whether a registered file may still be created: asked just before each creation.
-    static var mayCreate: Bool {
-        !Self.stopping.load(ordering: .relaxed)
+    /// Runs the creation of a registered file under the lock, or refuses it (-1, `errno` `ECANCELED`) once the
+    /// process is stopping. For ``BlockingFileIO/publishGroup(_:gate:)``.
+    static func gate(_ create: () -> Int32) -> Int32 {
+        Self.state.withLock { state in
+            guard !state.stopping else {
+                errno = ECANCELED
+                return -1
+            }
+            return create()
+        }
     }
 
     static func remove(_ path: String) {
@@ -46,28 +63,15 @@ public enum PartialDownloads {
         Self.state.withLock { $0.paths.subtract(paths) }
     }
 
-    /// Stops every further creation and unlinks every temporary file of a download in progress (a file already
-    /// published is not among them), twice: at once, and once more after `settle`, for files whose creation had
-    /// passed its check when this began. For a signal's handler, which then ends the process.
-    public static func removeAll(settle: Duration = .milliseconds(100)) {
-        Self.stopping.store(true, ordering: .relaxed)
-        Self.unlinkRegistered()
-        if settle > .zero {
-            let (seconds, attoseconds) = settle.components
-            var time = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
-            var left = timespec()
-            while nanosleep(&time, &left) != 0, errno == EINTR {
-                time = left
-            }
-            Self.unlinkRegistered()
-        }
-    }
-
-    private static func unlinkRegistered() {
+    /// Refuses every further creation and unlinks every temporary file of a download in progress (a file already
+    /// published is not among them). For a signal's handler, which then ends the process.
+    public static func removeAll() {
         Self.state.withLock { state in
+            state.stopping = true
             for path in state.paths {
                 unlink(path)
             }
+            state.paths.removeAll()
         }
     }
 }

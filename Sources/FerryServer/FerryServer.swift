@@ -87,7 +87,14 @@ public struct FerryServer: Service {
                             )
                             group.addTask {
                                 if let refusal {
-                                    await self.turnAway(connection, because: refusal)
+                                    // Each answer costs a descriptor for the linger time: beyond a few hundred at
+                                    // once, a flood of refused connections is closed without one.
+                                    if connections.beginTurnAway(limit: Self.simultaneousTurnAways) {
+                                        await self.turnAway(connection, because: refusal)
+                                        connections.endTurnAway()
+                                    } else {
+                                        try? await connection.channel.close()
+                                    }
                                 } else {
                                     await self.serve(connection, inputWait: inputWait)
                                     if connections.release(peer) == 0 {
@@ -225,6 +232,9 @@ extension FerryServer {
         }
     }
 
+    /// How many refused connections are answered ("server busy") at once; more are closed without an answer.
+    static let simultaneousTurnAways = 256
+
     /// Long enough for NIO to release the closed channels, short enough to come before the next burst of work.
     static let idleBeforeReleasingMemory = Duration.milliseconds(200)
 }
@@ -250,6 +260,20 @@ private final class ConnectionCounter: Sendable {
     private struct State {
         var total = 0
         var perPeer: [Peer: Int] = [:]
+        var turningAway = 0
+    }
+
+    /// Counts in a refused connection being answered, if fewer than `limit` are.
+    func beginTurnAway(limit: Int) -> Bool {
+        self.state.withLock { state in
+            guard state.turningAway < limit else { return false }
+            state.turningAway += 1
+            return true
+        }
+    }
+
+    func endTurnAway() {
+        self.state.withLock { $0.turningAway -= 1 }
     }
 
     /// Who a connection counts against: an IPv4 address, or an IPv6 address's first 64 bits (one host's usual

@@ -40,6 +40,8 @@ public enum BlockingFileIO {
         case cannotOpen(SystemCallError)
         /// Reading it failed.
         case cannotRead(SystemCallError)
+        /// It was written to while it was read (its size or times moved): what was read may mix two versions.
+        case changed
     }
 
     /// Reads the file at `path` whole if it is a regular file of at most `limit` bytes: the small-file paths' one
@@ -70,6 +72,10 @@ public enum BlockingFileIO {
         guard info.st_size <= limit else { return .larger }
         switch self.read(descriptor, upTo: Int(info.st_size)) {
         case .success(let bytes):
+            var after = stat()
+            guard fstat(descriptor, &after) == 0, after.st_size == info.st_size, bytes.readableBytes == info.st_size,
+                after.st_mtim.tv_sec == info.st_mtim.tv_sec, after.st_mtim.tv_nsec == info.st_mtim.tv_nsec
+            else { return .changed }
             return .contents(bytes, modified: (Int64(info.st_mtim.tv_sec), Int64(info.st_mtim.tv_nsec)))
         case .failure(let error):
             return .cannotRead(error)
@@ -163,13 +169,14 @@ public enum BlockingFileIO {
     ///
     /// Writing them all before flushing any lets a journaling file system commit them together: the first
     /// `fsync` carries the others' data, so a group costs about one flush to the disk instead of one per file.
-    /// `mayCreate` is asked before each temporary file is created: a process that is being stopped says no, so
-    /// that nothing it must clean up appears after it has cleaned up (those files fail with `ECANCELED`).
+    /// Each temporary file is created inside `gate`, which runs the creation it is given (returning its result) or
+    /// refuses it (returning -1 with `errno` set): a process that is being stopped refuses, and holds a lock around
+    /// creations so that none is under way while it cleans up.
     ///
     /// - Returns: for each file in order, `nil` once it is published, or why it is not.
     public static func publishGroup(
         _ files: [GroupFile],
-        mayCreate: () -> Bool = { true }
+        gate: (_ create: () -> Int32) -> Int32 = { $0() }
     ) -> [GroupFailure?] {
         var folders = OpenFolders()
         var outcomes = [GroupFailure?](repeating: nil, count: files.count)
@@ -185,12 +192,8 @@ public enum BlockingFileIO {
                 outcomes[index] = .publish(EEXIST)
                 continue
             }
-            guard mayCreate() else {
-                outcomes[index] = .create(SystemCallError(code: ECANCELED))
-                continue
-            }
             let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
-            let descriptor = openat(temporaryFolder, temporary, flags, 0o644)
+            let descriptor = gate { openat(temporaryFolder, temporary, flags, 0o644) }
             guard descriptor >= 0 else {
                 outcomes[index] = .create(SystemCallError(code: errno))
                 continue

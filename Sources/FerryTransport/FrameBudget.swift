@@ -69,13 +69,17 @@ public final class FrameBudget: Sendable {
         } onCancel: {
             let waiter: Waiter? = self.state.withLock { state in
                 guard let index = state.waiters.firstIndex(where: { $0.id == id }) else {
+                    // Not queued yet (or granted already): the wait sees this when it starts, or clears it below.
                     state.cancelled.insert(id)
                     return nil
                 }
                 return state.waiters.remove(at: index)
             }
             waiter?.continuation.resume(throwing: CancellationError())
+            // The waiters behind a cancelled one may fit now.
+            self.release(0)
         }
+        self.state.withLock { _ = $0.cancelled.remove(id) }
         return Reservation(bytes: bytes, budget: self)
     }
 

@@ -16,6 +16,8 @@ public struct MessageReader {
     /// progress holds of it.
     private let frameBudget: FrameBudget?
     private var reservation: FrameBudget.Reservation?
+    /// How long a frame waits for room in ``frameBudget`` before the connection is given up as the server being busy.
+    private let frameBudgetPatience: Duration
 
     /// - Parameters:
     ///   - inputWait: set while this reader waits for the peer, for the connection's idle timeout.
@@ -24,12 +26,14 @@ public struct MessageReader {
     public init(
         _ inbound: NIOAsyncChannelInboundStream<ByteBuffer>,
         inputWait: InputWait? = nil,
-        frameBudget: FrameBudget? = nil
+        frameBudget: FrameBudget? = nil,
+        frameBudgetPatience: Duration = .seconds(60)
     ) {
         self.iterator = inbound.makeAsyncIterator()
         self.parser = FrameParser(maximumPayloadLength: ProtocolLimits.handshakeFramePayload)
         self.inputWait = inputWait
         self.frameBudget = frameBudget
+        self.frameBudgetPatience = frameBudgetPatience
     }
 
     /// The next bytes from the peer, or `nil` once it has closed.
@@ -69,6 +73,16 @@ public struct MessageReader {
     /// ``FerryProtocolError/Kind/invalidName``, whose frame was intact) and ``TransportError`` for a
     /// connection that closed inside a frame.
     public mutating func next() async throws -> Message? {
+        do {
+            return try await self.nextMessage()
+        } catch {
+            // The connection is over: what its frame in progress reserved goes back at once, not at its close.
+            self.frameCompleted()
+            throw error
+        }
+    }
+
+    private mutating func nextMessage() async throws -> Message? {
         self.parseLeftover()
         while true {
             if let frame = try self.parser.nextFrame() {
@@ -106,11 +120,26 @@ public struct MessageReader {
 
     /// Before more of a large frame is read: reserves its length from the budget (waiting for it, and reading
     /// nothing meanwhile) and starts its deadline.
+    ///
+    /// - Throws: ``FrameBudgetExhausted`` if the budget has no room for the frame within ``frameBudgetPatience``.
     private mutating func reserveForFrameInProgress() async throws {
         guard let budget = self.frameBudget, self.reservation == nil,
             let declared = self.parser.declaredPayloadLength, declared > FrameBudget.freeLength
         else { return }
-        self.reservation = try await budget.reserve(declared + FrameLayout.overhead)
+        let length = declared + FrameLayout.overhead
+        let patience = self.frameBudgetPatience
+        self.reservation = try await withThrowingTaskGroup(of: FrameBudget.Reservation?.self) { group in
+            group.addTask { try await budget.reserve(length) }
+            group.addTask {
+                try await Task.sleep(for: patience)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let reservation = try await group.next() ?? nil else {
+                throw FrameBudgetExhausted(length: length, patience: patience)
+            }
+            return reservation
+        }
         self.inputWait?.frameStarted()
     }
 
@@ -135,6 +164,17 @@ public struct MessageReader {
         while drained < limit, let bytes = try? await self.receive() {
             drained += bytes.readableBytes
         }
+    }
+}
+
+/// A frame found no room in the server's ``FrameBudget`` for as long as its reader was willing to wait: the server is
+/// too busy for this connection (which is then closed, so that its peer is not held without an answer).
+public struct FrameBudgetExhausted: Error, Hashable, Sendable, CustomStringConvertible {
+    public var length: Int
+    public var patience: Duration
+
+    public var description: String {
+        "server busy: no room for a frame of \(self.length) bytes within \(self.patience); try again later"
     }
 }
 

@@ -74,16 +74,18 @@ struct Ferryd: AsyncParsableCommand {
 
     /// A year: any longer duration, or infinity, is a typing mistake (and would not fit the clock's milliseconds).
     static let longestDuration: Double = 365 * 24 * 3600
+    /// A millisecond: durations are kept in milliseconds, and a shorter timeout would be zero (every connection cut).
+    static let shortestDuration: Double = 0.001
 
     func validate() throws {
         guard (0...65_535).contains(self.port) else { throw ValidationError("--port must be between 0 and 65535") }
         guard self.maxConnections > 0, self.maxConnectionsPerAddress > 0 else {
             throw ValidationError("--max-connections and --max-connections-per-address must be at least 1")
         }
-        guard self.handshakeTimeout > 0, self.handshakeTimeout <= Self.longestDuration else {
-            throw ValidationError("--handshake-timeout must be positive, at most \(Int(Self.longestDuration)) s")
+        guard self.handshakeTimeout >= Self.shortestDuration, self.handshakeTimeout <= Self.longestDuration else {
+            throw ValidationError("--handshake-timeout must be between 0.001 and \(Int(Self.longestDuration)) s")
         }
-        guard self.idleTimeout > 0, self.gracePeriod >= 0,
+        guard self.idleTimeout >= Self.shortestDuration, self.gracePeriod >= 0,
             self.idleTimeout <= Self.longestDuration, self.gracePeriod <= Self.longestDuration
         else {
             throw ValidationError(

@@ -106,18 +106,29 @@ struct CommandLineTests {
         // Where versions before the staging folder kept them.
         try Data("partial".utf8).write(to: root.appendingPathComponent(".ferry-staging-0123abcd"))
         try Data("kept".utf8).write(to: root.appendingPathComponent("kept"))
-        // The area of a server that is gone (nobody holds its lock).
-        let abandoned = staging.appendingPathComponent("ferryd-1-abc")
+        // The area of a server that is gone (nobody holds its lock), from another machine.
+        let abandoned = staging.appendingPathComponent("ferryd-elsewhere-1-abc")
         try FileManager.default.createDirectory(at: abandoned, withIntermediateDirectories: true)
         try Data("partial".utf8).write(to: abandoned.appendingPathComponent(".ferry-staging-1"))
+        // All of it untouched for two hours; and one staging file of an older version written just now, which may
+        // be a running server's (an overlapping restart to upgrade): kept.
+        let old = Date(timeIntervalSinceNow: -7200)
+        for path in [
+            staging.appendingPathComponent(".ferry-staging-deadbeef"),
+            root.appendingPathComponent(".ferry-staging-0123abcd"),
+            abandoned.appendingPathComponent(".ferry-staging-1"), abandoned,
+        ] {
+            try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: path.path)
+        }
+        try Data("in use".utf8).write(to: root.appendingPathComponent(".ferry-staging-fresh"))
         #expect(
             try Scratch.libraryContents(root) == [
-                ".ferry-staging-0123abcd", ".ferry-staging/.ferry-staging-deadbeef",
-                ".ferry-staging/ferryd-1-abc/.ferry-staging-1", "kept",
+                ".ferry-staging-0123abcd", ".ferry-staging-fresh", ".ferry-staging/.ferry-staging-deadbeef",
+                ".ferry-staging/ferryd-elsewhere-1-abc/.ferry-staging-1", "kept",
             ]
         )
         let daemon = try await Daemon.start(root: root)
-        #expect(try Scratch.libraryContents(root) == ["kept"])
+        #expect(try Scratch.libraryContents(root) == [".ferry-staging-fresh", "kept"])
         _ = daemon.stop()
     }
 

@@ -57,7 +57,12 @@ struct ServerSession {
         frameBudget: FrameBudget,
         logger: Logger
     ) {
-        self.reader = MessageReader(inbound, inputWait: inputWait, frameBudget: frameBudget)
+        self.reader = MessageReader(
+            inbound,
+            inputWait: inputWait,
+            frameBudget: frameBudget,
+            frameBudgetPatience: configuration.idleTimeout
+        )
         self.writer = MessageWriter(outbound, allocator: channel.allocator)
         self.channel = channel
         self.library = library
@@ -137,9 +142,10 @@ struct ServerSession {
         self.reader.maximumPayloadLength = self.configuration.maximumFramePayload
         self.writer.peerMaximumPayloadLength = Int(clamping: min(hello.maximumFramePayload, UInt64(Int32.max)))
         self.peerMaximumFileSize = hello.maximumFileSize
+        // The client's part is done: the deadline stops before our HELLO goes out, not after.
+        self.channel.triggerUserOutboundEvent(HandshakeCompleted(), promise: nil)
         self.sentMagic = true
         try await self.writer.writeMagic(then: .hello(self.configuration.hello))
-        self.channel.triggerUserOutboundEvent(HandshakeCompleted(), promise: nil)
         return true
     }
 
@@ -766,6 +772,8 @@ struct ServerSession {
             reply = ErrorReply(code: error.errorCode, message: error.detail)
         case ConnectionInterruption.idleTimeout:
             reply = ErrorReply(code: .idleTimeout, message: "idle for longer than \(self.configuration.idleTimeout)")
+        case let error as FrameBudgetExhausted:
+            reply = ErrorReply(code: .serverBusy, message: error.description)
         case ConnectionInterruption.frameTooSlow:
             reply = ErrorReply(
                 code: .idleTimeout,

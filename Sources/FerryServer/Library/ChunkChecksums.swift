@@ -67,6 +67,21 @@ struct FileIdentity: Hashable, Sendable {
 }
 
 extension FileIdentity {
+    /// Whether `now` (a later `fstat` of the same open file) shows the same bytes as this: same file, size and
+    /// modification time, and the same status-change time unless the number of names changed.
+    ///
+    /// Removing or renaming a name of a file, or adding one, moves its status-change time but not its bytes: a file
+    /// replaced by an upload (renamed over) or deleted while it was being sent still went out whole and as it was. A
+    /// write in the same tick of the file system's clock as the opening, that leaves the size as it was, is the one
+    /// change this cannot see.
+    func sameBytes(as now: stat, linksThen: UInt64) -> Bool {
+        let later = FileIdentity(now)
+        guard later.device == self.device, later.inode == self.inode, later.size == self.size,
+            later.modified == self.modified
+        else { return false }
+        return later.changed == self.changed || UInt64(now.st_nlink) != linksThen
+    }
+
     init(_ info: stat) {
         self.init(
             device: UInt64(info.st_dev),

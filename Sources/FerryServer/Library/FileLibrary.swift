@@ -214,7 +214,8 @@ public struct FileLibrary: Sendable {
                 handle: handle,
                 size: UInt64(max(info.size, 0)),
                 modified: modified,
-                identity: info.platformSpecificStatus.map(FileIdentity.init)
+                identity: info.platformSpecificStatus.map(FileIdentity.init),
+                links: info.platformSpecificStatus.map { UInt64($0.st_nlink) } ?? 0
             )
         } catch let error as LibraryError {
             throw error
@@ -229,8 +230,8 @@ public struct FileLibrary: Sendable {
     ///
     /// Small files are most of a library by count: one job per file instead of one per system call is what
     /// lets a session move thousands of them per second. Memory stays bounded by `limit`, the size of the chunk
-    /// the streaming path holds anyway. The bytes are what the file held when it was read: a file that changes
-    /// meanwhile is sent as one consistent snapshot of that length.
+    /// the streaming path holds anyway. A file whose size or modification time moved while it was read is refused
+    /// (107), never sent as a mix of two versions.
     func readWhole(_ name: String, upTo limit: Int) async throws -> WholeFile? {
         let path = self.path(name).string
         return try await self.threadPool.runIfActive { try Self.readWhole(name, at: path, upTo: limit).get() }
@@ -285,6 +286,8 @@ public struct FileLibrary: Sendable {
                 throw LibraryError.storage("cannot open '\(name)': \(error)")
             case .cannotRead(let error):
                 throw LibraryError.storage("cannot read '\(name)': \(error)")
+            case .changed:
+                throw LibraryError.storage("'\(name)' changed while being read; try again")
             }
         }
     }
@@ -364,7 +367,8 @@ public struct FileLibrary: Sendable {
                 ChecksummedFile(
                     handle: NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: descriptor),
                     descriptor: descriptor,
-                    checksums: checksums
+                    checksums: checksums,
+                    linksWhenOpened: UInt64(info.st_nlink)
                 )
             )
         }
@@ -419,14 +423,12 @@ public struct FileLibrary: Sendable {
         return true
     }
 
-    /// Whether the open file is still what it was when opened: same file, size, modification and status-change
-    /// times (`fstat`). A write in the same tick of the file system's clock as the opening, that leaves the size as
-    /// it was, is the one change this cannot see.
+    /// Whether the open file's bytes are still what they were when it was opened (``FileIdentity/sameBytes(as:linksThen:now:)``).
     func isUnchanged(_ file: ReadableFile) async -> Bool {
-        guard let identity = file.identity,
-            let now = try? await file.handle.info().platformSpecificStatus.map(FileIdentity.init)
-        else { return false }
-        return now == identity
+        guard let identity = file.identity, let now = try? await file.handle.info().platformSpecificStatus else {
+            return false
+        }
+        return identity.sameBytes(as: now, linksThen: file.links)
     }
 
     /// Keeps the table of a file just sent whole by ``openForReading(_:)`` and found unchanged (``isUnchanged(_:)``).
@@ -613,9 +615,13 @@ public struct FileLibrary: Sendable {
         let prefix = Array(Self.stagingPrefix.utf8)
         try await self.threadPool.runIfActive {
             // An unreadable library fails the start.
+            // An older version of the server may be writing them still (an overlapping restart to upgrade).
             try Self.forEachEntry(in: folder.path) { descriptor, name, type in
-                guard name.starts(with: prefix), type != DT_DIR else { return }
-                _ = String(decoding: name, as: UTF8.self).withCString { unlinkat(descriptor, $0, 0) }
+                let text = String(decoding: name, as: UTF8.self)
+                guard name.starts(with: prefix), type != DT_DIR, StagingArea.isStill(text, in: descriptor) else {
+                    return
+                }
+                _ = unlinkat(descriptor, text, 0)
             }
             guard let tables else { return }
             let now = time(nil)
@@ -689,6 +695,8 @@ struct ReadableFile: Sendable {
     let modified: Int64
     /// What it was when opened, for ``FileLibrary/keepChecksums(_:of:as:)``.
     let identity: FileIdentity?
+    /// Its number of names when opened.
+    let links: UInt64
 }
 
 /// A file opened with a table that matches it, to be sent with `sendfile`. The handle is the caller's to close,
@@ -698,6 +706,8 @@ struct ChecksummedFile: Sendable {
     /// The handle's descriptor, for ``currentSize()`` while NIO holds the handle to send from it.
     let descriptor: Int32
     let checksums: ChunkChecksums
+    /// The file's number of names when it was opened.
+    let linksWhenOpened: UInt64
 
     /// The file's size now (`fstat`), or -1 if it cannot be had. Valid until the handle is closed.
     @Sendable func currentSize() -> Int64 {
@@ -705,10 +715,11 @@ struct ChecksummedFile: Sendable {
         return fstat(self.descriptor, &info) == 0 ? Int64(info.st_size) : -1
     }
 
-    /// Whether the file is still the one its table describes (see ``FileLibrary/isUnchanged(_:)``).
+    /// Whether the file's bytes are still the ones its table describes (see ``FileLibrary/isUnchanged(_:)``).
     func isUnchanged() -> Bool {
         var info = stat()
-        return fstat(self.descriptor, &info) == 0 && FileIdentity(info) == self.checksums.identity
+        return fstat(self.descriptor, &info) == 0
+            && self.checksums.identity.sameBytes(as: info, linksThen: self.linksWhenOpened)
     }
 }
 

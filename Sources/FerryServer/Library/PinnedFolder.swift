@@ -18,6 +18,8 @@ final class PinnedFolder: Sendable {
     let descriptor: Int32
     /// `/proc/self/fd/N`: the folder itself, for APIs that take paths.
     let path: String
+    /// Descriptors that live as long as this folder is open (a lock file's, which holds its lock).
+    private let companions = Mutex<[Int32]>([])
 
     /// Takes ownership of `descriptor`, an open folder.
     private init(descriptor: Int32) {
@@ -26,7 +28,15 @@ final class PinnedFolder: Sendable {
     }
 
     deinit {
+        for companion in self.companions.withLock({ $0 }) {
+            close(companion)
+        }
         close(self.descriptor)
+    }
+
+    /// Keeps `descriptor` open until this folder is closed, then closes it.
+    func keepOpen(_ descriptor: Int32) {
+        self.companions.withLock { $0.append(descriptor) }
     }
 
     /// `name` in this folder, as a path for APIs that take one.

@@ -106,9 +106,8 @@ enum Scratch {
             var isFolder: ObjCBool = false
             let path = staging.appendingPathComponent(entry).path
             if FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue {
-                staged += ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).map {
-                    ".ferry-staging/\(entry)/\($0)"
-                }
+                staged += ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0 != ".lock" }
+                    .map { ".ferry-staging/\(entry)/\($0)" }
             } else {
                 staged.append(".ferry-staging/\(entry)")
             }

@@ -55,6 +55,7 @@ let package = Package(
         .target(
             name: "FerryServer",
             dependencies: [
+                "CFileCalls",
                 "FerryProtocol",
                 "FerryTransport",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -7,7 +7,7 @@ here = os.path.dirname(os.path.abspath(__file__))
 fuzz = os.path.dirname(here)
 spec = open(os.path.join(fuzz, "..", "SPEC.md")).read()
 MAGIC = b"\x89FERRY\r\n"
-KNOWN = [0x01, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x30, 0x31, 0x32]
+KNOWN = [0x01, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x30, 0x31, 0x32, 0x14, 0x15]
 
 vectors = {}
 for name, body in re.findall(r"```hex vector=(\S+)[^\n]*\n(.*?)```", spec, re.S):
@@ -62,7 +62,7 @@ for name, data in sessions.items():
     for kind, payload in frames(data):
         if kind in KNOWN and len(payload) < 4096:
             corpora["FuzzMessageDecoder"].append(bytes([KNOWN.index(kind)]) + payload)
-for op in range(14):
+for op in range(16):
     corpora["FuzzRoundTrip"].append(bytes([op]) + bytes(range(op, op + 40)))
 for name, data in sessions.items():
     if name.endswith(".c2s"):
@@ -70,6 +70,21 @@ for name, data in sessions.items():
     else:
         operations = 0b01010101 if name.startswith("get") else 0b10101010 if name.startswith("put") else 0
         corpora["FuzzClientReplies"].append(bytes([operations]) + script(data))
+
+def name_field(text):
+    data = text.encode()
+    return struct.pack(">H", len(data)) + data
+
+# A version 2 session (the harness's default HELLO announces 1-2): an upload, then RENAME and DELETE of it, a RENAME
+# of a missing file, LIST and EXIT. No recorded session has them: the recorder's client of the time spoke version 1.
+corpora["FuzzServerSession"].append(
+    record(4)
+    + record(1, bytes([0x12]) + struct.pack(">QQB", 3, 0, 0) + name_field("a.txt")) + record(2, b"abc") + record(3)
+    + record(1, bytes([0x15, 0x00]) + name_field("a.txt") + name_field("b.txt"))
+    + record(1, bytes([0x14]) + name_field("b.txt"))
+    + record(1, bytes([0x15, 0x01]) + name_field("missing") + name_field("c.txt"))
+    + record(1, bytes([0x10])) + record(1, bytes([0x13]))
+)
 
 for harness, inputs in corpora.items():
     directory = os.path.join(fuzz, "Corpus", harness)

@@ -18,6 +18,8 @@ public enum FerryClientError: Error, Hashable, Sendable, CustomStringConvertible
     case localFile(String)
     /// The data received did not match the length or CRC-32 the server declared; nothing was kept.
     case verificationFailed(String)
+    /// The server cannot do what was asked: its protocol version lacks the operation.
+    case unsupportedByServer(String)
     /// The server's listing went past the client's limit on entries (or on their names' bytes): it was dropped and
     /// the connection closed.
     case listingTooLarge(limit: Int)
@@ -40,6 +42,8 @@ public enum FerryClientError: Error, Hashable, Sendable, CustomStringConvertible
             detail
         case .verificationFailed(let detail):
             "checksum mismatch: \(detail); nothing was kept"
+        case .unsupportedByServer(let detail):
+            detail
         case .listingTooLarge(let limit):
             "the listing is larger than this client takes (\(limit) entries, \(FerryConnection.maximumListingNameBytes >> 20) MiB of names; "
                 + "raise it with --max-entries): nothing was kept"

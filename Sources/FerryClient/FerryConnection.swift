@@ -50,7 +50,7 @@ public final class FerryConnection {
             switch try await self.reader.next() {
             case .hello(let hello):
                 try Handshake.validate(hello)
-                _ = try Handshake.negotiateVersion(local: Self.hello, remote: hello)
+                self.version = try Handshake.negotiateVersion(local: Self.hello, remote: hello)
                 self.reader.maximumPayloadLength = ProtocolLimits.defaultMaximumFramePayload
                 self.writer.peerMaximumPayloadLength = Int(clamping: min(hello.maximumFramePayload, UInt64(Int32.max)))
                 self.serverMaximumFileSize = hello.maximumFileSize
@@ -64,6 +64,46 @@ public final class FerryConnection {
 
     /// The largest upload the server accepts, from its HELLO.
     public private(set) var serverMaximumFileSize: UInt64 = .max
+
+    /// The protocol version both sides use (SPEC.md §10): 2 or later has DELETE and RENAME.
+    public private(set) var version: UInt16 = 1
+
+    // MARK: - DELETE and RENAME
+
+    /// Removes `name` from the library (version 2). A request error (no such file, permission denied) leaves the
+    /// connection usable.
+    public func delete(_ name: String) async throws {
+        try await self.simpleRequest(.delete(DeleteRequest(name: name)), names: [name], operation: "delete")
+    }
+
+    /// Gives the file `from` the name `to` (version 2), replacing a file of that name only with `overwrite`.
+    public func rename(_ from: String, to: String, overwrite: Bool = false) async throws {
+        let request = RenameRequest(from: from, to: to, options: overwrite ? [.overwrite] : [])
+        try await self.simpleRequest(.rename(request), names: [from, to], operation: "rename")
+    }
+
+    /// Sends a request whose answer is OK or a request error.
+    private func simpleRequest(_ request: Message, names: [String], operation: String) async throws {
+        for name in names {
+            if let refusal = Self.refusal(ofName: name) { throw refusal }
+        }
+        try await self.guarded {
+            guard self.version >= Handshake.deleteAndRenameVersion else {
+                throw FerryClientError.unsupportedByServer(
+                    "the server speaks protocol version \(self.version), which cannot \(operation) files"
+                )
+            }
+            try await self.writer.write(request)
+            switch try await self.nextReplyOrRequestError() {
+            case .success(.ok):
+                return
+            case .success(let other):
+                throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to \(request.frameType)")
+            case .failure(let refusal):
+                throw refusal
+            }
+        }
+    }
 
     // MARK: - LIST
 

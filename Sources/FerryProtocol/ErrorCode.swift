@@ -32,6 +32,8 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let unsupported = ErrorCode(rawValue: 108)
     /// A RETR offset beyond the end of the file.
     public static let invalidOffset = ErrorCode(rawValue: 109)
+    /// Version 2: the server does not let this client do that (an anonymous client of a read-only server, say).
+    public static let permissionDenied = ErrorCode(rawValue: 110)
 
     // MARK: - Connection errors: the sender closes the connection
     /// The first bytes were not Ferry's magic. Sent as a line of text, not as a frame.
@@ -74,6 +76,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .storageFailure: "storage failure"
         case .unsupported: "unsupported"
         case .invalidOffset: "invalid offset"
+        case .permissionDenied: "permission denied"
         case .notFerry: "not a Ferry peer"
         case .versionMismatch: "version mismatch"
         case .badHandshake: "bad handshake"

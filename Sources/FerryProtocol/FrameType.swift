@@ -19,6 +19,10 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let retrieve = FrameType(rawValue: 0x11)
     public static let store = FrameType(rawValue: 0x12)
     public static let exit = FrameType(rawValue: 0x13)
+    /// Version 2.
+    public static let delete = FrameType(rawValue: 0x14)
+    /// Version 2.
+    public static let rename = FrameType(rawValue: 0x15)
 
     // MARK: - Replies (server to client)
     public static let ok = FrameType(rawValue: 0x20)
@@ -33,10 +37,11 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let end = FrameType(rawValue: 0x31)
     public static let abort = FrameType(rawValue: 0x32)
 
-    /// Every type version 1 defines.
+    /// Every type this implementation knows: version 1's, and version 2's DELETE and RENAME.
+    /// (Version 2's come last: the fuzzers' seeds name a type by its place here.)
     public static let known: [FrameType] = [
         .hello, .list, .retrieve, .store, .exit, .ok, .error, .listEntries, .listEnd, .fileInfo, .ready, .data,
-        .end, .abort,
+        .end, .abort, .delete, .rename,
     ]
 
     public var isKnown: Bool {
@@ -55,6 +60,8 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .retrieve: "RETR"
         case .store: "STOR"
         case .exit: "EXIT"
+        case .delete: "DELETE"
+        case .rename: "RENAME"
         case .ok: "OK"
         case .error: "ERROR"
         case .listEntries: "LIST_ENTRIES"

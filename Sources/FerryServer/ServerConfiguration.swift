@@ -4,6 +4,9 @@ public import FerryProtocol
 public struct ServerConfiguration: Sendable {
     public var host: String
     public var port: Int
+    /// What a client may do without logging in; `nil` for nothing. Version 1 has no log-in, so this is what every
+    /// client may do.
+    public var anonymousPermission: Permission?
     /// Connections beyond this are answered "server busy" (208) at once and closed.
     public var maximumConnections: Int
     /// Connections from one address (an IPv4 address, or an IPv6 /64: one host's share) beyond this are answered
@@ -26,8 +29,9 @@ public struct ServerConfiguration: Sendable {
     public var lingerTimeout: Duration
 
     public init(
-        host: String = "0.0.0.0",
+        host: String = "127.0.0.1",
         port: Int = 8888,
+        anonymousPermission: Permission? = .full,
         maximumConnections: Int = 4096,
         maximumConnectionsPerAddress: Int = 64,
         handshakeTimeout: Duration = .seconds(10),
@@ -39,6 +43,7 @@ public struct ServerConfiguration: Sendable {
     ) {
         self.host = host
         self.port = port
+        self.anonymousPermission = anonymousPermission
         self.maximumConnections = maximumConnections
         self.maximumConnectionsPerAddress = maximumConnectionsPerAddress
         self.handshakeTimeout = handshakeTimeout

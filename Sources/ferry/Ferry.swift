@@ -11,7 +11,7 @@ struct Ferry: AsyncParsableCommand {
             The subcommands are for scripts: they print results on stdout, one-line errors on stderr, and exit \
             with status 0 only on success.
             """,
-        subcommands: [Shell.self, List.self, Get.self, Put.self],
+        subcommands: [Shell.self, List.self, Get.self, Put.self, Remove.self, Move.self],
         defaultSubcommand: Shell.self
     )
 

@@ -9,7 +9,7 @@ import FerryProtocol
 struct Shell: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shell",
-        abstract: "Interactive shell (the default): list, get NAME, put PATH, help, exit."
+        abstract: "Interactive shell (the default): list, get NAME, put PATH, delete NAME, rename OLD NEW, help, exit."
     )
 
     @OptionGroup var connection: ConnectionOptions
@@ -19,6 +19,9 @@ struct Shell: AsyncParsableCommand {
           list          show the files in the library
           get NAME      download NAME into the current folder (add --force to replace a local file)
           put PATH      upload the local file PATH under its own name (add --overwrite to replace)
+          delete NAME   delete NAME from the library
+          rename OLD NEW  give OLD the name NEW (add --overwrite to replace a file named NEW;
+                        put a name with spaces in double quotes)
           help          show this menu
           exit          leave (Ctrl-D works too)
         """
@@ -56,6 +59,11 @@ struct Shell: AsyncParsableCommand {
             case "put":
                 let (path, overwrite) = argument.strippingFlag("--overwrite")
                 failures += await self.attempt { try await self.put(path, overwrite: overwrite, client) }
+            case "delete", "rm":
+                failures += await self.attempt { try await self.delete(argument, client) }
+            case "rename", "mv":
+                let (names, overwrite) = argument.strippingFlag("--overwrite")
+                failures += await self.attempt { try await self.rename(names, overwrite: overwrite, client) }
             default:
                 print("unknown command '\(command)'. Type 'help' for the list of commands.")
                 failures += 1
@@ -131,6 +139,24 @@ struct Shell: AsyncParsableCommand {
         print("stored \(name) (\(Sizes.describe(bytes)), verified)")
     }
 
+    private func delete(_ name: String, _ client: FerryClient) async throws {
+        guard !name.isEmpty else {
+            print("usage: delete NAME")
+            throw ShellUsage()
+        }
+        try await client.withConnection { try await $0.delete(name) }
+        print("deleted \(name)")
+    }
+
+    private func rename(_ names: String, overwrite: Bool, _ client: FerryClient) async throws {
+        guard let (from, to) = names.twoNames() else {
+            print("usage: rename OLD NEW (put a name with spaces in double quotes)")
+            throw ShellUsage()
+        }
+        try await client.withConnection { try await $0.rename(from, to: to, overwrite: overwrite) }
+        print("renamed \(from) → \(to)")
+    }
+
     static func lastComponent(of path: String) -> String {
         let trimmed = path.hasSuffix("/") ? String(path.dropLast()) : path
         return trimmed.split(separator: "/", omittingEmptySubsequences: false).last.map(String.init) ?? trimmed
@@ -151,6 +177,40 @@ extension String {
     fileprivate func strippingFlag(_ flag: String) -> (String, Bool) {
         guard self == flag || self.hasSuffix(" " + flag) else { return (self, false) }
         return (String(self.dropLast(flag.count)).trimmingWhitespace(), true)
+    }
+
+    /// `old new`, `"my old file" new` → the two names: bare words, or double-quoted names that may hold spaces
+    /// (`\"` stands for a quote inside one). `nil` unless there are exactly two.
+    fileprivate func twoNames() -> (String, String)? {
+        var names: [String] = []
+        var rest = Substring(self)
+        while true {
+            rest = rest.drop(while: \.isWhitespace)
+            guard let first = rest.first else { break }
+            var name = ""
+            if first == "\"" {
+                rest = rest.dropFirst()
+                var closed = false
+                while let character = rest.first {
+                    rest = rest.dropFirst()
+                    if character == "\\", let escaped = rest.first {
+                        name.append(escaped)
+                        rest = rest.dropFirst()
+                    } else if character == "\"" {
+                        closed = true
+                        break
+                    } else {
+                        name.append(character)
+                    }
+                }
+                guard closed else { return nil }
+            } else {
+                name = String(rest.prefix { !$0.isWhitespace })
+                rest = rest.dropFirst(name.count)
+            }
+            names.append(name)
+        }
+        return names.count == 2 ? (names[0], names[1]) : nil
     }
 
     /// `get my file.txt` → ("get", "my file.txt"): names may contain spaces, so the argument is the rest of the line.

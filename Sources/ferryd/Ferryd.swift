@@ -40,10 +40,20 @@ struct Ferryd: AsyncParsableCommand {
     var root = "./library"
 
     @Option(
-        help:
-            "The address to listen on: 0.0.0.0 for every IPv4 interface, :: for IPv6, 127.0.0.1 or ::1 for this machine only."
+        help: """
+            The address to listen on: 127.0.0.1 or ::1 for this machine only (the default); 0.0.0.0 for every IPv4 \
+            interface or :: for IPv6, which needs --anonymous.
+            """
     )
-    var host = "0.0.0.0"
+    var host = "127.0.0.1"
+
+    @Option(
+        help: """
+            What clients may do: read (list and download) or write (also upload, overwrite, delete and rename). \
+            Required to listen on an address other machines can reach; on this machine only, the default is write.
+            """
+    )
+    var anonymous: AnonymousAccess?
 
     @Option(help: "The TCP port to listen on; 0 picks a free one.")
     var port = 8888
@@ -92,6 +102,15 @@ struct Ferryd: AsyncParsableCommand {
                 "--idle-timeout must be positive and --grace-period not negative, both at most \(Int(Self.longestDuration)) s"
             )
         }
+        if self.anonymous == nil, !Self.isLoopback(self.host) {
+            throw ValidationError(
+                """
+                --host \(self.host) lets other machines connect, and anyone who reaches the port can use the \
+                library: say what they may do with --anonymous read or --anonymous write (accounts, --users FILE, \
+                are not in this version yet)
+                """
+            )
+        }
         guard Logger.Level(rawValue: self.logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
@@ -108,9 +127,17 @@ struct Ferryd: AsyncParsableCommand {
         Self.raiseOpenFileLimit(logger: logger)
 
         let library = try await FileLibrary.open(at: self.root)
+        let anonymous = self.anonymous ?? .write
+        if anonymous == .write, !Self.isLoopback(self.host) {
+            logger.warning(
+                "anyone who can reach this port may upload, overwrite, delete and rename files",
+                metadata: ["host": "\(self.host)", "anonymous": "write"]
+            )
+        }
         let configuration = ServerConfiguration(
             host: self.host,
             port: self.port,
+            anonymousPermission: anonymous.permission,
             maximumConnections: self.maxConnections,
             maximumConnectionsPerAddress: self.maxConnectionsPerAddress,
             handshakeTimeout: .milliseconds(Int64(self.handshakeTimeout * 1000)),
@@ -133,6 +160,13 @@ struct Ferryd: AsyncParsableCommand {
         try await ServiceGroup(configuration: groupConfiguration).run()
     }
 
+    /// Whether `host` is reachable from this machine only: a loopback address, or `localhost`.
+    static func isLoopback(_ host: String) -> Bool {
+        if host == "localhost" || host == "::1" || host == "[::1]" { return true }
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+    }
+
     /// Thousands of connections need thousands of descriptors; the soft limit is often 1024.
     private static func raiseOpenFileLimit(logger: Logger) {
         var limit = rlimit()
@@ -140,6 +174,19 @@ struct Ferryd: AsyncParsableCommand {
         limit.rlim_cur = limit.rlim_max
         if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) != 0 {
             logger.warning("could not raise the open-file limit", metadata: ["limit": "\(limit.rlim_cur)"])
+        }
+    }
+}
+
+/// What `--anonymous` allows.
+enum AnonymousAccess: String, ExpressibleByArgument, CaseIterable {
+    case read
+    case write
+
+    var permission: Permission {
+        switch self {
+        case .read: .read
+        case .write: .full
         }
     }
 }

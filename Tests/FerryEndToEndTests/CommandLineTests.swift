@@ -75,6 +75,38 @@ struct CommandLineTests {
         }
     }
 
+    /// Safe by default: ferryd refuses to listen where other machines can reach it unless told what anonymous
+    /// clients may do, and a read-only server refuses changes with "permission denied".
+    @Test func ferrydIsSafeByDefault() async throws {
+        let refused = try await Binaries.run(
+            "ferryd",
+            ["--root", Scratch.makeDirectory("unused").path, "--host", "0.0.0.0", "--port", "0"]
+        )
+        #expect(refused.status == 64, "\(refused.stderr)")
+        #expect(refused.stderr.contains("--anonymous read or --anonymous write"), "\(refused.stderr)")
+        let help = try await Binaries.run("ferryd", ["--help"])
+        #expect(help.stdout.contains("(default: 127.0.0.1)"), "\(help.stdout)")
+
+        let root = Scratch.makeDirectory("library")
+        try Data("shared".utf8).write(to: root.appendingPathComponent("shared.txt"))
+        let daemon = try await Daemon.start(host: "127.0.0.1", root: root, extraArguments: ["--anonymous", "read"])
+        defer { _ = daemon.stop() }
+        let work = Scratch.makeDirectory("work")
+        try Data("mine".utf8).write(to: work.appendingPathComponent("mine.txt"))
+        let port = ["--port", "\(daemon.port)"]
+        let get = try await Binaries.run("ferry", ["get", "shared.txt"] + port, currentDirectory: work)
+        #expect(get.status == 0, "\(get.stderr)")
+        let put = try await Binaries.run("ferry", ["put", "mine.txt"] + port, currentDirectory: work)
+        #expect(put.status == 1)
+        #expect(
+            put.stderr.contains("STOR needs upload permission; this client has only read permission"),
+            "\(put.stderr)"
+        )
+        let remove = try await Binaries.run("ferry", ["rm", "shared.txt"] + port)
+        #expect(remove.status == 1 && remove.stderr.contains("permission"), "\(remove.stderr)")
+        #expect(try Scratch.libraryContents(root) == ["shared.txt"])
+    }
+
     @Test func ferrydServesOverIPv6AndStopsCleanlyOnSIGTERM() async throws {
         let daemon = try await Daemon.start(host: "::1")
         let listing = try await Binaries.run("ferry", ["list", "--host", "::1", "--port", "\(daemon.port)"])

@@ -120,6 +120,41 @@ struct OrdinaryUserTests {
         #expect(session.status != 0, "one command failed")
     }
 
+    @Test func deleteAndRenameAsAnOrdinaryUser() async throws {
+        let (library, work) = try Self.folders()
+        for name in ["a.txt", "b.txt", "my notes.txt"] {
+            try Data(name.utf8).write(to: library.appendingPathComponent(name))
+        }
+        try User.handOver(library)
+        let daemon = try await Daemon.start(root: library, as: .ordinaryUser)
+        defer { _ = daemon.stop() }
+        let port = ["--port", "\(daemon.port)"]
+        let removed = try await Binaries.run("ferry", ["rm", "a.txt", "missing.txt"] + port, as: .ordinaryUser)
+        #expect(removed.status == 1)
+        #expect(removed.stdout.contains("deleted a.txt"), "\(removed.stdout)")
+        #expect(removed.stderr.contains("missing.txt: no such file"), "\(removed.stderr)")
+        let moved = try await Binaries.run("ferry", ["mv", "b.txt", "c.txt"] + port, as: .ordinaryUser)
+        #expect(moved.status == 0, "\(moved.stderr)")
+        let refused = try await Binaries.run("ferry", ["mv", "c.txt", "my notes.txt"] + port, as: .ordinaryUser)
+        #expect(refused.status == 1 && refused.stderr.contains("file exists"), "\(refused.stderr)")
+        let session = try await Binaries.run(
+            "ferry",
+            port,
+            as: .ordinaryUser,
+            input: "help\nrename \"my notes.txt\" notes.txt\ndelete c.txt\nlist\nexit\n",
+            currentDirectory: work
+        )
+        #expect(session.stdout.contains("delete NAME") && session.stdout.contains("rename OLD NEW"), "the menu")
+        #expect(session.stdout.contains("renamed my notes.txt → notes.txt"), "\(session.stdout) \(session.stderr)")
+        #expect(session.stdout.contains("deleted c.txt"))
+        #expect(session.status == 0, "\(session.stderr)")
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: library.path).filter { !$0.hasPrefix(".") } == [
+                "notes.txt"
+            ]
+        )
+    }
+
     /// Connections ferryd cannot take (no descriptors left) are turned away or wait; the server keeps accepting.
     @Test func connectionsThatCannotBeSetUpNeverStopTheServer() async throws {
         let (library, _) = try Self.folders()

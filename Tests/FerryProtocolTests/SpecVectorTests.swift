@@ -42,6 +42,9 @@ struct SpecVectorTests {
             .end(EndOfData(length: 3, crc32: CRC32.checksum(Array("##\n".utf8)))),
         ],
         "optional-extension": [],
+        "delete": [.delete(DeleteRequest(name: "old.txt"))],
+        "rename": [.rename(RenameRequest(from: "old.txt", to: "new.txt", options: .overwrite))],
+        "error-permission": [.error(ErrorReply(code: .permissionDenied, message: "DELETE needs full permission"))],
     ]
 
     /// What each corrupted vector must be rejected with, by a receiver whose frame limit is 1 MiB.

@@ -28,7 +28,7 @@ extension FuzzInput {
     }
 
     mutating func message() -> Message {
-        switch self.byte() % 14 {
+        switch self.byte() % 16 {
         case 0:
             return .hello(
                 Hello(
@@ -69,6 +69,11 @@ extension FuzzInput {
         case 10: return .ready(Ready(offset: self.integer()))
         case 11: return .data(DataChunk(ByteBuffer(bytes: self.bytes(Int(self.integer(UInt16.self))))))
         case 12: return .end(EndOfData(length: self.integer(), crc32: self.integer()))
+        case 13: return .delete(DeleteRequest(name: self.name()))
+        case 14:
+            return .rename(
+                RenameRequest(from: self.name(), to: self.name(), options: RenameOptions(rawValue: self.byte()))
+            )
         default: return .abort
         }
     }

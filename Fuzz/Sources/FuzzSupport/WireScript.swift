@@ -19,8 +19,8 @@ public struct WireScript: Sendable {
     public private(set) var stream: [UInt8] = []
     /// Where to cut the stream into separate reads.
     public private(set) var cuts: [Int] = []
-    /// Every STOR name and END (length, CRC) the stream carries in a valid frame: a server may only ever commit a
-    /// file whose name and (length, CRC) are among these.
+    /// Every STOR name (and RENAME target) and END (length, CRC) the stream carries in a valid frame: a server may
+    /// only ever hold a file whose name and (length, CRC) are among these.
     public private(set) var storeNames: Set<String> = []
     public private(set) var declaredEnds: Set<EndOfData> = []
 
@@ -40,8 +40,13 @@ public struct WireScript: Sendable {
                 if type == .store || type == .retrieve || type == .fileInfo {
                     transfer = OutgoingTransfer()
                 }
-                if type == .store, case .store(let request)? = try? Message(decoding: frame) {
+                switch try? Message(decoding: frame) {
+                case .store(let request)?:
                     self.storeNames.insert(request.name)
+                case .rename(let request)?:
+                    self.storeNames.insert(request.to)
+                default:
+                    break
                 }
             case 2:
                 var payload: [UInt8] = []
@@ -104,9 +109,10 @@ public struct WireScript: Sendable {
 }
 
 public enum FuzzDefaults {
+    /// Version 2, so sessions reach DELETE and RENAME.
     public static let hello = Hello(
         minimumVersion: 1,
-        maximumVersion: 1,
+        maximumVersion: 2,
         maximumFramePayload: 1 << 20,
         maximumFileSize: .max
     )

@@ -31,6 +31,13 @@ extension Message {
             self = .store(StoreRequest(name: name, size: size, offset: offset, options: options))
         case .exit:
             self = .exit
+        case .delete:
+            self = .delete(DeleteRequest(name: try payload.readName(in: frame)))
+        case .rename:
+            let options = RenameOptions(rawValue: try payload.read(UInt8.self, in: frame))
+            let from = try payload.readName(in: frame)
+            let to = try payload.readName(in: frame)
+            self = .rename(RenameRequest(from: from, to: to, options: options))
         case .ok:
             self = .ok
         case .error:

@@ -19,6 +19,12 @@ extension Message {
             buffer.writeInteger(request.offset)
             buffer.writeInteger(request.options.rawValue)
             buffer.writeFerryString(request.name)
+        case .delete(let request):
+            buffer.writeFerryString(request.name)
+        case .rename(let request):
+            buffer.writeInteger(request.options.rawValue)
+            buffer.writeFerryString(request.from)
+            buffer.writeFerryString(request.to)
         case .error(let reply):
             buffer.writeInteger(reply.code.rawValue)
             buffer.writeFerryString(reply.message, maximumLength: ProtocolLimits.maximumErrorMessageLength)

@@ -13,6 +13,10 @@ public enum Message: Hashable, Sendable {
     case retrieve(RetrieveRequest)
     case store(StoreRequest)
     case exit
+    /// Version 2.
+    case delete(DeleteRequest)
+    /// Version 2.
+    case rename(RenameRequest)
     // Replies
     case ok
     case error(ErrorReply)
@@ -32,6 +36,8 @@ public enum Message: Hashable, Sendable {
         case .retrieve: .retrieve
         case .store: .store
         case .exit: .exit
+        case .delete: .delete
+        case .rename: .rename
         case .ok: .ok
         case .error: .error
         case .listEntries: .listEntries
@@ -63,6 +69,43 @@ public struct Hello: Hashable, Sendable {
         self.maximumFramePayload = maximumFramePayload
         self.maximumFileSize = maximumFileSize
     }
+}
+
+/// DELETE (version 2): remove this file from the library.
+public struct DeleteRequest: Hashable, Sendable {
+    public var name: String
+
+    public init(name: String) {
+        self.name = name
+    }
+}
+
+/// RENAME (version 2): give the file `from` the name `to`, atomically; an existing `to` is replaced only with
+/// ``RenameOptions/overwrite``.
+public struct RenameRequest: Hashable, Sendable {
+    public var from: String
+    public var to: String
+    public var options: RenameOptions
+
+    public init(from: String, to: String, options: RenameOptions = []) {
+        self.from = from
+        self.to = to
+        self.options = options
+    }
+}
+
+/// RENAME's option bits.
+public struct RenameOptions: OptionSet, Hashable, Sendable {
+    public var rawValue: UInt8
+
+    public init(rawValue: UInt8) {
+        self.rawValue = rawValue
+    }
+
+    /// Replace a file that already has the new name.
+    public static let overwrite = RenameOptions(rawValue: 0x01)
+    /// Every bit this version defines; a server refuses others (108).
+    public static let known: RenameOptions = [.overwrite]
 }
 
 /// RETR: send me this file, starting at `offset` (0 for all of it; more to resume a download).

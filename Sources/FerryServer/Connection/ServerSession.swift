@@ -22,6 +22,10 @@ struct ServerSession {
     private var sentMagic = false
     /// The largest file the client takes (its HELLO's `max_file_size`).
     private var peerMaximumFileSize = UInt64.max
+    /// The protocol version both sides use (SPEC.md §10).
+    private var version: UInt16 = 1
+    /// What this client may do (``ServerConfiguration/anonymousPermission`` until it logs in); `nil` for nothing.
+    private var permission: Permission?
     /// Small replies held back while more requests are already queued, written together before the session
     /// next waits for input (or once they reach ``unsentLimit``): a burst of pipelined requests costs one write.
     private var unsent = ByteBuffer()
@@ -138,7 +142,8 @@ struct ServerSession {
             throw FerryProtocolError(.badHandshake, "the first frame after the magic must be HELLO")
         }
         try Handshake.validate(hello)
-        _ = try Handshake.negotiateVersion(local: self.configuration.hello, remote: hello)
+        self.version = try Handshake.negotiateVersion(local: self.configuration.hello, remote: hello)
+        self.permission = self.configuration.anonymousPermission
         self.reader.maximumPayloadLength = self.configuration.maximumFramePayload
         self.writer.peerMaximumPayloadLength = Int(clamping: min(hello.maximumFramePayload, UInt64(Int32.max)))
         self.peerMaximumFileSize = hello.maximumFileSize
@@ -159,11 +164,38 @@ struct ServerSession {
         }
         switch message {
         case .list:
-            try await self.list(RequestRecord(operation: "LIST", name: nil))
+            let record = RequestRecord(operation: "LIST", name: nil)
+            guard try await self.permits(.read, record) else { return true }
+            try await self.list(record)
         case .retrieve(let request):
-            try await self.retrieve(request, RequestRecord(operation: "RETR", name: request.name))
+            let record = RequestRecord(operation: "RETR", name: request.name)
+            guard try await self.permits(.read, record) else { return true }
+            try await self.retrieve(request, record)
         case .store(let request):
-            try await self.store(request, RequestRecord(operation: "STOR", name: request.name))
+            let record = RequestRecord(operation: "STOR", name: request.name)
+            guard try await self.permits(request.options.contains(.overwrite) ? .full : .upload, record) else {
+                // The client may have sent the data without waiting for READY (SPEC.md §7.3): drop it.
+                self.skippingRefusedUpload = true
+                return true
+            }
+            try await self.store(request, record)
+        case .delete(let request) where self.version >= Handshake.deleteAndRenameVersion:
+            let record = RequestRecord(operation: "DELETE", name: request.name)
+            guard try await self.permits(.full, record) else { return true }
+            try await self.perform(record) { try await $0.delete(request.name) }
+        case .rename(let request) where self.version >= Handshake.deleteAndRenameVersion:
+            let record = RequestRecord(operation: "RENAME", name: request.from, newName: request.to)
+            guard try await self.permits(.full, record) else { return true }
+            guard RenameOptions.known.isSuperset(of: request.options) else {
+                try await self.refuse(
+                    .unsupported,
+                    "unknown RENAME options 0x\(String(request.options.rawValue, radix: 16))",
+                    record
+                )
+                return true
+            }
+            let overwrite = request.options.contains(.overwrite)
+            try await self.perform(record) { try await $0.rename(request.from, to: request.to, overwrite: overwrite) }
         case .exit:
             try await self.reply(.ok)
             try await self.flush()
@@ -173,6 +205,36 @@ struct ServerSession {
             throw FerryProtocolError.unexpected(message.frameType, in: "when a request is expected")
         }
         return true
+    }
+
+    /// Whether this client may do what `needed` allows; if not, the request is refused (110) and this returns
+    /// `false`.
+    private mutating func permits(_ needed: Permission, _ record: RequestRecord) async throws -> Bool {
+        if let permission = self.permission, permission >= needed {
+            return true
+        }
+        let held = self.permission.map { "only \($0)" } ?? "no"
+        try await self.refuse(
+            .permissionDenied,
+            "\(record.operation) needs \(needed) permission; this client has \(held) permission",
+            record
+        )
+        return false
+    }
+
+    /// Runs a library operation that has no reply but OK, answering OK or its error.
+    private mutating func perform(
+        _ record: RequestRecord,
+        _ operation: (FileLibrary) async throws -> Void
+    ) async throws {
+        do {
+            try await operation(self.library)
+        } catch let error as LibraryError {
+            try await self.refuse(error, record)
+            return
+        }
+        try await self.reply(.ok)
+        self.log(record, bytes: 0, result: "ok")
     }
 
     /// Sends the listing as it is made: the names first (one job), then their sizes and times in batches, two
@@ -889,6 +951,7 @@ struct ServerSession {
         guard self.logger.logLevel <= .info else { return }
         let elapsed = ContinuousClock.now - record.started
         var metadata: Logger.Metadata = [
+            "user": "anonymous",
             "operation": "\(record.operation)",
             "bytes": "\(bytes)",
             "duration_ms": "\(elapsed.milliseconds)",
@@ -896,6 +959,9 @@ struct ServerSession {
         ]
         if let name = record.name {
             metadata["name"] = "\(name)"
+        }
+        if let newName = record.newName {
+            metadata["new_name"] = "\(newName)"
         }
         self.logger.info("request", metadata: metadata)
     }
@@ -905,6 +971,7 @@ struct ServerSession {
 private struct RequestRecord {
     let operation: String
     let name: String?
+    var newName: String? = nil
     let started = ContinuousClock.now
 }
 

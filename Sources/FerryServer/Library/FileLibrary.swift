@@ -1,3 +1,4 @@
+import CFileCalls
 import FerryProtocol
 import FerryTransport
 import NIOCore
@@ -590,6 +591,86 @@ public struct FileLibrary: Sendable {
         } catch {
             return uploads.map { .storage("cannot publish '\($0.name)': the server is stopping") }
         }
+    }
+
+    // MARK: - Deleting and renaming
+
+    /// Removes `name`, a regular file, and its checksum table; the folder is flushed before this returns. A download
+    /// in progress keeps its open descriptor and still sends the whole file.
+    func delete(_ name: String) async throws {
+        let folder = self.folder
+        let tables = self.checksumFolder
+        let failure = try await self.threadPool.runIfActive { () -> LibraryError? in
+            guard Self.isRegularFile(name, in: folder) else { return .noSuchFile(name) }
+            guard unlinkat(folder.descriptor, name, 0) == 0 else {
+                return errno == ENOENT
+                    ? .noSuchFile(name) : .storage("cannot delete '\(name)': \(Self.describeErrno())")
+            }
+            if let tables { unlinkat(tables.descriptor, name, 0) }
+            let flushed = Self.synchronizeFolder(folder)
+            return flushed == 0
+                ? nil
+                : .storage(
+                    "'\(name)' is deleted, but flushing the folder failed: \(String(cString: strerror(flushed)))"
+                )
+        }
+        if let failure { throw failure }
+    }
+
+    /// Gives the regular file `from` the name `to` in one atomic step: without `overwrite` only if `to` is free
+    /// (exactly one of a rename and an upload racing for it wins), with it replacing a file named `to` (never a
+    /// folder or a link). The folder is flushed before this returns.
+    func rename(_ from: String, to: String, overwrite: Bool) async throws {
+        let folder = self.folder
+        let tables = self.checksumFolder
+        let failure = try await self.threadPool.runIfActive { () -> LibraryError? in
+            guard Self.isRegularFile(from, in: folder) else { return .noSuchFile(from) }
+            var existing = stat()
+            if fstatat(folder.descriptor, to, &existing, AT_SYMLINK_NOFOLLOW) == 0 {
+                guard (existing.st_mode & S_IFMT) == S_IFREG else { return .notAFile(to) }
+                guard overwrite || from == to else { return .fileExists(to) }
+            }
+            let code = Self.renameAtomically(from, to: to, in: folder.descriptor, replacing: overwrite)
+            switch code {
+            case 0: break
+            case EEXIST, ENOTEMPTY: return .fileExists(to)
+            case ENOENT: return .noSuchFile(from)
+            default: return .storage("cannot rename '\(from)': \(String(cString: strerror(code)))")
+            }
+            if let tables, from != to {
+                // A renamed file's status-change time moves, so its table would no longer match anyway.
+                unlinkat(tables.descriptor, from, 0)
+                unlinkat(tables.descriptor, to, 0)
+            }
+            let flushed = Self.synchronizeFolder(folder)
+            return flushed == 0
+                ? nil
+                : .storage("'\(to)' is renamed, but flushing the folder failed: \(String(cString: strerror(flushed)))")
+        }
+        if let failure { throw failure }
+    }
+
+    /// `renameat`, or without `replacing` `renameat2(RENAME_NOREPLACE)` (`link` then `unlink` where the file system
+    /// lacks it). Unlike ``publishFile(_:in:as:in:replacing:)``, a refused rename leaves the source in place.
+    /// Blocking; returns 0 or the `errno`.
+    private static func renameAtomically(_ from: String, to: String, in folder: Int32, replacing: Bool) -> Int32 {
+        if replacing || from == to {
+            return renameat(folder, from, folder, to) == 0 ? 0 : errno
+        }
+        if ferry_rename_no_replace(folder, from, folder, to) == 0 {
+            return 0
+        }
+        let refusal = errno
+        guard refusal == EINVAL || refusal == ENOSYS || refusal == EPERM else { return refusal }
+        guard linkat(folder, from, folder, to, 0) == 0 else { return errno }
+        unlinkat(folder, from, 0)
+        return 0
+    }
+
+    /// Whether `name` in the folder is a regular file (links are not followed). Blocking.
+    private static func isRegularFile(_ name: String, in folder: PinnedFolder) -> Bool {
+        var info = stat()
+        return fstatat(folder.descriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0 && (info.st_mode & S_IFMT) == S_IFREG
     }
 
     /// Closes and removes a staging file whose upload failed. Never throws: it runs on failure paths.

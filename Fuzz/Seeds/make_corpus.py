@@ -7,7 +7,7 @@ here = os.path.dirname(os.path.abspath(__file__))
 fuzz = os.path.dirname(here)
 spec = open(os.path.join(fuzz, "..", "SPEC.md")).read()
 MAGIC = b"\x89FERRY\r\n"
-KNOWN = [0x01, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x30, 0x31, 0x32, 0x14, 0x15]
+KNOWN = [0x01, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x30, 0x31, 0x32, 0x14, 0x15, 0x16]
 
 vectors = {}
 for name, body in re.findall(r"```hex vector=(\S+)[^\n]*\n(.*?)```", spec, re.S):
@@ -62,7 +62,7 @@ for name, data in sessions.items():
     for kind, payload in frames(data):
         if kind in KNOWN and len(payload) < 4096:
             corpora["FuzzMessageDecoder"].append(bytes([KNOWN.index(kind)]) + payload)
-for op in range(16):
+for op in range(17):
     corpora["FuzzRoundTrip"].append(bytes([op]) + bytes(range(op, op + 40)))
 for name, data in sessions.items():
     if name.endswith(".c2s"):

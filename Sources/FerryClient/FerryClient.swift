@@ -16,6 +16,11 @@ public struct FerryClient: Sendable {
     /// How long the connection may go without any byte moving before the client gives up on the server.
     public var idleTimeout: Duration
     public var eventLoopGroup: any EventLoopGroup
+    /// Who to log in as (AUTH, protocol version 2) once connected; `nil` to stay anonymous.
+    public var credentials: Credentials?
+    /// Whether a password may be sent over a connection that is neither encrypted nor to this machine, where anyone
+    /// on the path can read it. Version 2 has no encryption, so only loopback connections carry passwords otherwise.
+    public var allowsPasswordInClear = false
 
     public init(
         host: String = "127.0.0.1",
@@ -68,7 +73,35 @@ public struct FerryClient: Sendable {
         } catch {
             throw FerryClientError.unreachable(server: self.serverDescription, reason: "\(error)")
         }
-        return try await Self.withConnection(over: channel, server: self.serverDescription, inputWait: inputWait, body)
+        let credentials = self.credentials
+        let allowsPasswordInClear = self.allowsPasswordInClear
+        return try await Self.withConnection(over: channel, server: self.serverDescription, inputWait: inputWait) {
+            connection in
+            if let credentials {
+                guard allowsPasswordInClear || Self.isLoopback(channel.channel.remoteAddress) else {
+                    throw FerryClientError.passwordInClear(server: connection.server)
+                }
+                try await connection.logIn(credentials)
+            } else if connection.serverLogin == .required {
+                throw FerryClientError.loginRequired(server: connection.server)
+            }
+            return try await body(connection)
+        }
+    }
+
+    /// Whether `address` is this machine's (127.0.0.0/8, ::1, or an IPv4-mapped 127 address).
+    static func isLoopback(_ address: SocketAddress?) -> Bool {
+        switch address {
+        case .v4(let v4)?:
+            return UInt32(bigEndian: v4.address.sin_addr.s_addr) >> 24 == 127
+        case .v6(let v6)?:
+            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+            let loopback = bytes.prefix(15).allSatisfy { $0 == 0 } && bytes[15] == 1
+            let mapped = bytes.prefix(10).allSatisfy { $0 == 0 } && bytes[10] == 0xff && bytes[11] == 0xff
+            return loopback || (mapped && bytes[12] == 127)
+        default:
+            return false
+        }
     }
 
     /// Runs a session over a channel that is already connected: the same handshake, checks and EXIT as
@@ -109,4 +142,18 @@ public struct FerryClient: Sendable {
             return result
         }
     }
+}
+
+/// A user name and password to log in with.
+public struct Credentials: Sendable, CustomStringConvertible {
+    public var user: String
+    public var password: String
+
+    public init(user: String, password: String) {
+        self.user = user
+        self.password = password
+    }
+
+    /// Leaves the password out.
+    public var description: String { "user \(self.user)" }
 }

@@ -20,6 +20,10 @@ public enum FerryClientError: Error, Hashable, Sendable, CustomStringConvertible
     case verificationFailed(String)
     /// The server cannot do what was asked: its protocol version lacks the operation.
     case unsupportedByServer(String)
+    /// The server lets only clients that log in do anything, and no user was given.
+    case loginRequired(server: String)
+    /// A password would have crossed the network unencrypted; it was not sent.
+    case passwordInClear(server: String)
     /// The server's listing went past the client's limit on entries (or on their names' bytes): it was dropped and
     /// the connection closed.
     case listingTooLarge(limit: Int)
@@ -44,6 +48,11 @@ public enum FerryClientError: Error, Hashable, Sendable, CustomStringConvertible
             "checksum mismatch: \(detail); nothing was kept"
         case .unsupportedByServer(let detail):
             detail
+        case .loginRequired(let server):
+            "\(server) requires a log-in: give --user NAME"
+        case .passwordInClear(let server):
+            "not sending a password to \(server) unencrypted, where anyone on the way can read it "
+                + "(--insecure-password sends it anyway)"
         case .listingTooLarge(let limit):
             "the listing is larger than this client takes (\(limit) entries, \(FerryConnection.maximumListingNameBytes >> 20) MiB of names; "
                 + "raise it with --max-entries): nothing was kept"

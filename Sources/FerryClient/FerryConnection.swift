@@ -16,7 +16,7 @@ import Darwin
 public final class FerryConnection {
     private var reader: MessageReader
     private var writer: MessageWriter
-    private let server: String
+    let server: String
     private var broken: String?
 
     /// What this client announces: it accepts 1 MiB frames and files of any size.
@@ -54,6 +54,7 @@ public final class FerryConnection {
                 self.reader.maximumPayloadLength = ProtocolLimits.defaultMaximumFramePayload
                 self.writer.peerMaximumPayloadLength = Int(clamping: min(hello.maximumFramePayload, UInt64(Int32.max)))
                 self.serverMaximumFileSize = hello.maximumFileSize
+                self.serverLogin = hello.login
             case .error(let reply):
                 throw FerryClientError.refused(reply)
             case let other:
@@ -65,8 +66,35 @@ public final class FerryConnection {
     /// The largest upload the server accepts, from its HELLO.
     public private(set) var serverMaximumFileSize: UInt64 = .max
 
-    /// The protocol version both sides use (SPEC.md §10): 2 or later has DELETE and RENAME.
+    /// The protocol version both sides use (SPEC.md §10): 2 or later has DELETE, RENAME and AUTH.
     public private(set) var version: UInt16 = 1
+
+    /// What the server's HELLO says of logging in.
+    public private(set) var serverLogin: LoginPolicy = .none
+
+    /// The account this connection logged in as, if it did.
+    public private(set) var user: String?
+
+    // MARK: - AUTH
+
+    /// Logs in (version 2). A wrong name or password is ``FerryClientError/refused(_:)`` with 111 and leaves the
+    /// connection usable.
+    public func logIn(_ credentials: Credentials) async throws {
+        try await self.guarded {
+            guard self.version >= Handshake.deleteAndRenameVersion, self.serverLogin != .none else {
+                throw FerryClientError.unsupportedByServer("\(self.server) has no accounts to log in to")
+            }
+            try await self.writer.write(.auth(AuthRequest(user: credentials.user, password: credentials.password)))
+            switch try await self.nextReplyOrRequestError() {
+            case .success(.ok):
+                self.user = credentials.user
+            case .success(let other):
+                throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to AUTH")
+            case .failure(let refusal):
+                throw refusal
+            }
+        }
+    }
 
     // MARK: - DELETE and RENAME
 

@@ -34,6 +34,9 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let invalidOffset = ErrorCode(rawValue: 109)
     /// Version 2: the server does not let this client do that (an anonymous client of a read-only server, say).
     public static let permissionDenied = ErrorCode(rawValue: 110)
+    /// Version 2: AUTH named an account that does not exist or gave the wrong password (which of the two, the
+    /// server does not say).
+    public static let authenticationFailed = ErrorCode(rawValue: 111)
 
     // MARK: - Connection errors: the sender closes the connection
     /// The first bytes were not Ferry's magic. Sent as a line of text, not as a frame.
@@ -58,6 +61,8 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let idleTimeout = ErrorCode(rawValue: 209)
     /// The server is shutting down.
     public static let shuttingDown = ErrorCode(rawValue: 210)
+    /// Version 2: too many failed AUTHs on one connection.
+    public static let tooManyFailedLogins = ErrorCode(rawValue: 211)
 
     /// Whether the sender closes the connection after an ERROR with this code.
     public var closesConnection: Bool {
@@ -77,6 +82,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .unsupported: "unsupported"
         case .invalidOffset: "invalid offset"
         case .permissionDenied: "permission denied"
+        case .authenticationFailed: "authentication failed"
         case .notFerry: "not a Ferry peer"
         case .versionMismatch: "version mismatch"
         case .badHandshake: "bad handshake"
@@ -88,6 +94,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .serverBusy: "server busy"
         case .idleTimeout: "idle timeout"
         case .shuttingDown: "shutting down"
+        case .tooManyFailedLogins: "too many failed log-ins"
         default: self.closesConnection ? "connection error" : "request error"
         }
     }

@@ -23,6 +23,8 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let delete = FrameType(rawValue: 0x14)
     /// Version 2.
     public static let rename = FrameType(rawValue: 0x15)
+    /// Version 2.
+    public static let auth = FrameType(rawValue: 0x16)
 
     // MARK: - Replies (server to client)
     public static let ok = FrameType(rawValue: 0x20)
@@ -41,7 +43,7 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
     /// (Version 2's come last: the fuzzers' seeds name a type by its place here.)
     public static let known: [FrameType] = [
         .hello, .list, .retrieve, .store, .exit, .ok, .error, .listEntries, .listEnd, .fileInfo, .ready, .data,
-        .end, .abort, .delete, .rename,
+        .end, .abort, .delete, .rename, .auth,
     ]
 
     public var isKnown: Bool {
@@ -62,6 +64,7 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .exit: "EXIT"
         case .delete: "DELETE"
         case .rename: "RENAME"
+        case .auth: "AUTH"
         case .ok: "OK"
         case .error: "ERROR"
         case .listEntries: "LIST_ENTRIES"

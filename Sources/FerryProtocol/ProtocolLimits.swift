@@ -29,6 +29,9 @@ public enum ProtocolLimits {
     /// The longest valid file name, in UTF-8 bytes.
     public static let maximumNameLength = 255
 
+    /// The longest user name or password AUTH carries (version 2), in UTF-8 bytes.
+    public static let maximumCredentialLength = 1024
+
     /// The longest human-readable ERROR message a sender produces; longer ones are cut at a character
     /// boundary. Receivers accept whatever fits the frame.
     public static let maximumErrorMessageLength = 1024

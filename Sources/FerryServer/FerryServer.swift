@@ -17,6 +17,7 @@ public struct FerryServer: Service {
     private let eventLoopGroup: any EventLoopGroup
     private let onListening: @Sendable (SocketAddress) -> Void
     private let transfers = TransferBudget()
+    private let logins = LoginThrottle()
     private let frameBudget: FrameBudget
 
     /// - Parameter onListening: called once with the bound address (the real port when `port` is 0).
@@ -79,7 +80,7 @@ public struct FerryServer: Service {
                 do {
                     try await serverChannel.executeThenClose { inbound in
                         for try await (connection, inputWait) in inbound {
-                            let peer = ConnectionCounter.Peer(connection.channel.remoteAddress)
+                            let peer = PeerAddress(connection.channel.remoteAddress)
                             let refusal = connections.admit(
                                 peer,
                                 limit: configuration.maximumConnections,
@@ -146,6 +147,7 @@ public struct FerryServer: Service {
                         quiescer: quiescer,
                         transfers: self.transfers,
                         frameBudget: self.frameBudget,
+                        logins: self.logins,
                         logger: logger
                     )
                     return await session.run()
@@ -259,7 +261,7 @@ private final class ConnectionCounter: Sendable {
 
     private struct State {
         var total = 0
-        var perPeer: [Peer: Int] = [:]
+        var perPeer: [PeerAddress: Int] = [:]
         var turningAway = 0
     }
 
@@ -276,33 +278,13 @@ private final class ConnectionCounter: Sendable {
         self.state.withLock { $0.turningAway -= 1 }
     }
 
-    /// Who a connection counts against: an IPv4 address, or an IPv6 address's first 64 bits (one host's usual
-    /// share: a host given a /64 has billions of addresses).
-    struct Peer: Hashable, Sendable {
-        private var bytes: [UInt8]
-
-        init(_ address: SocketAddress?) {
-            switch address {
-            case .v4(let v4)?:
-                self.bytes = withUnsafeBytes(of: v4.address.sin_addr) { Array($0) }
-            case .v6(let v6)?:
-                let all = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
-                // An IPv4 peer on a dual-stack socket (::ffff:a.b.c.d) counts as its IPv4 address.
-                let mapped = all.prefix(10).allSatisfy { $0 == 0 } && all[10] == 0xff && all[11] == 0xff
-                self.bytes = mapped ? Array(all.suffix(4)) : Array(all.prefix(8))
-            default:
-                self.bytes = []
-            }
-        }
-    }
-
     enum Refusal: Hashable, Sendable {
         case serverFull
         case peerFull
     }
 
     /// Counts a connection in, or says which limit it is over (then it is not counted).
-    func admit(_ peer: Peer, limit: Int, perPeer: Int) -> Refusal? {
+    func admit(_ peer: PeerAddress, limit: Int, perPeer: Int) -> Refusal? {
         self.state.withLock { state in
             guard state.total < limit else { return .serverFull }
             let fromPeer = state.perPeer[peer, default: 0]
@@ -314,7 +296,7 @@ private final class ConnectionCounter: Sendable {
     }
 
     /// Counts a connection out; returns how many are still being served.
-    func release(_ peer: Peer) -> Int {
+    func release(_ peer: PeerAddress) -> Int {
         self.state.withLock { state in
             state.total -= 1
             let left = state.perPeer[peer, default: 1] - 1

@@ -4,9 +4,12 @@ public import FerryProtocol
 public struct ServerConfiguration: Sendable {
     public var host: String
     public var port: Int
-    /// What a client may do without logging in; `nil` for nothing. Version 1 has no log-in, so this is what every
-    /// client may do.
+    /// What a client may do without logging in; `nil` for nothing (then every client must log in).
     public var anonymousPermission: Permission?
+    /// The accounts clients may log in as (AUTH, protocol version 2); `nil` for none.
+    public var users: UsersFile?
+    /// Failed log-ins on one connection before it is closed (211).
+    public var maximumLoginFailures: Int
     /// Connections beyond this are answered "server busy" (208) at once and closed.
     public var maximumConnections: Int
     /// Connections from one address (an IPv4 address, or an IPv6 /64: one host's share) beyond this are answered
@@ -32,6 +35,8 @@ public struct ServerConfiguration: Sendable {
         host: String = "127.0.0.1",
         port: Int = 8888,
         anonymousPermission: Permission? = .full,
+        users: UsersFile? = nil,
+        maximumLoginFailures: Int = 5,
         maximumConnections: Int = 4096,
         maximumConnectionsPerAddress: Int = 64,
         handshakeTimeout: Duration = .seconds(10),
@@ -44,6 +49,8 @@ public struct ServerConfiguration: Sendable {
         self.host = host
         self.port = port
         self.anonymousPermission = anonymousPermission
+        self.users = users
+        self.maximumLoginFailures = maximumLoginFailures
         self.maximumConnections = maximumConnections
         self.maximumConnectionsPerAddress = maximumConnectionsPerAddress
         self.handshakeTimeout = handshakeTimeout
@@ -59,7 +66,8 @@ public struct ServerConfiguration: Sendable {
             minimumVersion: Handshake.supportedVersions.lowerBound,
             maximumVersion: Handshake.supportedVersions.upperBound,
             maximumFramePayload: UInt64(self.maximumFramePayload),
-            maximumFileSize: self.maximumFileSize
+            maximumFileSize: self.maximumFileSize,
+            login: self.users == nil ? .none : self.anonymousPermission == nil ? .required : .offered
         )
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryClient
 import FerryTransport
 
 @main
@@ -29,7 +30,63 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "The server's TCP port.")
     var port = 8888
 
+    @Option(
+        help: """
+            Log in as this user. The password comes from FERRY_PASSWORD, --password-file, or a prompt on the \
+            terminal; never from the command line.
+            """
+    )
+    var user: String?
+
+    @Option(help: "A file whose first line is the password (keep it private).")
+    var passwordFile: String?
+
+    @Flag(help: "Send the password even over a connection that is neither encrypted nor to this machine.")
+    var insecurePassword = false
+
     func validate() throws {
         guard (1...65_535).contains(self.port) else { throw ValidationError("--port must be between 1 and 65535") }
+        guard self.passwordFile == nil || self.user != nil else {
+            throw ValidationError("--password-file needs --user")
+        }
+    }
+
+    /// The client these options describe, with its credentials when --user is given (the password read now).
+    func client() throws -> FerryClient {
+        var client = FerryClient(host: self.host, port: self.port)
+        if let user = self.user {
+            client.credentials = Credentials(user: user, password: try self.password(for: user))
+        }
+        client.allowsPasswordInClear = self.insecurePassword
+        return client
+    }
+
+    private func password(for user: String) throws -> String {
+        if let password = ProcessInfo.environment("FERRY_PASSWORD") {
+            return password
+        }
+        if let file = self.passwordFile {
+            guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw ValidationError("cannot read the password file '\(file)'")
+            }
+            return String(contents.split(separator: "\n", omittingEmptySubsequences: false).first ?? "")
+        }
+        guard let password = PasswordPrompt.read("password for \(user)@\(self.host): ") else {
+            throw ValidationError("no terminal to ask the password on: set FERRY_PASSWORD or give --password-file")
+        }
+        return password
     }
 }
+
+/// The process's environment, read through the C library (ferry does not link Foundation's process info).
+enum ProcessInfo {
+    static func environment(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

@@ -45,7 +45,7 @@ struct Get: AsyncParsableCommand {
     func run() async throws {
         Interruption.removePartialDownloadsOnSignal()
         try await Failure.exitOnFailure {
-            let client = FerryClient(host: self.connection.host, port: self.connection.port)
+            let client = try self.connection.client()
             if let output = self.output, self.all || self.names.count > 1 {
                 try LocalFolder.make(output)
             }

@@ -17,7 +17,7 @@ struct List: AsyncParsableCommand {
 
     func run() async throws {
         try await Failure.exitOnFailure {
-            let client = FerryClient(host: self.connection.host, port: self.connection.port)
+            let client = try self.connection.client()
             let entries = try await client.withConnection { try await $0.list(maximumEntries: self.maxEntries) }
             if self.json {
                 print(ListingFormatter.json(entries), terminator: "")

@@ -32,7 +32,7 @@ struct Put: AsyncParsableCommand {
 
     func run() async throws {
         try await Failure.exitOnFailure {
-            let client = FerryClient(host: self.connection.host, port: self.connection.port)
+            let client = try self.connection.client()
             let sources = try LocalFolder.expand(self.paths)
             if self.remoteName != nil, sources != self.paths {
                 throw ValidationError("--as names one file, not a folder")

@@ -18,7 +18,7 @@ struct Remove: AsyncParsableCommand {
 
     func run() async throws {
         try await Failure.exitOnFailure {
-            let client = FerryClient(host: self.connection.host, port: self.connection.port)
+            let client = try self.connection.client()
             let report = BatchReport(labels: self.names, subjects: self.names)
             try await client.withConnection { connection in
                 for (index, name) in self.names.enumerated() {
@@ -57,7 +57,7 @@ struct Move: AsyncParsableCommand {
 
     func run() async throws {
         try await Failure.exitOnFailure {
-            let client = FerryClient(host: self.connection.host, port: self.connection.port)
+            let client = try self.connection.client()
             try await client.withConnection { try await $0.rename(self.from, to: self.to, overwrite: self.overwrite) }
             print("renamed \(self.from) → \(self.to)")
         }

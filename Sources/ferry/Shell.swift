@@ -27,7 +27,7 @@ struct Shell: AsyncParsableCommand {
         """
 
     func run() async throws {
-        let client = FerryClient(host: self.connection.host, port: self.connection.port)
+        let client = try self.connection.client()
         let input = LineReader()
         // Check the server is there before asking the person for anything.
         do {

@@ -15,7 +15,7 @@ import Darwin
 enum FerrydMain {
     /// Tunes the allocator before anything else runs, then runs the command.
     ///
-    /// `Ferryd.run()` is too late: it runs on a thread of the concurrency pool, which has allocated by then and so
+    /// `Serve.run()` is too late: it runs on a thread of the concurrency pool, which has allocated by then and so
     /// has a malloc arena of its own that the arena limit no longer merges. The heap's free memory at the top of
     /// such an arena is not returned by `malloc_trim` either: with that second arena, ferryd idled at 8 to 12 MiB
     /// of anonymous memory after the benchmark's phases instead of about 2.
@@ -25,10 +25,21 @@ enum FerrydMain {
     }
 }
 
+/// `ferryd [serve] OPTIONS` serves a library; `ferryd users …` manages its accounts.
 struct Ferryd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ferryd",
-        abstract: "Serve a folder to Ferry clients.",
+        abstract: "The Ferry server: serve a folder to Ferry clients (the default), or manage its accounts.",
+        discussion: "Run 'ferryd serve --help' for the server's options.",
+        subcommands: [Serve.self, Users.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a folder to Ferry clients (the default command).",
         discussion: """
             Clients list, download and upload the files of one flat folder. Every transfer is verified with \
             CRC-32s; an upload becomes visible only once it is complete, verified and on disk. SIGINT, \
@@ -49,11 +60,23 @@ struct Ferryd: AsyncParsableCommand {
 
     @Option(
         help: """
-            What clients may do: read (list and download) or write (also upload, overwrite, delete and rename). \
-            Required to listen on an address other machines can reach; on this machine only, the default is write.
+            The accounts clients may log in as (see 'ferryd users add'). With it, clients that do not log in get \
+            what --anonymous says, and nothing by default.
+            """
+    )
+    var users: String?
+
+    @Option(
+        help: """
+            What clients that do not log in may do: none, read (list and download) or write (also upload, \
+            overwrite, delete and rename). An address other machines can reach needs --users or this; on this \
+            machine only without --users, the default is write.
             """
     )
     var anonymous: AnonymousAccess?
+
+    @Option(help: "Failed log-ins one connection may make before it is closed.")
+    var maxLoginFailures = 5
 
     @Option(help: "The TCP port to listen on; 0 picks a free one.")
     var port = 8888
@@ -102,15 +125,18 @@ struct Ferryd: AsyncParsableCommand {
                 "--idle-timeout must be positive and --grace-period not negative, both at most \(Int(Self.longestDuration)) s"
             )
         }
-        if self.anonymous == nil, !Self.isLoopback(self.host) {
+        if self.anonymous == nil, self.users == nil, !Serve.isLoopback(self.host) {
             throw ValidationError(
                 """
-                --host \(self.host) lets other machines connect, and anyone who reaches the port can use the \
-                library: say what they may do with --anonymous read or --anonymous write (accounts, --users FILE, \
-                are not in this version yet)
+                --host \(self.host) lets other machines connect: give --users FILE (accounts; see 'ferryd users \
+                add'), or say what anyone who reaches the port may do with --anonymous read or --anonymous write
                 """
             )
         }
+        if self.anonymous == AnonymousAccess.none, self.users == nil {
+            throw ValidationError("--anonymous none without --users would let nobody do anything")
+        }
+        guard self.maxLoginFailures > 0 else { throw ValidationError("--max-login-failures must be at least 1") }
         guard Logger.Level(rawValue: self.logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
@@ -127,8 +153,9 @@ struct Ferryd: AsyncParsableCommand {
         Self.raiseOpenFileLimit(logger: logger)
 
         let library = try await FileLibrary.open(at: self.root)
-        let anonymous = self.anonymous ?? .write
-        if anonymous == .write, !Self.isLoopback(self.host) {
+        let accounts = try self.users.map { try UsersFile.load(from: $0) }
+        let anonymous = self.anonymous ?? (accounts == nil ? .write : AnonymousAccess.none)
+        if anonymous == .write, !Serve.isLoopback(self.host) {
             logger.warning(
                 "anyone who can reach this port may upload, overwrite, delete and rename files",
                 metadata: ["host": "\(self.host)", "anonymous": "write"]
@@ -138,6 +165,8 @@ struct Ferryd: AsyncParsableCommand {
             host: self.host,
             port: self.port,
             anonymousPermission: anonymous.permission,
+            users: accounts,
+            maximumLoginFailures: self.maxLoginFailures,
             maximumConnections: self.maxConnections,
             maximumConnectionsPerAddress: self.maxConnectionsPerAddress,
             handshakeTimeout: .milliseconds(Int64(self.handshakeTimeout * 1000)),
@@ -180,11 +209,13 @@ struct Ferryd: AsyncParsableCommand {
 
 /// What `--anonymous` allows.
 enum AnonymousAccess: String, ExpressibleByArgument, CaseIterable {
+    case none
     case read
     case write
 
-    var permission: Permission {
+    var permission: Permission? {
         switch self {
+        case .none: nil
         case .read: .read
         case .write: .full
         }

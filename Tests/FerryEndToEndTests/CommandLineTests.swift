@@ -57,10 +57,11 @@ struct CommandLineTests {
     }
 
     @Test func ferrydListsItsFlags() async throws {
-        let help = try await Binaries.run("ferryd", ["--help"])
+        let help = try await Binaries.run("ferryd", ["serve", "--help"])
         #expect(help.status == 0)
         for flag in [
             "--root", "--host", "--port", "--max-connections", "--idle-timeout", "--max-file-size", "--grace-period",
+            "--users", "--anonymous", "--max-login-failures", "--max-connections-per-address", "--handshake-timeout",
         ] {
             #expect(help.stdout.contains(flag), "--help explains \(flag)")
         }
@@ -84,7 +85,7 @@ struct CommandLineTests {
         )
         #expect(refused.status == 64, "\(refused.stderr)")
         #expect(refused.stderr.contains("--anonymous read or --anonymous write"), "\(refused.stderr)")
-        let help = try await Binaries.run("ferryd", ["--help"])
+        let help = try await Binaries.run("ferryd", ["serve", "--help"])
         #expect(help.stdout.contains("(default: 127.0.0.1)"), "\(help.stdout)")
 
         let root = Scratch.makeDirectory("library")

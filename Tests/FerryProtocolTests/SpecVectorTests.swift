@@ -45,6 +45,19 @@ struct SpecVectorTests {
         "delete": [.delete(DeleteRequest(name: "old.txt"))],
         "rename": [.rename(RenameRequest(from: "old.txt", to: "new.txt", options: .overwrite))],
         "error-permission": [.error(ErrorReply(code: .permissionDenied, message: "DELETE needs full permission"))],
+        "auth": [.auth(AuthRequest(user: "alice", password: "s3cret"))],
+        "hello-server-login": [
+            .hello(
+                Hello(
+                    minimumVersion: 1,
+                    maximumVersion: 2,
+                    maximumFramePayload: 1 << 20,
+                    maximumFileSize: 1 << 40,
+                    login: .required
+                )
+            )
+        ],
+        "error-auth": [.error(ErrorReply(code: .authenticationFailed, message: "wrong user name or password"))],
     ]
 
     /// What each corrupted vector must be rejected with, by a receiver whose frame limit is 1 MiB.

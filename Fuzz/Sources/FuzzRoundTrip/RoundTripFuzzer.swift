@@ -28,7 +28,7 @@ extension FuzzInput {
     }
 
     mutating func message() -> Message {
-        switch self.byte() % 16 {
+        switch self.byte() % 17 {
         case 0:
             return .hello(
                 Hello(
@@ -74,6 +74,7 @@ extension FuzzInput {
             return .rename(
                 RenameRequest(from: self.name(), to: self.name(), options: RenameOptions(rawValue: self.byte()))
             )
+        case 15: return .auth(AuthRequest(user: self.name(), password: self.name()))
         default: return .abort
         }
     }

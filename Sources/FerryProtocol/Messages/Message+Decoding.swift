@@ -9,14 +9,17 @@ extension Message {
         var payload = frame.payload
         switch frame.type {
         case .hello:
-            self = .hello(
-                Hello(
-                    minimumVersion: try payload.read(UInt16.self, in: frame),
-                    maximumVersion: try payload.read(UInt16.self, in: frame),
-                    maximumFramePayload: try payload.read(UInt64.self, in: frame),
-                    maximumFileSize: try payload.read(UInt64.self, in: frame)
-                )
+            var hello = Hello(
+                minimumVersion: try payload.read(UInt16.self, in: frame),
+                maximumVersion: try payload.read(UInt16.self, in: frame),
+                maximumFramePayload: try payload.read(UInt64.self, in: frame),
+                maximumFileSize: try payload.read(UInt64.self, in: frame)
             )
+            // Version 2's field, absent from version 1's HELLO (and from any HELLO that says `none`).
+            if let login = payload.readInteger(as: UInt8.self) {
+                hello.login = LoginPolicy(rawValue: login)
+            }
+            self = .hello(hello)
         case .list:
             self = .list
         case .retrieve:
@@ -33,6 +36,23 @@ extension Message {
             self = .exit
         case .delete:
             self = .delete(DeleteRequest(name: try payload.readName(in: frame)))
+        case .auth:
+            let user = try payload.readStringBytes(in: frame)
+            let password = try payload.readStringBytes(in: frame)
+            guard user.count <= ProtocolLimits.maximumCredentialLength,
+                password.count <= ProtocolLimits.maximumCredentialLength
+            else {
+                throw .malformed(
+                    frame.type,
+                    "a user name or password over \(ProtocolLimits.maximumCredentialLength) bytes"
+                )
+            }
+            self = .auth(
+                AuthRequest(
+                    user: String(decoding: user, as: UTF8.self),
+                    password: String(decoding: password, as: UTF8.self)
+                )
+            )
         case .rename:
             let options = RenameOptions(rawValue: try payload.read(UInt8.self, in: frame))
             let from = try payload.readName(in: frame)

@@ -9,6 +9,9 @@ extension Message {
             buffer.writeInteger(hello.maximumVersion)
             buffer.writeInteger(hello.maximumFramePayload)
             buffer.writeInteger(hello.maximumFileSize)
+            if hello.login != .none {
+                buffer.writeInteger(hello.login.rawValue)
+            }
         case .list, .exit, .ok, .abort:
             break
         case .retrieve(let request):
@@ -21,6 +24,9 @@ extension Message {
             buffer.writeFerryString(request.name)
         case .delete(let request):
             buffer.writeFerryString(request.name)
+        case .auth(let request):
+            buffer.writeFerryString(request.user, maximumLength: ProtocolLimits.maximumCredentialLength)
+            buffer.writeFerryString(request.password, maximumLength: ProtocolLimits.maximumCredentialLength)
         case .rename(let request):
             buffer.writeInteger(request.options.rawValue)
             buffer.writeFerryString(request.from)

@@ -17,6 +17,8 @@ public enum Message: Hashable, Sendable {
     case delete(DeleteRequest)
     /// Version 2.
     case rename(RenameRequest)
+    /// Version 2.
+    case auth(AuthRequest)
     // Replies
     case ok
     case error(ErrorReply)
@@ -38,6 +40,7 @@ public enum Message: Hashable, Sendable {
         case .exit: .exit
         case .delete: .delete
         case .rename: .rename
+        case .auth: .auth
         case .ok: .ok
         case .error: .error
         case .listEntries: .listEntries
@@ -62,12 +65,63 @@ public struct Hello: Hashable, Sendable {
     public var maximumFramePayload: UInt64
     /// The largest file the sender accepts (a server: in STOR; a client: in RETR). `UInt64.max` for none.
     public var maximumFileSize: UInt64
+    /// Version 2, a server's only: whether clients may log in (AUTH), and whether they must. A field appended to
+    /// version 1's HELLO, and omitted when it is ``LoginPolicy/none``, so a version 1 HELLO reads as `none`.
+    public var login: LoginPolicy
 
-    public init(minimumVersion: UInt16, maximumVersion: UInt16, maximumFramePayload: UInt64, maximumFileSize: UInt64) {
+    public init(
+        minimumVersion: UInt16,
+        maximumVersion: UInt16,
+        maximumFramePayload: UInt64,
+        maximumFileSize: UInt64,
+        login: LoginPolicy = .none
+    ) {
         self.minimumVersion = minimumVersion
         self.maximumVersion = maximumVersion
         self.maximumFramePayload = maximumFramePayload
         self.maximumFileSize = maximumFileSize
+        self.login = login
+    }
+}
+
+/// What a server's HELLO says of logging in (version 2).
+public struct LoginPolicy: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt8
+
+    public init(rawValue: UInt8) {
+        self.rawValue = rawValue
+    }
+
+    /// The server has no accounts: AUTH is refused (108).
+    public static let none = LoginPolicy(rawValue: 0)
+    /// Clients may log in; without it they may do what the server lets anonymous clients do.
+    public static let offered = LoginPolicy(rawValue: 1)
+    /// Clients must log in (AUTH) before any other request.
+    public static let required = LoginPolicy(rawValue: 2)
+
+    public var description: String {
+        switch self {
+        case .none: "none"
+        case .offered: "offered"
+        case .required: "required"
+        default: "login \(self.rawValue)"
+        }
+    }
+}
+
+/// AUTH (version 2): log in as `user` with `password`, once per connection, before other requests.
+///
+/// Its descriptions leave the password out, so that no log line or error message can carry it.
+public struct AuthRequest: Hashable, Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+    public var description: String { "AUTH user=\(self.user) password=<\(self.password.utf8.count) bytes>" }
+    public var debugDescription: String { self.description }
+
+    public var user: String
+    public var password: String
+
+    public init(user: String, password: String) {
+        self.user = user
+        self.password = password
     }
 }
 

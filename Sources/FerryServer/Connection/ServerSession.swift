@@ -2,6 +2,7 @@ import FerryProtocol
 import FerryTransport
 import Logging
 import NIOCore
+import NIOPosix
 import _NIOFileSystem
 
 /// One client's session, from the magic to the close (SPEC.md §4 and §7).
@@ -26,6 +27,11 @@ struct ServerSession {
     private var version: UInt16 = 1
     /// What this client may do (``ServerConfiguration/anonymousPermission`` until it logs in); `nil` for nothing.
     private var permission: Permission?
+    /// The account this client logged in as; `nil` while anonymous.
+    private var user: String?
+    /// Failed AUTHs on this connection.
+    private var loginFailures = 0
+    private let logins: LoginThrottle
     /// Small replies held back while more requests are already queued, written together before the session
     /// next waits for input (or once they reach ``unsentLimit``): a burst of pipelined requests costs one write.
     private var unsent = ByteBuffer()
@@ -59,8 +65,10 @@ struct ServerSession {
         quiescer: ConnectionQuiescer,
         transfers: TransferBudget,
         frameBudget: FrameBudget,
+        logins: LoginThrottle,
         logger: Logger
     ) {
+        self.logins = logins
         self.reader = MessageReader(
             inbound,
             inputWait: inputWait,
@@ -183,6 +191,8 @@ struct ServerSession {
             let record = RequestRecord(operation: "DELETE", name: request.name)
             guard try await self.permits(.full, record) else { return true }
             try await self.perform(record) { try await $0.delete(request.name) }
+        case .auth(let request) where self.version >= Handshake.deleteAndRenameVersion && self.user == nil:
+            try await self.logIn(request)
         case .rename(let request) where self.version >= Handshake.deleteAndRenameVersion:
             let record = RequestRecord(operation: "RENAME", name: request.from, newName: request.to)
             guard try await self.permits(.full, record) else { return true }
@@ -213,13 +223,49 @@ struct ServerSession {
         if let permission = self.permission, permission >= needed {
             return true
         }
-        let held = self.permission.map { "only \($0)" } ?? "no"
-        try await self.refuse(
-            .permissionDenied,
-            "\(record.operation) needs \(needed) permission; this client has \(held) permission",
-            record
-        )
+        let message =
+            if let permission = self.permission {
+                "\(record.operation) needs \(needed) permission; \(self.user.map { "'\($0)'" } ?? "this client") has only \(permission) permission"
+            } else {
+                "\(record.operation) needs \(needed) permission; log in first (AUTH): this server lets anonymous clients do nothing"
+            }
+        try await self.refuse(.permissionDenied, message, record)
         return false
+    }
+
+    /// AUTH: checks the password on the thread pool (scrypt takes tens of milliseconds of CPU), and answers a
+    /// failure only after the delay the client's host has earned (``LoginThrottle``). Too many failures on one
+    /// connection close it (211).
+    private mutating func logIn(_ request: AuthRequest) async throws {
+        let record = RequestRecord(operation: "AUTH", name: nil)
+        guard let users = self.configuration.users else {
+            try await self.refuse(.unsupported, "this server has no accounts: there is nothing to log in to", record)
+            return
+        }
+        let account = try await NIOThreadPool.singleton.runIfActive {
+            users.authenticate(request.user, password: request.password)
+        }
+        let peer = PeerAddress(self.channel.remoteAddress)
+        guard let account else {
+            self.loginFailures += 1
+            let delay = self.logins.failed(peer)
+            self.logger.warning(
+                "log-in failed",
+                metadata: ["attempted_user": "\(request.user)", "failures": "\(self.loginFailures)"]
+            )
+            try await Task.sleep(for: delay)
+            guard self.loginFailures < self.configuration.maximumLoginFailures else {
+                throw TooManyFailedLogins(count: self.loginFailures)
+            }
+            try await self.refuse(.authenticationFailed, "wrong user name or password", record)
+            return
+        }
+        self.logins.succeeded(peer)
+        self.user = request.user
+        self.permission = account.permission
+        self.logger[metadataKey: "user"] = "\(request.user)"
+        try await self.reply(.ok)
+        self.log(record, bytes: 0, result: "ok (\(account.permission) permission)")
     }
 
     /// Runs a library operation that has no reply but OK, answering OK or its error.
@@ -834,6 +880,8 @@ struct ServerSession {
             reply = ErrorReply(code: error.errorCode, message: error.detail)
         case ConnectionInterruption.idleTimeout:
             reply = ErrorReply(code: .idleTimeout, message: "idle for longer than \(self.configuration.idleTimeout)")
+        case let error as TooManyFailedLogins:
+            reply = ErrorReply(code: .tooManyFailedLogins, message: error.description)
         case let error as FrameBudgetExhausted:
             reply = ErrorReply(code: .serverBusy, message: error.description)
         case ConnectionInterruption.frameTooSlow:
@@ -951,7 +999,7 @@ struct ServerSession {
         guard self.logger.logLevel <= .info else { return }
         let elapsed = ContinuousClock.now - record.started
         var metadata: Logger.Metadata = [
-            "user": "anonymous",
+            "user": "\(self.user ?? "anonymous")",
             "operation": "\(record.operation)",
             "bytes": "\(bytes)",
             "duration_ms": "\(elapsed.milliseconds)",
@@ -979,5 +1027,14 @@ extension Result<Message, any Error> {
     /// Whether this is a RETR taken ahead of its turn.
     fileprivate var isRetrieval: Bool {
         if case .success(.retrieve) = self { true } else { false }
+    }
+}
+
+/// A connection's AUTHs failed as many times as the server allows.
+struct TooManyFailedLogins: Error, CustomStringConvertible {
+    var count: Int
+
+    var description: String {
+        "\(self.count) failed log-ins on this connection"
     }
 }

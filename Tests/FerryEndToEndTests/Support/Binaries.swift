@@ -25,6 +25,7 @@ enum Binaries {
         _ arguments: [String],
         as user: User = .current,
         limits: [String] = [],
+        environment: [String: String] = [:],
         currentDirectory: URL? = nil,
         stdin: Pipe? = nil,
         stdout: Pipe? = nil,
@@ -40,6 +41,9 @@ enum Binaries {
         }
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         process.currentDirectoryURL = currentDirectory
         process.standardInput = stdin ?? FileHandle.nullDevice
         process.standardOutput = stdout ?? FileHandle.nullDevice
@@ -68,6 +72,7 @@ enum Binaries {
         _ name: String,
         _ arguments: [String],
         as user: User = .current,
+        environment: [String: String] = [:],
         input: String? = nil,
         currentDirectory: URL? = nil,
         timeout: Duration = .seconds(60)
@@ -79,6 +84,7 @@ enum Binaries {
             name,
             arguments,
             as: user,
+            environment: environment,
             currentDirectory: currentDirectory,
             stdin: stdin,
             stdout: stdout,

@@ -72,6 +72,7 @@ let package = Package(
         .executableTarget(
             name: "ferryd",
             dependencies: [
+                "FerryProtocol",
                 "FerryServer",
                 "FerryTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -84,6 +84,11 @@ public final class FerryConnection {
             guard self.version >= Handshake.deleteAndRenameVersion, self.serverLogin != .none else {
                 throw FerryClientError.unsupportedByServer("\(self.server) has no accounts to log in to")
             }
+            let limit = ProtocolLimits.maximumCredentialLength
+            guard credentials.user.utf8.count <= limit, credentials.password.utf8.count <= limit else {
+                // Cut to fit the frame, it would fail as a wrong password; say why instead.
+                throw FerryClientError.localFile("a user name or password longer than \(limit) bytes cannot be sent")
+            }
             try await self.writer.write(.auth(AuthRequest(user: credentials.user, password: credentials.password)))
             switch try await self.nextReplyOrRequestError() {
             case .success(.ok):

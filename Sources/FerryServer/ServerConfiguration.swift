@@ -4,7 +4,8 @@ public import FerryProtocol
 public struct ServerConfiguration: Sendable {
     public var host: String
     public var port: Int
-    /// What a client may do without logging in; `nil` for nothing (then every client must log in).
+    /// What a client may do without logging in; `nil` for nothing (then every client must log in). With `users`
+    /// and no word on it, nothing.
     public var anonymousPermission: Permission?
     /// The accounts clients may log in as (AUTH, protocol version 2); `nil` for none.
     public var users: UsersFile?
@@ -34,7 +35,7 @@ public struct ServerConfiguration: Sendable {
     public init(
         host: String = "127.0.0.1",
         port: Int = 8888,
-        anonymousPermission: Permission? = .full,
+        anonymousPermission: Permission?? = nil,
         users: UsersFile? = nil,
         maximumLoginFailures: Int = 5,
         maximumConnections: Int = 4096,
@@ -48,7 +49,8 @@ public struct ServerConfiguration: Sendable {
     ) {
         self.host = host
         self.port = port
-        self.anonymousPermission = anonymousPermission
+        // Unsaid: everything on a server without accounts, nothing beside accounts.
+        self.anonymousPermission = anonymousPermission ?? (users == nil ? .full : nil)
         self.users = users
         self.maximumLoginFailures = maximumLoginFailures
         self.maximumConnections = maximumConnections

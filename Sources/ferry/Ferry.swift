@@ -61,15 +61,17 @@ struct ConnectionOptions: ParsableArguments {
         return client
     }
 
+    /// From --password-file (which wins, being said on this command), FERRY_PASSWORD, or a prompt.
     private func password(for user: String) throws -> String {
-        if let password = ProcessInfo.environment("FERRY_PASSWORD") {
-            return password
-        }
         if let file = self.passwordFile {
             guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else {
                 throw ValidationError("cannot read the password file '\(file)'")
             }
-            return String(contents.split(separator: "\n", omittingEmptySubsequences: false).first ?? "")
+            let line = contents.split(separator: "\n", omittingEmptySubsequences: false).first ?? ""
+            return String(line.hasSuffix("\r") ? line.dropLast() : line)
+        }
+        if let password = ProcessInfo.environment("FERRY_PASSWORD"), !password.isEmpty {
+            return password
         }
         guard let password = PasswordPrompt.read("password for \(user)@\(self.host): ") else {
             throw ValidationError("no terminal to ask the password on: set FERRY_PASSWORD or give --password-file")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryProtocol
 import FerryServer
 import FerryTransport
 
@@ -57,7 +58,7 @@ struct Users: ParsableCommand {
         private func readPassword() throws -> String {
             let password: String?
             if self.passwordStdin {
-                password = PasswordPrompt.line()
+                password = PasswordPrompt.line().map { $0.hasSuffix("\r") ? String($0.dropLast()) : $0 }
             } else {
                 guard let first = PasswordPrompt.read("password for \(self.name): ") else {
                     throw ValidationError("no terminal to ask the password on: use --password-stdin")
@@ -66,6 +67,9 @@ struct Users: ParsableCommand {
                 password = first
             }
             guard let password, !password.isEmpty else { throw ValidationError("the password is empty") }
+            guard password.utf8.count <= ProtocolLimits.maximumCredentialLength else {
+                throw ValidationError("a password may have at most \(ProtocolLimits.maximumCredentialLength) bytes")
+            }
             return password
         }
 

@@ -63,6 +63,16 @@ struct DeleteAndRenameTests {
                 }
                 try await connection.rename("b", to: "b")
                 #expect(try await connection.list().map(\.name) == ["b"])
+                // Two spellings of é (composed, decomposed) are two names: never a rename onto itself.
+                try server.write("caf\u{E9}", Array("composed".utf8))
+                try server.write("cafe\u{301}", Array("decomposed".utf8))
+                do {
+                    try await connection.rename("caf\u{E9}", to: "cafe\u{301}")
+                    Issue.record("a differently spelled name was replaced")
+                } catch let error as FerryClientError {
+                    #expect(error.errorCode == .fileExists)
+                }
+                #expect(try server.contents(of: "cafe\u{301}") == Array("decomposed".utf8))
             }
         }
     }
@@ -166,6 +176,15 @@ struct DeleteAndRenameTests {
             try await connection.send(.delete(DeleteRequest(name: "kept")))
             #expect(try await connection.expectError() == .unexpectedFrame)
             await connection.close()
+            // Even with a name that breaks the rules: version 1 has no DELETE at all.
+            let another = try await RawConnection(port: server.port)
+            try await another.send(raw: Handshake.magic)
+            try await another.send(.hello(hello))
+            _ = try await another.readRaw(count: 8)
+            _ = try await another.next()
+            try await another.send(.delete(DeleteRequest(name: "../escape")))
+            #expect(try await another.expectError() == .unexpectedFrame)
+            await another.close()
             #expect(try server.folderContents() == ["kept"])
         }
     }

@@ -17,9 +17,11 @@ public struct PasswordHash: Hashable, Sendable {
     public static let defaultParameters = (logRounds: 15, blockSize: 8, parallelism: 1)
     static let saltLength = 16
     static let hashLength = 32
-    /// The most a users file may ask of the server per log-in: 2^20 rounds of 8-byte blocks, 1 GiB. A file
-    /// asking for more is refused when read, not found out when a client logs in.
+    /// The most a users file may ask of the server per log-in: scrypt needs 128 · N · r bytes, here at most
+    /// ``largestMemory`` (and p at most 4). A file asking for more is refused when read, not found out when a
+    /// client logs in.
     static let largestLogRounds = 20
+    static let largestMemory = 256 << 20
 
     /// Hashes `password` with a fresh random salt.
     public static func make(_ password: String) throws -> PasswordHash {
@@ -73,7 +75,8 @@ public struct PasswordHash: Hashable, Sendable {
             outputByteCount: Self.hashLength,
             rounds: 1 << logRounds,
             blockSize: blockSize,
-            parallelism: parallelism
+            parallelism: parallelism,
+            maxMemory: 128 * (1 << logRounds) * blockSize * (parallelism + 2)
         )
         return key.withUnsafeBytes { Array($0) }
     }

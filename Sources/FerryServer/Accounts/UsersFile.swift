@@ -67,7 +67,7 @@ public struct UsersFile: Sendable, Equatable {
     /// - Throws: ``UsersFileError`` if it cannot be read, may be written by others than its owner, or holds a
     ///   line that is not an account.
     public static func load(from path: String) throws(UsersFileError) -> UsersFile {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        let descriptor = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard descriptor >= 0 else {
             throw UsersFileError("cannot read '\(path)': \(String(cString: strerror(errno)))")
         }
@@ -75,6 +75,12 @@ public struct UsersFile: Sendable, Equatable {
         var info = stat()
         guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
             throw UsersFileError("'\(path)' is not a regular file")
+        }
+        guard info.st_uid == 0 || info.st_uid == geteuid() else {
+            throw UsersFileError(
+                "'\(path)' belongs to user \(info.st_uid), not to root or to the user ferryd runs as: whoever owns it can "
+                    + "give themselves every permission"
+            )
         }
         guard info.st_mode & 0o022 == 0 else {
             throw UsersFileError(
@@ -88,7 +94,10 @@ public struct UsersFile: Sendable, Equatable {
         var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
         var filled = 0
         while filled < bytes.count {
-            let count = bytes.withUnsafeMutableBytes { read(descriptor, $0.baseAddress! + filled, $0.count - filled) }
+            let count = bytes.withUnsafeMutableBytes { all in
+                let rest = UnsafeMutableRawBufferPointer(rebasing: all[filled...])
+                return read(descriptor, rest.baseAddress, rest.count)
+            }
             if count < 0, errno == EINTR { continue }
             guard count > 0 else { break }
             filled += count
@@ -107,8 +116,9 @@ public struct UsersFile: Sendable, Equatable {
             guard content.count == 8, Self.isValidName(String(content[0])),
                 let permission = Permission(name: String(content[1])), content[2] == "scrypt",
                 let logRounds = Int(content[3]), (10...PasswordHash.largestLogRounds).contains(logRounds),
-                let blockSize = Int(content[4]), (1...64).contains(blockSize),
-                let parallelism = Int(content[5]), (1...16).contains(parallelism),
+                let blockSize = Int(content[4]), (1...16).contains(blockSize),
+                let parallelism = Int(content[5]), (1...4).contains(parallelism),
+                128 << logRounds * blockSize <= PasswordHash.largestMemory,
                 let salt = Self.bytes(hex: content[6]), !salt.isEmpty,
                 let hash = Self.bytes(hex: content[7]), hash.count == PasswordHash.hashLength
             else {
@@ -156,7 +166,10 @@ public struct UsersFile: Sendable, Equatable {
         var written = 0
         var failure: Int32 = 0
         while written < bytes.count {
-            let count = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress! + written, $0.count - written) }
+            let count = bytes.withUnsafeBytes { all in
+                let rest = UnsafeRawBufferPointer(rebasing: all[written...])
+                return write(descriptor, rest.baseAddress, rest.count)
+            }
             if count < 0, errno == EINTR { continue }
             guard count > 0 else {
                 failure = errno

@@ -95,6 +95,12 @@ struct ServerSession {
                 do {
                     message = try await self.nextMessage()
                 } catch let error as FerryProtocolError where error.kind == .invalidName {
+                    if let type = error.frameType, [.delete, .rename].contains(type),
+                        self.version < Handshake.deleteAndRenameVersion
+                    {
+                        // Version 1 has no such request, whatever its payload (SPEC.md §7.6).
+                        throw FerryProtocolError.unexpected(type, in: "in a version 1 session")
+                    }
                     // The frame was intact; only the name is unacceptable.
                     self.log(RequestRecord(operation: "request", name: nil), bytes: 0, result: error.detail)
                     self.skippingRefusedUpload = error.frameType == .store
@@ -242,25 +248,24 @@ struct ServerSession {
             try await self.refuse(.unsupported, "this server has no accounts: there is nothing to log in to", record)
             return
         }
-        let account = try await NIOThreadPool.singleton.runIfActive {
+        // Throws LoginThrottle.Busy past the queue of checks: a connection error (208).
+        let account = try await self.logins.check(from: PeerAddress(self.channel.remoteAddress)) {
             users.authenticate(request.user, password: request.password)
         }
-        let peer = PeerAddress(self.channel.remoteAddress)
         guard let account else {
             self.loginFailures += 1
-            let delay = self.logins.failed(peer)
+            // The name only if it is an account's: a password typed into the name field must not reach the log.
+            let attempted = users.accounts[request.user] == nil ? "unknown" : request.user
             self.logger.warning(
                 "log-in failed",
-                metadata: ["attempted_user": "\(request.user)", "failures": "\(self.loginFailures)"]
+                metadata: ["attempted_user": "\(attempted)", "failures": "\(self.loginFailures)"]
             )
-            try await Task.sleep(for: delay)
             guard self.loginFailures < self.configuration.maximumLoginFailures else {
                 throw TooManyFailedLogins(count: self.loginFailures)
             }
             try await self.refuse(.authenticationFailed, "wrong user name or password", record)
             return
         }
-        self.logins.succeeded(peer)
         self.user = request.user
         self.permission = account.permission
         self.logger[metadataKey: "user"] = "\(request.user)"
@@ -524,7 +529,7 @@ struct ServerSession {
                 on: self.channel,
                 currentSize: file.currentSize
             )
-            unchanged = file.isUnchanged()
+            unchanged = file.isUnchanged(in: self.library)
             try? file.handle.close()
         } catch let error as FileReadError {
             try? file.handle.close()
@@ -880,6 +885,11 @@ struct ServerSession {
             reply = ErrorReply(code: error.errorCode, message: error.detail)
         case ConnectionInterruption.idleTimeout:
             reply = ErrorReply(code: .idleTimeout, message: "idle for longer than \(self.configuration.idleTimeout)")
+        case is LoginThrottle.Busy:
+            reply = ErrorReply(
+                code: .serverBusy,
+                message: "server busy: too many log-ins are being checked; try again later"
+            )
         case let error as TooManyFailedLogins:
             reply = ErrorReply(code: .tooManyFailedLogins, message: error.description)
         case let error as FrameBudgetExhausted:

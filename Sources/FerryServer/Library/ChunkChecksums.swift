@@ -74,12 +74,16 @@ extension FileIdentity {
     /// replaced by an upload (renamed over) or deleted while it was being sent still went out whole and as it was. A
     /// write in the same tick of the file system's clock as the opening, that leaves the size as it was, is the one
     /// change this cannot see.
-    func sameBytes(as now: stat, linksThen: UInt64) -> Bool {
+    ///
+    /// A rename keeps the number of names, so a file renamed by this server is recognised by the status-change
+    /// time its rename gave it (`renamedAt`, from ``RenamedFiles``); one renamed by another program still counts as
+    /// changed.
+    func sameBytes(as now: stat, linksThen: UInt64, renamedAt: Int64? = nil) -> Bool {
         let later = FileIdentity(now)
         guard later.device == self.device, later.inode == self.inode, later.size == self.size,
             later.modified == self.modified
         else { return false }
-        return later.changed == self.changed || UInt64(now.st_nlink) != linksThen
+        return later.changed == self.changed || UInt64(now.st_nlink) != linksThen || later.changed == renamedAt
     }
 
     init(_ info: stat) {

@@ -3,6 +3,7 @@ import FerryProtocol
 import FerryTransport
 import NIOCore
 public import NIOPosix
+import Synchronization
 public import _NIOFileSystem
 
 #if canImport(Glibc)
@@ -41,6 +42,9 @@ public struct FileLibrary: Sendable {
     private let threadPool: NIOThreadPool
     /// The last listing, while nothing in the folder has changed.
     let listingCache: ListingCache
+    /// Files this server renamed, with their status-change time just after: a download of one of them that sees
+    /// that time has seen a rename, not a write (``isUnchanged(_:)``).
+    private let renamed = RenamedFiles()
 
     /// Staging files live in a folder of their own rather than as dot-names among the files: the listing cache
     /// watches the library folder with inotify, which reports every create, write and close in it, so staging files
@@ -429,7 +433,12 @@ public struct FileLibrary: Sendable {
         guard let identity = file.identity, let now = try? await file.handle.info().platformSpecificStatus else {
             return false
         }
-        return identity.sameBytes(as: now, linksThen: file.links)
+        return identity.sameBytes(as: now, linksThen: file.links, renamedAt: self.renamed.changeTime(of: now))
+    }
+
+    /// The status-change time a rename by this server gave the file `info` describes, if it renamed it.
+    func renameTime(of info: stat) -> Int64? {
+        self.renamed.changeTime(of: info)
     }
 
     /// Keeps the table of a file just sent whole by ``openForReading(_:)`` and found unchanged (``isUnchanged(_:)``).
@@ -623,12 +632,15 @@ public struct FileLibrary: Sendable {
     func rename(_ from: String, to: String, overwrite: Bool) async throws {
         let folder = self.folder
         let tables = self.checksumFolder
+        let renamed = self.renamed
         let failure = try await self.threadPool.runIfActive { () -> LibraryError? in
             guard Self.isRegularFile(from, in: folder) else { return .noSuchFile(from) }
+            // Byte for byte: two spellings of one name that Unicode deems equal are two names here.
+            let sameName = from.utf8.elementsEqual(to.utf8)
             var existing = stat()
             if fstatat(folder.descriptor, to, &existing, AT_SYMLINK_NOFOLLOW) == 0 {
                 guard (existing.st_mode & S_IFMT) == S_IFREG else { return .notAFile(to) }
-                guard overwrite || from == to else { return .fileExists(to) }
+                guard overwrite || sameName else { return .fileExists(to) }
             }
             let code = Self.renameAtomically(from, to: to, in: folder.descriptor, replacing: overwrite)
             switch code {
@@ -637,10 +649,14 @@ public struct FileLibrary: Sendable {
             case ENOENT: return .noSuchFile(from)
             default: return .storage("cannot rename '\(from)': \(String(cString: strerror(code)))")
             }
-            if let tables, from != to {
+            if let tables, !sameName {
                 // A renamed file's status-change time moves, so its table would no longer match anyway.
                 unlinkat(tables.descriptor, from, 0)
                 unlinkat(tables.descriptor, to, 0)
+            }
+            var moved = stat()
+            if fstatat(folder.descriptor, to, &moved, AT_SYMLINK_NOFOLLOW) == 0 {
+                renamed.note(moved)
             }
             let flushed = Self.synchronizeFolder(folder)
             return flushed == 0
@@ -654,7 +670,7 @@ public struct FileLibrary: Sendable {
     /// lacks it). Unlike ``publishFile(_:in:as:in:replacing:)``, a refused rename leaves the source in place.
     /// Blocking; returns 0 or the `errno`.
     private static func renameAtomically(_ from: String, to: String, in folder: Int32, replacing: Bool) -> Int32 {
-        if replacing || from == to {
+        if replacing || from.utf8.elementsEqual(to.utf8) {
             return renameat(folder, from, folder, to) == 0 ? 0 : errno
         }
         if ferry_rename_no_replace(folder, from, folder, to) == 0 {
@@ -662,8 +678,18 @@ public struct FileLibrary: Sendable {
         }
         let refusal = errno
         guard refusal == EINVAL || refusal == ENOSYS || refusal == EPERM else { return refusal }
-        guard linkat(folder, from, folder, to, 0) == 0 else { return errno }
-        unlinkat(folder, from, 0)
+        // Without RENAME_NOREPLACE: move the file to a hidden name of its own first, so that nothing another
+        // request puts under `from` meanwhile can be unlinked by mistake, then link the new name (which refuses a
+        // taken one atomically) and drop the hidden one; on failure the file goes back under `from`.
+        var random = SystemRandomNumberGenerator()
+        let hidden = ".ferry-renaming-\(String(random.next(), radix: 16))"
+        guard renameat(folder, from, folder, hidden) == 0 else { return errno }
+        guard linkat(folder, hidden, folder, to, 0) == 0 else {
+            let failure = errno
+            renameat(folder, hidden, folder, from)
+            return failure
+        }
+        unlinkat(folder, hidden, 0)
         return 0
     }
 
@@ -797,10 +823,14 @@ struct ChecksummedFile: Sendable {
     }
 
     /// Whether the file's bytes are still the ones its table describes (see ``FileLibrary/isUnchanged(_:)``).
-    func isUnchanged() -> Bool {
+    func isUnchanged(in library: FileLibrary) -> Bool {
         var info = stat()
         return fstat(self.descriptor, &info) == 0
-            && self.checksums.identity.sameBytes(as: info, linksThen: self.linksWhenOpened)
+            && self.checksums.identity.sameBytes(
+                as: info,
+                linksThen: self.linksWhenOpened,
+                renamedAt: library.renameTime(of: info)
+            )
     }
 }
 
@@ -830,4 +860,34 @@ struct StagingFile: Sendable {
     /// A path through the descriptor of `area`, which this keeps open.
     let path: FilePath
     let area: PinnedFolder
+}
+
+/// The files a server renamed lately and the status-change time each rename gave them: the last
+/// ``RenamedFiles/capacity`` renames, enough for any download they could overlap.
+final class RenamedFiles: Sendable {
+    private struct Key: Hashable {
+        var device: UInt64
+        var inode: UInt64
+    }
+
+    private let state = Mutex<(times: [Key: Int64], order: [Key])>(([:], []))
+    static let capacity = 4096
+
+    func note(_ info: stat) {
+        let key = Key(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+        let time = FileIdentity(info).changed
+        self.state.withLock { state in
+            if state.times.updateValue(time, forKey: key) == nil {
+                state.order.append(key)
+                if state.order.count > Self.capacity {
+                    state.times.removeValue(forKey: state.order.removeFirst())
+                }
+            }
+        }
+    }
+
+    func changeTime(of info: stat) -> Int64? {
+        let key = Key(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+        return self.state.withLock { $0.times[key] }
+    }
 }

@@ -15,9 +15,16 @@ public enum PasswordPrompt {
         guard tcgetattr(0, &saved) == 0 else { return nil }
         var quiet = saved
         quiet.c_lflag &= ~tcflag_t(ECHO)
-        tcsetattr(0, TCSAFLUSH, &quiet)
+        // Never read a password that would be shown: if echo cannot be turned off, do not ask.
+        guard tcsetattr(0, TCSAFLUSH, &quiet) == 0 else { return nil }
+        // Ctrl-C at the prompt must not leave the terminal without echo: put it back, then die of the signal.
+        savedTerminal = saved
+        let previous = [SIGINT, SIGTERM, SIGHUP].map { signal($0, restoreTerminalAndDie) }
         defer {
             tcsetattr(0, TCSAFLUSH, &saved)
+            for (number, handler) in zip([SIGINT, SIGTERM, SIGHUP], previous) {
+                signal(number, handler)
+            }
             Self.writeError("\n")
         }
         Self.writeError(prompt)
@@ -41,4 +48,15 @@ public enum PasswordPrompt {
             }
         }
     }
+}
+
+/// The terminal's settings while a password is being read, for ``restoreTerminalAndDie``. Written only before the
+/// handlers that read it are installed.
+nonisolated(unsafe) private var savedTerminal = termios()
+
+/// Restores the terminal and ends the process as the signal would have (async-signal-safe calls only).
+private func restoreTerminalAndDie(_ number: Int32) {
+    tcsetattr(0, TCSANOW, &savedTerminal)
+    signal(number, SIG_DFL)
+    raise(number)
 }

@@ -89,19 +89,9 @@ public struct FerryClient: Sendable {
         }
     }
 
-    /// Whether `address` is this machine's (127.0.0.0/8, ::1, or an IPv4-mapped 127 address).
+    /// Whether `address` is this machine's (``NIOCore/SocketAddress/isLoopback``); `nil` is not.
     static func isLoopback(_ address: SocketAddress?) -> Bool {
-        switch address {
-        case .v4(let v4)?:
-            return UInt32(bigEndian: v4.address.sin_addr.s_addr) >> 24 == 127
-        case .v6(let v6)?:
-            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
-            let loopback = bytes.prefix(15).allSatisfy { $0 == 0 } && bytes[15] == 1
-            let mapped = bytes.prefix(10).allSatisfy { $0 == 0 } && bytes[10] == 0xff && bytes[11] == 0xff
-            return loopback || (mapped && bytes[12] == 127)
-        default:
-            return false
-        }
+        address?.isLoopback ?? false
     }
 
     /// Runs a session over a channel that is already connected: the same handshake, checks and EXIT as

@@ -37,16 +37,7 @@ public enum PasswordPrompt {
     }
 
     private static func writeError(_ text: String) {
-        let bytes = Array(text.utf8)
-        bytes.withUnsafeBytes { raw in
-            var rest = raw[...]
-            while !rest.isEmpty {
-                let count = write(2, UnsafeRawBufferPointer(rebasing: rest).baseAddress, rest.count)
-                if count < 0, errno == EINTR { continue }
-                guard count > 0 else { return }
-                rest = rest.dropFirst(count)
-            }
-        }
+        _ = Array(text.utf8).withUnsafeBytes { BlockingFileIO.writeAll(2, $0) }
     }
 }
 

@@ -191,9 +191,9 @@ struct Serve: AsyncParsableCommand {
 
     /// Whether `host` is reachable from this machine only: a loopback address, or `localhost`.
     static func isLoopback(_ host: String) -> Bool {
-        if host == "localhost" || host == "::1" || host == "[::1]" { return true }
-        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+        if host == "localhost" { return true }
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        return (try? SocketAddress(ipAddress: bare, port: 0))?.isLoopback ?? false
     }
 
     /// Thousands of connections need thousands of descriptors; the soft limit is often 1024.

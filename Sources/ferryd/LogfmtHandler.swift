@@ -1,3 +1,4 @@
+import FerryTransport
 import Logging
 
 #if canImport(Glibc)
@@ -39,16 +40,8 @@ struct LogfmtHandler: LogHandler {
             line += " \(Self.field(key))=\(Self.field("\(value)"))"
         }
         line += " [\(event.source)] \(Self.oneLine(event.message.description))\n"
-        let bytes = Array(line.utf8)
-        bytes.withUnsafeBytes { all in
-            var rest = all[...]
-            while !rest.isEmpty {
-                let count = write(2, UnsafeRawBufferPointer(rebasing: rest).baseAddress, rest.count)
-                if count < 0, errno == EINTR { continue }
-                guard count > 0 else { return }
-                rest = rest.dropFirst(count)
-            }
-        }
+        // One write per line, so lines from several threads never interleave; a failed write is dropped.
+        _ = Array(line.utf8).withUnsafeBytes { BlockingFileIO.writeAll(2, $0) }
     }
 
     /// `text` as a logfmt key or value: bare if it is a plain token, quoted and escaped otherwise.

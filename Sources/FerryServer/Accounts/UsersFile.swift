@@ -1,3 +1,6 @@
+import FerryTransport
+import NIOCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -91,18 +94,12 @@ public struct UsersFile: Sendable, Equatable {
         guard info.st_size <= Self.largestFile else {
             throw UsersFileError("'\(path)' is larger than a users file can be")
         }
-        var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
-        var filled = 0
-        while filled < bytes.count {
-            let count = bytes.withUnsafeMutableBytes { all in
-                let rest = UnsafeMutableRawBufferPointer(rebasing: all[filled...])
-                return read(descriptor, rest.baseAddress, rest.count)
-            }
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else { break }
-            filled += count
+        switch BlockingFileIO.read(descriptor, upTo: Int(info.st_size)) {
+        case .success(let bytes):
+            return try Self.parse(String(buffer: bytes), path: path)
+        case .failure(let error):
+            throw UsersFileError("cannot read '\(path)': \(error)")
         }
-        return try Self.parse(String(decoding: bytes.prefix(filled), as: UTF8.self), path: path)
     }
 
     /// 16 MiB: far more than any list of accounts.
@@ -162,21 +159,7 @@ public struct UsersFile: Sendable, Equatable {
         guard descriptor >= 0 else {
             throw UsersFileError("cannot write beside '\(path)': \(String(cString: strerror(errno)))")
         }
-        let bytes = Array(self.text.utf8)
-        var written = 0
-        var failure: Int32 = 0
-        while written < bytes.count {
-            let count = bytes.withUnsafeBytes { all in
-                let rest = UnsafeRawBufferPointer(rebasing: all[written...])
-                return write(descriptor, rest.baseAddress, rest.count)
-            }
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else {
-                failure = errno
-                break
-            }
-            written += count
-        }
+        var failure = BlockingFileIO.writeAll(descriptor, ByteBuffer(string: self.text))?.code ?? 0
         if failure == 0, fchmod(descriptor, 0o600) != 0 || fsync(descriptor) != 0 { failure = errno }
         close(descriptor)
         if failure == 0, rename(temporary, path) != 0 { failure = errno }

@@ -642,7 +642,7 @@ public struct FileLibrary: Sendable {
                 guard (existing.st_mode & S_IFMT) == S_IFREG else { return .notAFile(to) }
                 guard overwrite || sameName else { return .fileExists(to) }
             }
-            let code = Self.renameAtomically(from, to: to, in: folder.descriptor, replacing: overwrite)
+            let code = Self.renameAtomically(from, to: to, in: folder.descriptor, replacing: overwrite || sameName)
             switch code {
             case 0: break
             case EEXIST, ENOTEMPTY: return .fileExists(to)
@@ -670,7 +670,7 @@ public struct FileLibrary: Sendable {
     /// lacks it). Unlike ``publishFile(_:in:as:in:replacing:)``, a refused rename leaves the source in place.
     /// Blocking; returns 0 or the `errno`.
     private static func renameAtomically(_ from: String, to: String, in folder: Int32, replacing: Bool) -> Int32 {
-        if replacing || from.utf8.elementsEqual(to.utf8) {
+        if replacing {
             return renameat(folder, from, folder, to) == 0 ? 0 : errno
         }
         if ferry_rename_no_replace(folder, from, folder, to) == 0 {

@@ -192,19 +192,8 @@ struct HostileConditionsTests {
             Thread.detachNewThread {
                 continuation.resume(
                     with: Result {
-                        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-                        guard socket >= 0 else { throw TestFailure("socket: \(errno)") }
+                        let socket = try LoopbackSocket.connect(port: port)
                         defer { close(socket) }
-                        var address = sockaddr_in()
-                        address.sin_family = sa_family_t(AF_INET)
-                        address.sin_port = in_port_t(UInt16(port).bigEndian)
-                        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-                        let connected = withUnsafePointer(to: &address) {
-                            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                                connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                            }
-                        }
-                        guard connected == 0 else { throw TestFailure("connect: \(errno)") }
                         var sent = 0
                         while sent < prefix.count {
                             let count = prefix.withUnsafeBytes {

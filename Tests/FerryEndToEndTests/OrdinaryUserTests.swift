@@ -162,8 +162,7 @@ struct OrdinaryUserTests {
         defer { _ = daemon.stop() }
         var sockets: [Int32] = []
         for _ in 0..<60 {
-            let socket = Self.connect(port: daemon.port)
-            if socket >= 0 { sockets.append(socket) }
+            if let socket = try? LoopbackSocket.connect(port: daemon.port) { sockets.append(socket) }
         }
         try await Task.sleep(for: .milliseconds(300))
         for socket in sockets { close(socket) }
@@ -171,25 +170,5 @@ struct OrdinaryUserTests {
         #expect(daemon.process.isRunning, "ferryd still runs")
         let list = try await Binaries.run("ferry", ["list", "--port", "\(daemon.port)"], as: .ordinaryUser)
         #expect(list.status == 0, "\(list.stderr)")
-    }
-
-    /// A plain TCP connection to the loopback port, or -1.
-    private static func connect(port: Int) -> Int32 {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard socket >= 0 else { return -1 }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard connected == 0 else {
-            close(socket)
-            return -1
-        }
-        return socket
     }
 }

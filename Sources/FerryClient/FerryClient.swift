@@ -1,7 +1,9 @@
 import FerryProtocol
+public import FerryTLS
 import FerryTransport
 public import NIOCore
 public import NIOPosix
+import NIOSSL
 
 /// Opens connections to a Ferry server.
 ///
@@ -21,6 +23,8 @@ public struct FerryClient: Sendable {
     /// Whether a password may be sent over a connection that is neither encrypted nor to this machine, where anyone
     /// on the path can read it. Version 2 has no encryption, so only loopback connections carry passwords otherwise.
     public var allowsPasswordInClear = false
+    /// TLS from the first byte (SPEC.md §4.1), and how to decide the server is the one meant; `nil` for plain TCP.
+    public var tls: ServerTrust?
 
     public init(
         host: String = "127.0.0.1",
@@ -45,6 +49,8 @@ public struct FerryClient: Sendable {
         let idle = TimeAmount(self.idleTimeout)
         let inputWait = InputWait()
         let channel: NIOAsyncChannel<ByteBuffer, IOData>
+        let verifier = self.tls.map { ServerVerifier(trust: $0, host: self.host, server: self.serverDescription) }
+        let tlsContext = try self.tls.map { _ in try FerryClient.tlsContext() }
         do {
             let bootstrap = ClientBootstrap(group: self.eventLoopGroup)
                 .channelOption(.tcpOption(.tcp_nodelay), value: 1)  // not .socketOption: that is SO_DEBUG
@@ -54,6 +60,9 @@ public struct FerryClient: Sendable {
             let initializer: @Sendable (any Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, IOData>> = {
                 channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let verifier, let tlsContext {
+                        try channel.pipeline.syncOperations.addHandlers(verifier.makeHandlers(context: tlsContext))
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         IdleTimeoutHandler(timeout: idle, lingerTimeout: .seconds(1), inputWait: inputWait)
                     )
@@ -74,19 +83,39 @@ public struct FerryClient: Sendable {
             throw FerryClientError.unreachable(server: self.serverDescription, reason: "\(error)")
         }
         let credentials = self.credentials
-        let allowsPasswordInClear = self.allowsPasswordInClear
-        return try await Self.withConnection(over: channel, server: self.serverDescription, inputWait: inputWait) {
-            connection in
-            if let credentials {
-                guard allowsPasswordInClear || Self.isLoopback(channel.channel.remoteAddress) else {
-                    throw FerryClientError.passwordInClear(server: connection.server)
+        let allowsPasswordInClear = self.allowsPasswordInClear || self.tls != nil
+        do {
+            return try await Self.withConnection(over: channel, server: self.serverDescription, inputWait: inputWait) {
+                connection in
+                if let credentials {
+                    guard allowsPasswordInClear || Self.isLoopback(channel.channel.remoteAddress) else {
+                        throw FerryClientError.passwordInClear(server: connection.server)
+                    }
+                    try await connection.logIn(credentials)
+                } else if connection.serverLogin == .required {
+                    throw FerryClientError.loginRequired(server: connection.server)
                 }
-                try await connection.logIn(credentials)
-            } else if connection.serverLogin == .required {
-                throw FerryClientError.loginRequired(server: connection.server)
+                return try await body(connection)
             }
-            return try await body(connection)
+        } catch {
+            // TLS reports only that its handshake failed; the verifier knows why.
+            if let failure = verifier?.failure {
+                throw FerryClientError.untrustedServer(failure)
+            }
+            if verifier?.peerSpeaksPlainFerry == true {
+                throw FerryClientError.tlsNotSpoken(server: self.serverDescription)
+            }
+            throw error
         }
+    }
+
+    /// The client side of TLS, made once: every connection of a process shares it.
+    private static func tlsContext() throws -> NIOSSLContext {
+        try Self.sharedTLSContext.get()
+    }
+
+    private static let sharedTLSContext = Result { () throws(TLSSetupError) -> NIOSSLContext in
+        try ServerVerifier.makeContext()
     }
 
     /// Whether `address` is this machine's (``NIOCore/SocketAddress/isLoopback``); `nil` is not.

@@ -1,4 +1,5 @@
 public import FerryProtocol
+public import FerryTLS
 
 /// Everything that can go wrong for a client, each with the sentence a person should read.
 public enum FerryClientError: Error, Hashable, Sendable, CustomStringConvertible {
@@ -24,6 +25,12 @@ public enum FerryClientError: Error, Hashable, Sendable, CustomStringConvertible
     case loginRequired(server: String)
     /// A password would have crossed the network unencrypted; it was not sent.
     case passwordInClear(server: String)
+    /// The server's TLS certificate was refused; nothing was sent.
+    case untrustedServer(TrustFailure)
+    /// A TLS client met a server that speaks Ferry without TLS.
+    case tlsNotSpoken(server: String)
+    /// A client without TLS met a server that speaks Ferry inside TLS only (212).
+    case tlsRequired(server: String)
     /// The server's listing went past the client's limit on entries (or on their names' bytes): it was dropped and
     /// the connection closed.
     case listingTooLarge(limit: Int)
@@ -53,6 +60,12 @@ public enum FerryClientError: Error, Hashable, Sendable, CustomStringConvertible
         case .passwordInClear(let server):
             "not sending a password to \(server) unencrypted, where anyone on the way can read it "
                 + "(--insecure-password sends it anyway)"
+        case .untrustedServer(let failure):
+            failure.description
+        case .tlsNotSpoken(let server):
+            "\(server) speaks Ferry without TLS: leave out --tls, --ca and --pin (or ask its operator for TLS)"
+        case .tlsRequired(let server):
+            "\(server) speaks Ferry inside TLS only: connect with --tls"
         case .listingTooLarge(let limit):
             "the listing is larger than this client takes (\(limit) entries, \(FerryConnection.maximumListingNameBytes >> 20) MiB of names; "
                 + "raise it with --max-entries): nothing was kept"

@@ -55,6 +55,8 @@ public final class FerryConnection {
                 self.writer.peerMaximumPayloadLength = Int(clamping: min(hello.maximumFramePayload, UInt64(Int32.max)))
                 self.serverMaximumFileSize = hello.maximumFileSize
                 self.serverLogin = hello.login
+            case .error(let reply) where reply.code == .tlsRequired:
+                throw FerryClientError.tlsRequired(server: self.server)
             case .error(let reply):
                 throw FerryClientError.refused(reply)
             case let other:

@@ -63,6 +63,8 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let shuttingDown = ErrorCode(rawValue: 210)
     /// Version 2: too many failed AUTHs on one connection.
     public static let tooManyFailedLogins = ErrorCode(rawValue: 211)
+    /// The server speaks Ferry inside TLS only, and the client began without it (SPEC.md §4.1). Sent in the clear.
+    public static let tlsRequired = ErrorCode(rawValue: 212)
 
     /// Whether the sender closes the connection after an ERROR with this code.
     public var closesConnection: Bool {
@@ -95,6 +97,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .idleTimeout: "idle timeout"
         case .shuttingDown: "shutting down"
         case .tooManyFailedLogins: "too many failed log-ins"
+        case .tlsRequired: "TLS required"
         default: self.closesConnection ? "connection error" : "request error"
         }
     }

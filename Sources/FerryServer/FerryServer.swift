@@ -1,8 +1,10 @@
 import FerryProtocol
+import FerryTLS
 import FerryTransport
 public import Logging
 public import NIOCore
 public import NIOPosix
+import NIOSSL
 public import ServiceLifecycle
 import Synchronization
 
@@ -38,6 +40,7 @@ public struct FerryServer: Service {
 
     public func run() async throws {
         let configuration = self.configuration
+        let logger = self.logger
         let serverChannel = try await ServerBootstrap(group: self.eventLoopGroup)
             .serverChannelOption(.backlog, value: Int32(clamping: max(configuration.maximumConnections, 128)))
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -52,6 +55,17 @@ public struct FerryServer: Service {
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let inputWait = InputWait()
+                    if let tls = configuration.tls {
+                        try channel.pipeline.syncOperations.addHandlers(
+                            PlainClientRefuser(lingerTimeout: TimeAmount(configuration.lingerTimeout)) {
+                                logger.notice(
+                                    "a client without TLS was told to use TLS",
+                                    metadata: ["peer": "\(channel.remoteAddress?.displayString ?? "unknown")"]
+                                )
+                            },
+                            NIOSSLServerHandler(context: tls)
+                        )
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         IdleTimeoutHandler(
                             timeout: TimeAmount(configuration.idleTimeout),
@@ -120,8 +134,8 @@ public struct FerryServer: Service {
     /// ``run()`` calls this for every accepted connection within the limit. It is public so that a connection
     /// accepted elsewhere, or an in-memory channel in tests and fuzzing, gets exactly the same handling. The channel
     /// should have its outbound half-closure enabled, so that a connection error is delivered before the close, and
-    /// must accept `FileRegion` writes (a plain socket does; a TLS handler does not): large files are sent with
-    /// `sendfile` from their checksum tables.
+    /// must accept `FileRegion` writes unless the configuration has TLS (a plain socket does; a TLS handler does
+    /// not): without TLS, large files are sent with `sendfile` from their checksum tables.
     public func serve(_ connection: NIOAsyncChannel<ByteBuffer, IOData>) async {
         await self.serve(connection, inputWait: nil)
     }

@@ -1,4 +1,5 @@
 public import FerryProtocol
+public import NIOSSL
 
 /// Everything a server operator can set. The defaults are those SPEC.md §9 lists.
 public struct ServerConfiguration: Sendable {
@@ -31,6 +32,9 @@ public struct ServerConfiguration: Sendable {
     /// How long a connection that hit a connection error may still send before it is closed: long enough for
     /// the ERROR to be read rather than reset away.
     public var lingerTimeout: Duration
+    /// TLS for every connection (SPEC.md §4.1), from the first byte; `nil` for plain TCP. Files then go through
+    /// TLS's buffers instead of `sendfile`, which cannot encrypt.
+    public var tls: NIOSSLContext?
 
     public init(
         host: String = "127.0.0.1",
@@ -45,7 +49,8 @@ public struct ServerConfiguration: Sendable {
         maximumFileSize: UInt64 = 1 << 40,
         maximumFramePayload: Int = ProtocolLimits.defaultMaximumFramePayload,
         partialFrameMemory: Int = 64 << 20,
-        lingerTimeout: Duration = .seconds(2)
+        lingerTimeout: Duration = .seconds(2),
+        tls: NIOSSLContext? = nil
     ) {
         self.host = host
         self.port = port
@@ -61,6 +66,7 @@ public struct ServerConfiguration: Sendable {
         self.maximumFramePayload = maximumFramePayload
         self.partialFrameMemory = partialFrameMemory
         self.lingerTimeout = lingerTimeout
+        self.tls = tls
     }
 
     var hello: Hello {

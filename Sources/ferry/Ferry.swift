@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryClient
+import FerryTLS
 import FerryTransport
 
 @main
@@ -44,11 +45,60 @@ struct ConnectionOptions: ParsableArguments {
     @Flag(help: "Send the password even over a connection that is neither encrypted nor to this machine.")
     var insecurePassword = false
 
+    @Flag(
+        help: """
+            Connect with TLS. The server is trusted if its certificate is the one remembered for it (in             ~/.config/ferry/known_servers) or is vouched for by the system's authorities; the shell asks about a             server it does not know.
+            """
+    )
+    var tls = false
+
+    @Option(help: ArgumentHelp("Connect with TLS, trusting the authorities in this PEM file.", valueName: "file"))
+    var ca: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Connect with TLS, trusting only the certificate with this SHA-256 fingerprint (as ferryd prints it).",
+            valueName: "fingerprint"
+        )
+    )
+    var pin: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Connect with TLS, and remember this fingerprint for the server if it is not known yet.",
+            valueName: "fingerprint"
+        )
+    )
+    var trust: String?
+
     func validate() throws {
         guard (1...65_535).contains(self.port) else { throw ValidationError("--port must be between 1 and 65535") }
         guard self.passwordFile == nil || self.user != nil else {
             throw ValidationError("--password-file needs --user")
         }
+        guard [self.ca != nil, self.pin != nil, self.trust != nil].filter({ $0 }).count <= 1 else {
+            throw ValidationError("--ca, --pin and --trust each say whom to trust: give one")
+        }
+        for fingerprint in [self.pin, self.trust].compactMap({ $0 }) where CertificateFingerprint(fingerprint) == nil {
+            throw ValidationError(
+                "'\(fingerprint)' is not a SHA-256 fingerprint: 64 hex digits, with or without colons"
+            )
+        }
+    }
+
+    /// Whom TLS trusts, or `nil` without TLS.
+    func serverTrust() throws -> ServerTrust? {
+        if let ca = self.ca {
+            return try ServerTrust.authorities(file: ca)
+        }
+        if let pin = self.pin.flatMap({ CertificateFingerprint($0) }) {
+            return .pinned(pin)
+        }
+        guard self.tls || self.trust != nil else { return nil }
+        guard let path = KnownServers.defaultPath else {
+            throw ValidationError("neither HOME nor XDG_CONFIG_HOME is set: no known-servers file (use --pin or --ca)")
+        }
+        return .known(KnownServers(path: path), accepting: self.trust.flatMap { CertificateFingerprint($0) })
     }
 
     /// The client these options describe, with its credentials when --user is given (the password read now).
@@ -58,6 +108,7 @@ struct ConnectionOptions: ParsableArguments {
             client.credentials = Credentials(user: user, password: try self.password(for: user))
         }
         client.allowsPasswordInClear = self.insecurePassword
+        client.tls = try self.serverTrust()
         return client
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FerryClient
 import FerryProtocol
+import FerryTLS
 
 /// The interactive shell: a menu, a prompt, and one command per line (also from a pipe).
 ///
@@ -32,6 +33,34 @@ struct Shell: AsyncParsableCommand {
         // Check the server is there before asking the person for anything.
         do {
             _ = try await client.withConnection { _ in }
+        } catch FerryClientError.untrustedServer(.unknownServer(let server, let fingerprint, let reason))
+            where input.interactive
+        {
+            // Trust on first use, SSH's way: the person compares the fingerprint with the one ferryd printed.
+            print(
+                """
+                \(server) is not a known server, and its certificate is not vouched for by an authority this machine \
+                trusts (\(reason)).
+                Its certificate's SHA-256 fingerprint is
+                  \(fingerprint)
+                """
+            )
+            guard
+                let answer = input.next(prompt: "Is that the fingerprint ferryd printed? Trust it from now on? [y/N] "),
+                ["y", "yes"].contains(answer.trimmingWhitespace().lowercased())
+            else {
+                print("Not connected: nothing was sent.")
+                throw ExitCode.failure
+            }
+            do {
+                guard case .known(let known, _)? = client.tls else { throw ExitCode.failure }
+                try known.remember(fingerprint, for: server)
+                print("Remembered in \(known.path).")
+                _ = try await client.withConnection { _ in }
+            } catch {
+                Failure.report(error)
+                throw ExitCode.failure
+            }
         } catch {
             Failure.report(error)
             throw ExitCode.failure

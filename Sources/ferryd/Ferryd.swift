@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryServer
+import FerryTLS
 import FerryTransport
 import Logging
 import NIOCore
@@ -75,6 +76,24 @@ struct Serve: AsyncParsableCommand {
     )
     var anonymous: AnonymousAccess?
 
+    @Option(
+        help: ArgumentHelp(
+            "Serve TLS with this PEM certificate (chain), from a CA clients trust. Needs --tls-key.",
+            valueName: "file"
+        )
+    )
+    var tlsCert: String?
+
+    @Option(help: ArgumentHelp("The PEM private key of --tls-cert.", valueName: "file"))
+    var tlsKey: String?
+
+    @Flag(
+        help: """
+            Serve TLS with a self-signed certificate, made the first time and kept in the library's hidden             .ferry-tls folder, so that its fingerprint (printed at start-up) stays the same across restarts.
+            """
+    )
+    var tlsSelfSigned = false
+
     @Option(help: "Failed log-ins one connection may make before it is closed.")
     var maxLoginFailures = 5
 
@@ -136,6 +155,12 @@ struct Serve: AsyncParsableCommand {
         if self.anonymous == AnonymousAccess.none, self.users == nil {
             throw ValidationError("--anonymous none without --users would let nobody do anything")
         }
+        if (self.tlsCert == nil) != (self.tlsKey == nil) {
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
+        if self.tlsSelfSigned, self.tlsCert != nil {
+            throw ValidationError("--tls-self-signed or --tls-cert and --tls-key: not both")
+        }
         guard self.maxLoginFailures > 0 else { throw ValidationError("--max-login-failures must be at least 1") }
         guard Logger.Level(rawValue: self.logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -161,6 +186,17 @@ struct Serve: AsyncParsableCommand {
                 metadata: ["host": "\(self.host)", "anonymous": "write"]
             )
         }
+        let certificate: ServerCertificate?
+        if let certificateFile = self.tlsCert, let keyFile = self.tlsKey {
+            certificate = try ServerCertificate.load(certificateFile: certificateFile, keyFile: keyFile)
+        } else if self.tlsSelfSigned {
+            let names = Self.certificateNames(host: self.host)
+            certificate = try library.withTLSFolder { folder in
+                try ServerCertificate.selfSigned(in: folder, hostNames: names)
+            }
+        } else {
+            certificate = nil
+        }
         let configuration = ServerConfiguration(
             host: self.host,
             port: self.port,
@@ -171,11 +207,16 @@ struct Serve: AsyncParsableCommand {
             maximumConnectionsPerAddress: self.maxConnectionsPerAddress,
             handshakeTimeout: .milliseconds(Int64(self.handshakeTimeout * 1000)),
             idleTimeout: .milliseconds(Int64(self.idleTimeout * 1000)),
-            maximumFileSize: self.maxFileSize
+            maximumFileSize: self.maxFileSize,
+            tls: try certificate?.makeContext()
         )
         let root = library.root.string
         let server = FerryServer(configuration: configuration, library: library, logger: logger) { address in
-            print("ferryd: listening on \(address.displayString), serving \(root)")
+            if let certificate {
+                print("ferryd: TLS certificate SHA-256 fingerprint \(certificate.fingerprint)")
+            }
+            let security = certificate == nil ? "" : " (TLS)"
+            print("ferryd: listening on \(address.displayString)\(security), serving \(root)")
             fflush(nil)  // stdout may be a pipe: the line must go out now, not at exit
         }
         var groupConfiguration = ServiceGroupConfiguration(
@@ -194,6 +235,22 @@ struct Serve: AsyncParsableCommand {
         if host == "localhost" { return true }
         let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         return (try? SocketAddress(ipAddress: bare, port: 0))?.isLoopback ?? false
+    }
+
+    /// The names a self-signed certificate is made for: this machine's, its loopback addresses, and the address
+    /// ferryd listens on if it is a particular one. Clients that pin or remember the certificate do not look at
+    /// them; a client that checks it against the certificate itself as an authority does.
+    static func certificateNames(host: String) -> [String] {
+        var names: [String] = []
+        var buffer = [UInt8](repeating: 0, count: 256)
+        if gethostname(&buffer, buffer.count - 1) == 0, let end = buffer.firstIndex(of: 0), end > 0 {
+            names.append(String(decoding: buffer[..<end], as: UTF8.self))
+        }
+        names += ["localhost", "127.0.0.1", "::1"]
+        if !["0.0.0.0", "::", "localhost"].contains(host), !names.contains(host) {
+            names.append(host)
+        }
+        return names
     }
 
     /// Thousands of connections need thousands of descriptors; the soft limit is often 1024.

@@ -30,24 +30,29 @@ struct CommandLineTests {
                 stdout: output,
                 stderr: stderr
             )
-            // The first line says where it listens.
-            var line = Data()
-            while !line.contains(UInt8(ascii: "\n")) {
+            // A line says where it listens (after the certificate's fingerprint, with TLS).
+            var received = Data()
+            while !(String(decoding: received, as: UTF8.self).contains("listening on ") && received.last == 10) {
                 let more = output.fileHandleForReading.availableData
                 guard !more.isEmpty else { throw TestFailure("ferryd exited before listening") }
-                line += more
+                received += more
             }
-            let text = String(decoding: line, as: UTF8.self)
+            let text = String(decoding: received, as: UTF8.self)
             guard let range = text.range(of: "listening on "),
-                let port = text[range.upperBound...].split(separator: ",").first?.split(separator: ":").last.flatMap({
-                    Int($0)
-                })
+                let address = text[range.upperBound...].split(whereSeparator: { $0 == "," || $0 == " " }).first,
+                let port = address.split(separator: ":").last.flatMap({ Int($0) })
             else {
-                throw TestFailure("unexpected first line: \(text)")
+                throw TestFailure("unexpected first lines: \(text)")
             }
             #expect(text.contains(root.resolvingSymlinksInPath().path), "the line names the library: \(text)")
-            return Daemon(process: process, port: port, root: root, output: output)
+            let fingerprint = text.range(of: "fingerprint ").map {
+                String(text[$0.upperBound...].prefix { !$0.isWhitespace })
+            }
+            return Daemon(process: process, port: port, root: root, output: output, fingerprint: fingerprint)
         }
+
+        /// The SHA-256 fingerprint of its TLS certificate, as it printed it; `nil` without TLS.
+        var fingerprint: String?
 
         func stop() -> Int32 {
             self.process.terminate()

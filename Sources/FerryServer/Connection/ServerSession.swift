@@ -392,7 +392,8 @@ struct ServerSession {
             try await self.send(whole, request, record)
             return
         }
-        let lookup = try await self.library.openWithChecksums(request.name)
+        // TLS must encrypt every byte, so it cannot hand a file to the kernel.
+        let lookup = self.configuration.tls == nil ? try await self.library.openWithChecksums(request.name) : .noTable
         if case .sendable(let file) = lookup {
             if let pieces = file.checksums.pieces(from: request.offset, within: self.writer.peerMaximumPayloadLength) {
                 try await self.send(file, pieces, request, record)

@@ -103,6 +103,22 @@ public struct FileLibrary: Sendable {
         return library
     }
 
+    /// The hidden folder that keeps the server's TLS identity (a self-signed certificate and its key), out of the
+    /// listing like every name that starts with a dot.
+    public static let tlsFolderName = ".ferry-tls"
+
+    /// Runs `body` with a path to the library's ``tlsFolderName`` folder, made private to the server's user (0700)
+    /// if missing. A link or a file in its place is refused, never followed: the key must not land elsewhere.
+    public func withTLSFolder<Result>(_ body: (String) throws -> Result) throws -> Result {
+        let tlsFolder: PinnedFolder
+        do {
+            tlsFolder = try self.folder.openFolder(Self.tlsFolderName, creatingWith: 0o700)
+        } catch {
+            throw LibraryError.storage("cannot open the library's TLS folder: \(error)")
+        }
+        return try body(tlsFolder.path)
+    }
+
     /// What ``open(at:threadPool:fileSystem:)`` opened.
     private struct OpenedFolders: Sendable {
         let root: FilePath

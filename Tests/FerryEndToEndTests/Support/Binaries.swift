@@ -27,6 +27,7 @@ enum Binaries {
         limits: [String] = [],
         environment: [String: String] = [:],
         currentDirectory: URL? = nil,
+        underTerminal: Bool = false,
         stdin: Pipe? = nil,
         stdout: Pipe? = nil,
         stderr: Pipe? = nil
@@ -35,6 +36,11 @@ enum Binaries {
         var command = [try self.url(name).path] + arguments
         if !limits.isEmpty {
             command = ["/usr/bin/prlimit"] + limits + ["--"] + command
+        }
+        if underTerminal {
+            // script(1) gives the command a pseudo-terminal and passes its own input on to it.
+            let quoted = command.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+            command = [Self.terminalProvider, "-qec", quoted.joined(separator: " "), "/dev/null"]
         }
         if user == .ordinaryUser, let switcher = User.switcher {
             command = [switcher.path] + User.switchArguments + command
@@ -50,6 +56,13 @@ enum Binaries {
         process.standardError = stderr ?? FileHandle.nullDevice
         try process.run()
         return process
+    }
+
+    /// util-linux's `script`, which runs a command on a pseudo-terminal (for the shell's interactive prompts).
+    static let terminalProvider = "/usr/bin/script"
+
+    static var canProvideTerminal: Bool {
+        FileManager.default.isExecutableFile(atPath: Self.terminalProvider)
     }
 
     struct Outcome {
@@ -75,6 +88,7 @@ enum Binaries {
         environment: [String: String] = [:],
         input: String? = nil,
         currentDirectory: URL? = nil,
+        underTerminal: Bool = false,
         timeout: Duration = .seconds(60)
     ) async throws -> Outcome {
         let stdin = Pipe()
@@ -86,6 +100,7 @@ enum Binaries {
             as: user,
             environment: environment,
             currentDirectory: currentDirectory,
+            underTerminal: underTerminal,
             stdin: stdin,
             stdout: stdout,
             stderr: stderr

@@ -93,7 +93,7 @@ enum Scratch {
     /// test checks for leftovers.
     static func libraryContents(_ folder: URL) throws -> [String] {
         let names = try FileManager.default.contentsOfDirectory(atPath: folder.path)
-            .filter { $0 != ".ferry-checksums" && $0 != ".ferry-staging" }
+            .filter { $0 != ".ferry-checksums" && $0 != ".ferry-staging" && $0 != ".ferry-tls" }
         return (names + Self.stagedFiles(folder)).sorted()
     }
 

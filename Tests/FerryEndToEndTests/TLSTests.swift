@@ -1,0 +1,298 @@
+import FerryProtocol
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Ferry inside TLS (SPEC.md §4.1), end to end with the real binaries run by an ordinary user: a self-signed
+/// certificate trusted on first use, a pinned fingerprint, a changed one, an authority's certificate, the mismatches
+/// between plain and TLS peers, and a password that never crosses the wire in clear.
+@Suite("TLS", .enabled(if: User.canRunUnprivileged))
+struct TLSTests {
+    typealias Daemon = CommandLineTests.Daemon
+
+    /// A library, a working folder, and a config folder for the known-servers file, all the ordinary user's.
+    private struct Folders {
+        let library = Scratch.makeDirectory("library")
+        let work = Scratch.makeDirectory("work")
+        let config = Scratch.makeDirectory("config")
+
+        init() throws {
+            try User.handOver(self.library)
+            try User.handOver(self.work)
+            try User.handOver(self.config)
+        }
+
+        var environment: [String: String] { ["XDG_CONFIG_HOME": self.config.path] }
+        var knownServers: URL { self.config.appendingPathComponent("ferry/known_servers") }
+
+        func ferry(_ arguments: [String], _ daemon: Daemon, input: String? = nil) async throws -> Binaries.Outcome {
+            try await Binaries.run(
+                "ferry",
+                arguments + ["--port", "\(daemon.port)"],
+                as: .ordinaryUser,
+                environment: self.environment,
+                input: input,
+                currentDirectory: self.work
+            )
+        }
+    }
+
+    @Test func aSelfSignedCertificateIsTrustedOnFirstUseAndKeptAcrossRestarts() async throws {
+        let folders = try Folders()
+        var daemon = try await Daemon.start(
+            root: folders.library,
+            extraArguments: ["--tls-self-signed"],
+            as: .ordinaryUser
+        )
+        let fingerprint = try #require(daemon.fingerprint)
+        #expect(fingerprint.count == 95, "32 hex pairs joined by colons: \(fingerprint)")
+
+        // Not known, not vouched for by a system authority: refused, naming the fingerprint and the flag.
+        let unknown = try await folders.ferry(["list", "--tls"], daemon)
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr.contains("is not a known server"), "\(unknown.stderr)")
+        #expect(unknown.stderr.contains("--trust \(fingerprint)"), "\(unknown.stderr)")
+        #expect(unknown.stderr.split(separator: "\n").count == 1, "one line: \(unknown.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: folders.knownServers.path))
+
+        // Accepted with --trust, remembered, and a round trip of a file large enough for sendfile on a plain server.
+        let original = Scratch.randomBytes(3 << 20)
+        try Data(original).write(to: folders.work.appendingPathComponent("big.bin"))
+        try User.handOver(folders.work)
+        let put = try await folders.ferry(["put", "big.bin", "--trust", fingerprint], daemon)
+        #expect(put.status == 0, "\(put.stderr)")
+        let remembered = try String(contentsOf: folders.knownServers, encoding: .utf8)
+        #expect(remembered.contains("127.0.0.1:\(daemon.port) \(fingerprint)\n"), "\(remembered)")
+        var info = stat()
+        #expect(stat(folders.knownServers.path, &info) == 0 && info.st_mode & 0o777 == 0o600)
+        for round in 1...2 {
+            // The second download finds the checksum table the first one made: sendfile without TLS.
+            let get = try await folders.ferry(["get", "big.bin", "--force", "--output", "copy.bin", "--tls"], daemon)
+            #expect(get.status == 0, "round \(round): \(get.stderr)")
+            let copy = [UInt8](try Data(contentsOf: folders.work.appendingPathComponent("copy.bin")))
+            #expect(sameBytes(copy, original), "round \(round)")
+        }
+
+        // The certificate is kept, private, out of the listing, and the same after a restart.
+        let kept = folders.library.appendingPathComponent(".ferry-tls/self-signed.pem")
+        #expect(stat(kept.path, &info) == 0 && info.st_mode & 0o777 == 0o600)
+        let list = try await folders.ferry(["list", "--json", "--tls"], daemon)
+        #expect(list.status == 0 && !list.stdout.contains("ferry-tls") && list.stdout.contains("big.bin"))
+        #expect(daemon.stop() == 0)
+        daemon = try await Daemon.start(root: folders.library, extraArguments: ["--tls-self-signed"], as: .ordinaryUser)
+        defer { _ = daemon.stop() }
+        #expect(daemon.fingerprint == fingerprint)
+        // A new port is a new server to the known-servers file; the same fingerprint is enough for a pin.
+        let again = try await folders.ferry(["list", "--pin", fingerprint], daemon)
+        #expect(again.status == 0, "\(again.stderr)")
+    }
+
+    /// The shell asks, SSH's way, on a terminal: "no" sends nothing and remembers nothing; "yes" remembers.
+    @Test(.enabled(if: Binaries.canProvideTerminal))
+    func theShellAsksWhetherToTrustAnUnknownServer() async throws {
+        let folders = try Folders()
+        let daemon = try await Daemon.start(
+            root: folders.library,
+            extraArguments: ["--tls-self-signed"],
+            as: .ordinaryUser
+        )
+        defer { _ = daemon.stop() }
+        let fingerprint = try #require(daemon.fingerprint)
+        try Data("through TLS".utf8).write(to: folders.library.appendingPathComponent("shown.txt"))
+        let shell = { (input: String) in
+            try await Binaries.run(
+                "ferry",
+                ["--tls", "--port", "\(daemon.port)"],
+                as: .ordinaryUser,
+                environment: folders.environment,
+                input: input,
+                currentDirectory: folders.work,
+                underTerminal: true
+            )
+        }
+        let declined = try await shell("n\nlist\n")
+        #expect(declined.stdout.contains(fingerprint), "\(declined.stdout)")
+        #expect(declined.stdout.contains("Trust it from now on? [y/N]"))
+        #expect(declined.stdout.contains("Not connected: nothing was sent."), "\(declined.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: folders.knownServers.path))
+
+        let accepted = try await shell("y\nlist\nexit\n")
+        #expect(accepted.status == 0, "\(accepted.stdout)")
+        #expect(accepted.stdout.contains("Remembered in \(folders.knownServers.path)"), "\(accepted.stdout)")
+        #expect(accepted.stdout.contains("shown.txt"), "the listing came through TLS: \(accepted.stdout)")
+        #expect(try String(contentsOf: folders.knownServers, encoding: .utf8).contains(fingerprint))
+        // Known now: no question.
+        let known = try await shell("list\nexit\n")
+        #expect(known.status == 0 && !known.stdout.contains("Trust it"), "\(known.stdout)")
+    }
+
+    @Test func aChangedCertificateIsRefusedLoudly() async throws {
+        let folders = try Folders()
+        let daemon = try await Daemon.start(
+            root: folders.library,
+            extraArguments: ["--tls-self-signed"],
+            as: .ordinaryUser
+        )
+        defer { _ = daemon.stop() }
+        let other = String(repeating: "AB:", count: 31) + "AB"
+        try FileManager.default.createDirectory(
+            at: folders.knownServers.deletingLastPathComponent(),
+            withIntermediateDirectories: true
+        )
+        try "127.0.0.1:\(daemon.port) \(other)\n".write(to: folders.knownServers, atomically: true, encoding: .utf8)
+        try User.handOver(folders.config)
+        let changed = try await folders.ferry(["list", "--tls"], daemon)
+        #expect(changed.status == 1)
+        #expect(changed.stderr.contains("HAS CHANGED"), "\(changed.stderr)")
+        #expect(changed.stderr.contains(other) && changed.stderr.contains(daemon.fingerprint ?? "?"))
+        // --trust does not override a remembered certificate: only deleting the line does.
+        let trusted = try await folders.ferry(["list", "--trust", daemon.fingerprint ?? ""], daemon)
+        #expect(trusted.status == 1 && trusted.stderr.contains("HAS CHANGED"), "\(trusted.stderr)")
+        #expect(try String(contentsOf: folders.knownServers, encoding: .utf8).contains(other), "left as it was")
+    }
+
+    @Test func aPinnedFingerprintIsTheOnlyOneTrusted() async throws {
+        let folders = try Folders()
+        let daemon = try await Daemon.start(
+            root: folders.library,
+            extraArguments: ["--tls-self-signed"],
+            as: .ordinaryUser
+        )
+        defer { _ = daemon.stop() }
+        let fingerprint = try #require(daemon.fingerprint)
+        // Pasted without colons, in lower case: the same fingerprint.
+        let pinned = try await folders.ferry(
+            ["list", "--pin", fingerprint.replacingOccurrences(of: ":", with: "").lowercased()],
+            daemon
+        )
+        #expect(pinned.status == 0, "\(pinned.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: folders.knownServers.path), "a pin is not remembered")
+        let wrong = try await folders.ferry(["list", "--pin", String(repeating: "00", count: 32)], daemon)
+        #expect(wrong.status == 1)
+        #expect(wrong.stderr.contains("is not the one pinned"), "\(wrong.stderr)")
+        let malformed = try await folders.ferry(["list", "--pin", "12:34"], daemon)
+        #expect(malformed.status == 64 && malformed.stderr.contains("is not a SHA-256 fingerprint"))
+    }
+
+    @Test func aCertificateFromAnAuthorityInACAFile() async throws {
+        let folders = try Folders()
+        let certificates = try TestCertificates.make()
+        let stranger = try TestCertificates.make(authorityName: "Someone Else's CA")
+        let files = Scratch.makeDirectory("certificates")
+        for (name, text) in [
+            ("server.pem", certificates.serverCertificatePEM), ("server.key", certificates.serverKeyPEM),
+            ("ca.pem", certificates.authorityPEM), ("other-ca.pem", stranger.authorityPEM),
+        ] {
+            try text.write(to: files.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        }
+        try User.handOver(files)
+        let daemon = try await Daemon.start(
+            root: folders.library,
+            extraArguments: [
+                "--tls-cert", files.appendingPathComponent("server.pem").path,
+                "--tls-key", files.appendingPathComponent("server.key").path,
+            ],
+            as: .ordinaryUser
+        )
+        defer { _ = daemon.stop() }
+        let vouched = try await folders.ferry(["list", "--ca", files.appendingPathComponent("ca.pem").path], daemon)
+        #expect(vouched.status == 0, "\(vouched.stderr)")
+        let other = try await folders.ferry(
+            ["list", "--ca", files.appendingPathComponent("other-ca.pem").path],
+            daemon
+        )
+        #expect(other.status == 1)
+        #expect(other.stderr.contains("is not vouched for by the authorities in"), "\(other.stderr)")
+        // The system's authorities do not know this one either.
+        let system = try await folders.ferry(["list", "--tls"], daemon)
+        #expect(system.status == 1 && system.stderr.contains("is not a known server"), "\(system.stderr)")
+    }
+
+    @Test func plainAndTLSPeersEachGetAOneLineExplanation() async throws {
+        let folders = try Folders()
+        let tlsDaemon = try await Daemon.start(
+            root: folders.library,
+            extraArguments: ["--tls-self-signed"],
+            as: .ordinaryUser
+        )
+        defer { _ = tlsDaemon.stop() }
+        let plainClient = try await folders.ferry(["list"], tlsDaemon)
+        #expect(plainClient.status == 1)
+        #expect(
+            plainClient.stderr
+                == "ferry: 127.0.0.1:\(tlsDaemon.port) speaks Ferry inside TLS only: connect with --tls\n"
+        )
+
+        // A client written from SPEC.md alone gets the magic and ERROR 212 in the clear.
+        let raw = try await RawConnection(port: tlsDaemon.port)
+        try await raw.send(raw: Handshake.magic + RawConnection.encode(.hello(FerryConnectionDefaults.hello)))
+        #expect(try await raw.readRaw(count: 8) == Handshake.magic)
+        guard case .error(let reply)? = try await raw.next() else {
+            Issue.record("no ERROR")
+            return
+        }
+        #expect(reply.code == .tlsRequired && reply.code.rawValue == 212)
+        await raw.close()
+
+        let plainDaemon = try await Daemon.start(root: Scratch.makeDirectory("plain"), as: .current)
+        defer { _ = plainDaemon.stop() }
+        let tlsClient = try await folders.ferry(["list", "--tls"], plainDaemon)
+        #expect(tlsClient.status == 1)
+        #expect(
+            tlsClient.stderr == "ferry: 127.0.0.1:\(plainDaemon.port) speaks Ferry without TLS: leave out --tls, "
+                + "--ca and --pin (or ask its operator for TLS)\n"
+        )
+    }
+
+    /// Everything between client and server, recorded by a relay on the path: with TLS, neither the password nor the
+    /// user name nor any Ferry frame appears; without it (the control), the password does.
+    @Test func thePasswordNeverCrossesTheWireInClear() async throws {
+        let folders = try Folders()
+        let users = Scratch.makeDirectory("accounts")
+        let usersFile = users.appendingPathComponent("users").path
+        let password = "correct-horse-battery-staple"
+        let added = try await Binaries.run(
+            "ferryd",
+            ["users", "add", "alice", "--permission", "full", "--users", usersFile, "--password-stdin"],
+            input: password + "\n"
+        )
+        #expect(added.status == 0, "\(added.stderr)")
+        try User.handOver(users)
+        try Data("secret contents".utf8).write(to: folders.library.appendingPathComponent("notes.txt"))
+        try User.handOver(folders.library)
+
+        for tls in [true, false] {
+            let daemon = try await Daemon.start(
+                root: folders.library,
+                extraArguments: ["--users", usersFile] + (tls ? ["--tls-self-signed"] : []),
+                as: .ordinaryUser
+            )
+            defer { _ = daemon.stop() }
+            let relay = try RecordingRelay.start(forwardingTo: daemon.port)
+            let security = tls ? ["--pin", daemon.fingerprint ?? ""] : []
+            let list = try await Binaries.run(
+                "ferry",
+                ["get", "notes.txt", "--force", "--user", "alice", "--port", "\(relay.port)"] + security,
+                as: .ordinaryUser,
+                environment: folders.environment.merging(["FERRY_PASSWORD": password]) { $1 },
+                currentDirectory: folders.work
+            )
+            #expect(list.status == 0, "\(list.stderr)")
+            let captured = relay.captured
+            relay.stop()
+            #expect(captured.count > 200, "the session crossed the relay: \(captured.count) bytes")
+            let seen = { (text: String) in captured.firstRange(of: Array(text.utf8)) != nil }
+            if tls {
+                #expect(!seen(password), "the password is never in clear")
+                #expect(!seen("alice") && !seen("secret contents") && !seen("notes.txt"))
+                #expect(captured.firstRange(of: Handshake.magic) == nil, "the magic travels inside TLS")
+                #expect(captured.first == 0x16, "the first byte is a TLS handshake record")
+            } else {
+                #expect(seen(password), "the control: without TLS the relay sees the password")
+            }
+        }
+    }
+}

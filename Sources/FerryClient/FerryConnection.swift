@@ -1,4 +1,5 @@
 public import FerryProtocol
+import FerryTLS
 import FerryTransport
 import NIOCore
 import _NIOFileSystem
@@ -762,7 +763,7 @@ public final class FerryConnection {
         if let error = error as? FileSystemError {
             return error.message
         }
-        return "\(error)"
+        return TLSFailure.describe(error) ?? "\(error)"
     }
 }
 

@@ -1,5 +1,6 @@
 import FerryProtocol
 public import NIOCore
+import NIOSSL
 
 /// Goes first in a TLS server's pipeline and looks at the first byte a client sends: a TLS record (`0x16`, a
 /// handshake) passes on to TLS, and this handler leaves; anything else is a client that does not speak TLS, and
@@ -79,5 +80,36 @@ final class PlainServerDetector: ChannelInboundHandler, RemovableChannelHandler 
         }
         context.fireChannelRead(data)
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
+
+/// Short, readable accounts of TLS's errors, for log lines and messages: BoringSSL's carry error numbers and source
+/// paths a person does not need.
+public enum TLSFailure {
+    /// The sentence for `error` if it is a TLS error; `nil` otherwise.
+    public static func describe(_ error: any Error) -> String? {
+        guard let error = error as? NIOSSLError else { return nil }
+        switch error {
+        case .handshakeFailed(let reason):
+            return "TLS handshake failed (\(Self.describe(reason)))"
+        case .uncleanShutdown:
+            return "the peer closed the connection without ending TLS"
+        default:
+            return "TLS failed (\(error))"
+        }
+    }
+
+    private static func describe(_ error: BoringSSLError) -> String {
+        guard case .sslError(let stack) = error, let first = stack.first else { return "\(error)" }
+        var text = "\(first)"
+        if let reason = text.range(of: "OPENSSL_internal:") {
+            text = String(text[reason.upperBound...])
+        } else if text.hasPrefix("Error:") {
+            text = String(text.dropFirst("Error:".count))
+        }
+        if let location = text.range(of: " at ") {
+            text = String(text[..<location.lowerBound])
+        }
+        return String(text.trimmingWhitespace.lowercased().map { $0 == "_" ? " " : $0 })
     }
 }

@@ -180,12 +180,6 @@ struct Serve: AsyncParsableCommand {
         let library = try await FileLibrary.open(at: self.root)
         let accounts = try self.users.map { try UsersFile.load(from: $0) }
         let anonymous = self.anonymous ?? (accounts == nil ? .write : AnonymousAccess.none)
-        if anonymous == .write, !Serve.isLoopback(self.host) {
-            logger.warning(
-                "anyone who can reach this port may upload, overwrite, delete and rename files",
-                metadata: ["host": "\(self.host)", "anonymous": "write"]
-            )
-        }
         let certificate: ServerCertificate?
         if let certificateFile = self.tlsCert, let keyFile = self.tlsKey {
             certificate = try ServerCertificate.load(certificateFile: certificateFile, keyFile: keyFile)
@@ -196,6 +190,18 @@ struct Serve: AsyncParsableCommand {
             }
         } else {
             certificate = nil
+        }
+        if accounts != nil, certificate == nil, !Serve.isLoopback(self.host) {
+            logger.warning(
+                "passwords and files cross the network unencrypted: add --tls-self-signed or --tls-cert and --tls-key",
+                metadata: ["host": "\(self.host)"]
+            )
+        }
+        if anonymous == .write, !Serve.isLoopback(self.host) {
+            logger.warning(
+                "anyone who can reach this port may upload, overwrite, delete and rename files",
+                metadata: ["host": "\(self.host)", "anonymous": "write"]
+            )
         }
         let configuration = ServerConfiguration(
             host: self.host,

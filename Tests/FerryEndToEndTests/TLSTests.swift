@@ -1,4 +1,5 @@
 import FerryProtocol
+import FerryTLS
 import Foundation
 import Testing
 
@@ -235,7 +236,14 @@ struct TLSTests {
             return
         }
         #expect(reply.code == .tlsRequired && reply.code.rawValue == 212)
+        #expect(reply.message == PlainClientRefuser.explanation)
         await raw.close()
+        // Anything else that is not TLS gets the same as a line of text.
+        let stranger = try await RawConnection(port: tlsDaemon.port)
+        try await stranger.send(raw: Array("LIST\r\n".utf8))
+        let line = String(decoding: try await stranger.readToEnd(), as: UTF8.self)
+        #expect(line == "FERRY 212 this server speaks Ferry inside TLS only: connect with TLS (ferry --tls)\r\n")
+        await stranger.close()
 
         let plainDaemon = try await Daemon.start(root: Scratch.makeDirectory("plain"), as: .current)
         defer { _ = plainDaemon.stop() }
@@ -245,6 +253,74 @@ struct TLSTests {
             tlsClient.stderr == "ferry: 127.0.0.1:\(plainDaemon.port) speaks Ferry without TLS: leave out --tls, "
                 + "--ca and --pin (or ask its operator for TLS)\n"
         )
+    }
+
+    /// The permission matrix, end to end: three accounts of a TLS server run by an ordinary user, each trying every
+    /// operation with the command-line client. A refusal is "permission denied" and changes nothing.
+    @Test func eachAccountMayDoExactlyItsOperationsOverTLS() async throws {
+        let folders = try Folders()
+        let users = Scratch.makeDirectory("accounts")
+        let usersFile = users.appendingPathComponent("users").path
+        for (name, level) in [("rita", "read"), ("uma", "upload"), ("alice", "full")] {
+            let added = try await Binaries.run(
+                "ferryd",
+                ["users", "add", name, "--permission", level, "--users", usersFile, "--password-stdin"],
+                input: "\(name)-secret\n"
+            )
+            #expect(added.status == 0, "\(added.stderr)")
+            for file in ["victim-\(name)", "movable-\(name)"] {
+                try Data(file.utf8).write(to: folders.library.appendingPathComponent(file))
+            }
+            try Data("new from \(name)".utf8).write(to: folders.work.appendingPathComponent("new-\(name).txt"))
+        }
+        try Data("existing".utf8).write(to: folders.library.appendingPathComponent("existing"))
+        try User.handOver(users)
+        try User.handOver(folders.library)
+        try User.handOver(folders.work)
+        let daemon = try await Daemon.start(
+            root: folders.library,
+            extraArguments: ["--users", usersFile, "--tls-self-signed"],
+            as: .ordinaryUser
+        )
+        defer { _ = daemon.stop() }
+        let fingerprint = try #require(daemon.fingerprint)
+
+        let operations: [(String, (String) -> [String])] = [
+            ("list", { _ in ["list"] }),
+            ("get", { name in ["get", "existing", "--output", "got-\(name)", "--force"] }),
+            ("put a new name", { name in ["put", "new-\(name).txt"] }),
+            ("put over a file", { name in ["put", "new-\(name).txt", "--as", "existing", "--overwrite"] }),
+            ("delete", { name in ["rm", "victim-\(name)"] }),
+            ("rename", { name in ["mv", "movable-\(name)", "moved-\(name)"] }),
+        ]
+        let allowed: [String: Set<String>] = [
+            "rita": ["list", "get"],
+            "uma": ["list", "get", "put a new name"],
+            "alice": ["list", "get", "put a new name", "put over a file", "delete", "rename"],
+        ]
+        for (user, permitted) in allowed {
+            for (operation, arguments) in operations {
+                let outcome = try await Binaries.run(
+                    "ferry",
+                    arguments(user) + ["--port", "\(daemon.port)", "--pin", fingerprint, "--user", user],
+                    as: .ordinaryUser,
+                    environment: folders.environment.merging(["FERRY_PASSWORD": "\(user)-secret"]) { $1 },
+                    currentDirectory: folders.work
+                )
+                if permitted.contains(operation) {
+                    #expect(outcome.status == 0, "\(user) may \(operation): \(outcome.stderr)")
+                } else {
+                    #expect(outcome.status == 1, "\(user) may not \(operation)")
+                    #expect(outcome.stderr.contains("permission"), "\(user) \(operation): \(outcome.stderr)")
+                }
+            }
+        }
+        let left = try Scratch.libraryContents(folders.library)
+        #expect(left.contains("victim-rita") && left.contains("victim-uma") && !left.contains("victim-alice"))
+        #expect(left.contains("movable-rita") && left.contains("movable-uma") && left.contains("moved-alice"))
+        #expect(!left.contains("new-rita.txt") && left.contains("new-uma.txt") && left.contains("new-alice.txt"))
+        let existing = try String(contentsOf: folders.library.appendingPathComponent("existing"), encoding: .utf8)
+        #expect(existing == "new from alice", "only alice replaced it")
     }
 
     /// Everything between client and server, recorded by a relay on the path: with TLS, neither the password nor the

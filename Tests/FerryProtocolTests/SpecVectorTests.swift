@@ -58,6 +58,14 @@ struct SpecVectorTests {
             )
         ],
         "error-auth": [.error(ErrorReply(code: .authenticationFailed, message: "wrong user name or password"))],
+        "error-tls-required": [
+            .error(
+                ErrorReply(
+                    code: .tlsRequired,
+                    message: "this server speaks Ferry inside TLS only: connect with TLS (ferry --tls)"
+                )
+            )
+        ],
     ]
 
     /// What each corrupted vector must be rejected with, by a receiver whose frame limit is 1 MiB.

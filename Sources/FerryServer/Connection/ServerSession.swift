@@ -1,4 +1,5 @@
 import FerryProtocol
+import FerryTLS
 import FerryTransport
 import Logging
 import NIOCore
@@ -908,8 +909,8 @@ struct ServerSession {
         case ConnectionInterruption.shuttingDown:
             reply = ErrorReply(code: .shuttingDown, message: "the server is shutting down")
         default:
-            // The connection itself failed (reset, closed mid-frame, cancelled): nobody is left to tell.
-            return "\(error)"
+            // The connection itself failed (reset, closed mid-frame, cancelled, TLS): nobody is left to tell.
+            return TLSFailure.describe(error) ?? "\(error)"
         }
         guard let reply else { return "\(error)" }
         if self.sentMagic {

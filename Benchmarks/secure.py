@@ -121,9 +121,12 @@ class Ferryd:
             if "listening on" in line:
                 break
         self.pid = self.process.pid
-        self.client = [os.path.join(binaries, "ferry"), "--port", str(self.port)]
-        if tls:
-            self.client += ["--pin", self.fingerprint]
+        self.binary = os.path.join(binaries, "ferry")
+        self.options = ["--port", str(self.port)] + (["--pin", self.fingerprint] if tls else [])
+
+    def client(self, *arguments):
+        """`ferry SUBCOMMAND …` against this server (connection options go after the subcommand)."""
+        return [self.binary] + list(arguments) + self.options
 
     def stop(self):
         self.process.terminate()
@@ -180,14 +183,14 @@ def main():
                                stdin=f"put {source}/big.bin {sftp_library}/{name}\n")
                 os.remove(os.path.join(sftp_library, name))
             else:
-                sample = timed(server.client + ["put", os.path.join(source, "big.bin"), "--as", name], server.pid)
+                sample = timed(server.client("put", os.path.join(source, "big.bin"), "--as", name), server.pid)
                 os.remove(os.path.join(ferry_library, name))
         elif workload == "bulk RETR":
             destination = os.path.join(target, "big.bin")
             if system == "sftp":
                 sample = timed(sshd.command(), sshd.pid, stdin=f"get {sftp_library}/big.bin {destination}\n")
             else:
-                sample = timed(server.client + ["get", "big.bin", "--output", destination, "--force"], server.pid)
+                sample = timed(server.client("get", "big.bin", "--output", destination, "--force"), server.pid)
             os.remove(destination)
         elif workload == "small STOR":
             clear(up)
@@ -200,7 +203,7 @@ def main():
                 clear(batch)
                 for name in small_names:
                     os.link(os.path.join(small_source, name), os.path.join(batch, "u" + name))
-                sample = timed(server.client + ["put", batch], server.pid)
+                sample = timed(server.client("put", batch), server.pid)
                 for name in small_names:
                     os.remove(os.path.join(ferry_library, "u" + name))
         else:  # small RETR
@@ -208,7 +211,7 @@ def main():
             if system == "sftp":
                 sample = timed(sshd.command(), sshd.pid, stdin=f"lcd {up}\ncd {sftp_library}/small\nget *\n")
             else:
-                sample = timed(server.client + ["get"] + small_names + ["--output", up], server.pid)
+                sample = timed(server.client("get", *small_names, "--output", up), server.pid)
             if len(os.listdir(up)) != len(small_names):
                 raise RuntimeError(f"{system} {workload}: {len(os.listdir(up))} files arrived")
         results.setdefault(workload, {}).setdefault(system, []).append(sample)

@@ -55,7 +55,15 @@ public struct FerryClient: Sendable {
             let bootstrap = ClientBootstrap(group: self.eventLoopGroup)
                 .channelOption(.tcpOption(.tcp_nodelay), value: 1)  // not .socketOption: that is SO_DEBUG
                 .channelOption(.writeBufferWaterMark, value: ChannelTuning.writeBufferWaterMark)
-                .channelOption(.recvAllocator, value: ChannelTuning.clientReceiveAllocator)
+                // TLS hands on what it decrypted once per wake-up, in one buffer: with four reads of up to 2 MiB per
+                // wake-up, that buffer grew past the allocator's mmap threshold, and every wake-up mapped fresh
+                // pages (130,000 page faults in a 256 MiB download). One read of up to 1 MiB, as the server does,
+                // keeps it in the heap: 6,000 faults, and 0.27 instead of 0.47 s.
+                .channelOption(
+                    .recvAllocator,
+                    value: self.tls == nil ? ChannelTuning.clientReceiveAllocator : ChannelTuning.receiveAllocator
+                )
+                .channelOption(.maxMessagesPerRead, value: self.tls == nil ? UInt(4) : ChannelTuning.readsPerWakeUp)
                 .connectTimeout(.seconds(10))
             let initializer: @Sendable (any Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, IOData>> = {
                 channel in

@@ -56,18 +56,22 @@ public struct KnownServers: Sendable {
         kept.append("\(server) \(fingerprint)")
         let contents = kept.joined(separator: "\n") + "\n"
         try Self.makeFolders(for: self.path)
-        let temporary = "\(self.path).\(getpid()).tmp"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        let temporary = "\(self.path).\(String(UInt64.random(in: 0 ... .max), radix: 16)).tmp"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
             throw TLSSetupError("cannot write '\(temporary)': \(SystemCallError(code: errno))")
         }
-        let failure = Array(contents.utf8).withUnsafeBytes { BlockingFileIO.writeAll(descriptor, $0) }
-        let synchronized = fsync(descriptor) == 0
+        var failure = Array(contents.utf8).withUnsafeBytes { BlockingFileIO.writeAll(descriptor, $0) }
+        if failure == nil, fsync(descriptor) != 0 {
+            failure = SystemCallError(code: errno)
+        }
         close(descriptor)
-        guard failure == nil, synchronized, rename(temporary, self.path) == 0 else {
-            let error = failure ?? SystemCallError(code: errno)
+        if failure == nil, rename(temporary, self.path) != 0 {
+            failure = SystemCallError(code: errno)
+        }
+        if let failure {
             unlink(temporary)
-            throw TLSSetupError("cannot write '\(self.path)': \(error)")
+            throw TLSSetupError("cannot write '\(self.path)': \(failure)")
         }
     }
 

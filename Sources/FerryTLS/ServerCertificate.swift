@@ -42,14 +42,15 @@ public struct ServerCertificate: Sendable {
     /// The self-signed certificate kept in `folder`, made there the first time.
     ///
     /// It is made once and kept, so that its fingerprint, which clients pin and remember, survives restarts. The
-    /// file (key and certificate, mode 0600) appears whole or not at all: it is written under a temporary name and
-    /// linked into place, so that when several servers share the folder and start at once, the first one's is
-    /// everyone's.
+    /// file (key and certificate, mode 0600) appears whole or not at all: it is written under a temporary name of
+    /// its own and linked into place, so that when several servers share the folder and start at once, the first
+    /// one's is everyone's. A file that anyone but this user owns or may read or write is refused, as SSH refuses a
+    /// private key others may read: whoever could plant or read it could pose as the server.
     ///
     /// - Parameter folder: a path to the folder, which may be a `/proc/self/fd/N` path of a folder opened safely.
     public static func selfSigned(in folder: String, hostNames: [String]) throws(TLSSetupError) -> ServerCertificate {
         let path = folder + "/" + Self.selfSignedFileName
-        if let existing = try Self.readIfPresent(path) {
+        if let existing = try Self.readPrivateFile(path) {
             return try Self.parse(chain: existing, key: existing, source: path)
         }
         let pem: String
@@ -58,26 +59,63 @@ public struct ServerCertificate: Sendable {
         } catch {
             throw TLSSetupError("cannot make a self-signed certificate: \(error)")
         }
-        let temporary = "\(path).\(getpid()).tmp"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        let temporary = "\(folder)/.\(Self.selfSignedFileName).\(String(UInt64.random(in: 0 ... .max), radix: 16))"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
             throw TLSSetupError("cannot write '\(temporary)': \(SystemCallError(code: errno))")
         }
-        defer { unlink(temporary) }
-        let failure = Array(pem.utf8).withUnsafeBytes { BlockingFileIO.writeAll(descriptor, $0) }
-        let synchronized = fsync(descriptor) == 0
+        var failure = Array(pem.utf8).withUnsafeBytes { BlockingFileIO.writeAll(descriptor, $0) }
+        if failure == nil, fsync(descriptor) != 0 {
+            failure = SystemCallError(code: errno)
+        }
         close(descriptor)
-        guard failure == nil, synchronized else {
-            throw TLSSetupError("cannot write '\(temporary)': \(failure ?? SystemCallError(code: errno))")
-        }
         // link() never replaces: a server that got there first keeps its certificate, and this one uses it.
-        guard link(temporary, path) == 0 || errno == EEXIST else {
-            throw TLSSetupError("cannot create '\(path)': \(SystemCallError(code: errno))")
+        if failure == nil, link(temporary, path) != 0, errno != EEXIST {
+            failure = SystemCallError(code: errno)
         }
-        guard let stored = try Self.readIfPresent(path) else {
+        unlink(temporary)
+        if let failure {
+            throw TLSSetupError("cannot create '\(path)': \(failure)")
+        }
+        Self.synchronizeFolder(folder)
+        guard let stored = try Self.readPrivateFile(path) else {
             throw TLSSetupError("'\(path)' vanished as it was made")
         }
         return try Self.parse(chain: stored, key: stored, source: path)
+    }
+
+    /// Makes the folder's new entry durable: without it, a crash could lose the link and the next start would make
+    /// a new certificate, which every client would then refuse as changed.
+    private static func synchronizeFolder(_ folder: String) {
+        let descriptor = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { return }
+        _ = fsync(descriptor)
+        close(descriptor)
+    }
+
+    /// The bytes of a private key file: not a link, owned by this user, readable and writable by nobody else; `nil`
+    /// if there is no such file.
+    private static func readPrivateFile(_ path: String) throws(TLSSetupError) -> [UInt8]? {
+        var info = stat()
+        guard lstat(path, &info) == 0 else {
+            guard errno == ENOENT else {
+                throw TLSSetupError("cannot read '\(path)': \(SystemCallError(code: errno))")
+            }
+            return nil
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG, info.st_uid == geteuid(), info.st_mode & 0o077 == 0 else {
+            throw TLSSetupError(
+                "'\(path)' must be a regular file that only ferryd's user may read (owner uid \(geteuid()), mode "
+                    + "0600): it holds the server's private key; remove it to make a new one (clients will then "
+                    + "see a new fingerprint)"
+            )
+        }
+        switch BlockingFileIO.readSmallFile(at: path, upTo: Self.largestFile, followingLinks: false) {
+        case .contents(let bytes, _):
+            return Array(bytes.readableBytesView)
+        default:
+            throw TLSSetupError("cannot read '\(path)'")
+        }
     }
 
     /// A new P-256 key and a certificate for it, signed by itself, valid for 20 years: PEM, key first.
@@ -182,6 +220,9 @@ public struct ServerCertificate: Sendable {
         )
         configuration.minimumTLSVersion = .tlsv13
         configuration.maximumTLSVersion = .tlsv13
+        // A close waits this long for the peer's close_notify (5 s by default): a peer that never reads must not
+        // hold its connection that much longer than the linger time.
+        configuration.shutdownTimeout = .seconds(1)
         do {
             return try NIOSSLContext(configuration: configuration)
         } catch {

@@ -1,6 +1,7 @@
 import FerryTransport
 public import NIOCore
 public import NIOSSL
+import SwiftASN1
 import Synchronization
 public import X509
 
@@ -234,6 +235,7 @@ public final class ServerVerifier: Sendable {
         var verifier = Verifier(rootCertificates: roots) {
             RFC5280Policy()
             ServerIdentityPolicy(serverHostname: isAddress ? nil : self.host, serverIP: isAddress ? self.host : nil)
+            ServerAuthenticationPolicy()
         }
         switch await verifier.validate(leaf: leaf, intermediates: CertificateStore(chain.dropFirst())) {
         case .validCertificate:
@@ -246,5 +248,22 @@ public final class ServerVerifier: Sendable {
     private func refuse(_ failure: TrustFailure) -> NIOSSLVerificationResult {
         self.outcome.withLock { $0.failure = failure }
         return .failed
+    }
+}
+
+/// A certificate that says what it may be used for must say "server authentication" (or anything): one issued for
+/// e-mail or for clients that names the host is not a server's. Neither of swift-certificates' policies checks it.
+struct ServerAuthenticationPolicy: VerifierPolicy {
+    let verifyingCriticalExtensions: [ASN1ObjectIdentifier] = [.X509ExtensionID.extendedKeyUsage]
+
+    func chainMeetsPolicyRequirements(chain: UnverifiedCertificateChain) async -> PolicyEvaluationResult {
+        let usage: ExtendedKeyUsage?
+        do {
+            usage = try chain.leaf.extensions.extendedKeyUsage
+        } catch {
+            return .failsToMeetPolicy(reason: "its extended key usage cannot be read")
+        }
+        guard let usage, !usage.contains(.serverAuth), !usage.contains(.any) else { return .meetsPolicy }
+        return .failsToMeetPolicy(reason: "the certificate is not for server authentication")
     }
 }

@@ -39,8 +39,8 @@ struct Shell: AsyncParsableCommand {
             // Trust on first use, SSH's way: the person compares the fingerprint with the one ferryd printed.
             print(
                 """
-                \(server) is not a known server, and its certificate is not vouched for by an authority this machine \
-                trusts (\(reason)).
+                \(server.escapingControlCharacters) is not a known server, and its certificate is not vouched for \
+                by an authority this machine trusts (\(String(reason.escapingControlCharacters.prefix(300)))).
                 Its certificate's SHA-256 fingerprint is
                   \(fingerprint)
                 """

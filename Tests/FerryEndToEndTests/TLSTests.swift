@@ -130,6 +130,33 @@ struct TLSTests {
         #expect(known.status == 0 && !known.stdout.contains("Trust it"), "\(known.stdout)")
     }
 
+    /// The key is the server's identity: a TLS folder or key file that others may write or read is refused, never
+    /// used (someone could have planted a key they know).
+    @Test func aKeyOthersCouldHavePlantedOrReadIsRefused() async throws {
+        let folders = try Folders()
+        let tlsFolder = folders.library.appendingPathComponent(".ferry-tls")
+        try FileManager.default.createDirectory(at: tlsFolder, withIntermediateDirectories: true)
+        chmod(tlsFolder.path, 0o777)
+        try User.handOver(folders.library)
+        let arguments = ["--root", folders.library.path, "--port", "0", "--tls-self-signed"]
+        let open = try await Binaries.run("ferryd", arguments, as: .ordinaryUser, timeout: .seconds(20))
+        #expect(open.status != 0)
+        #expect(open.stderr.contains("must belong to ferryd's user"), "\(open.stderr)")
+
+        chmod(tlsFolder.path, 0o700)
+        let daemon = try await Daemon.start(
+            root: folders.library,
+            extraArguments: ["--tls-self-signed"],
+            as: .ordinaryUser
+        )
+        #expect(daemon.stop() == 0)
+        let key = tlsFolder.appendingPathComponent("self-signed.pem")
+        chmod(key.path, 0o644)
+        let readable = try await Binaries.run("ferryd", arguments, as: .ordinaryUser, timeout: .seconds(20))
+        #expect(readable.status != 0)
+        #expect(readable.stderr.contains("only ferryd's user may read"), "\(readable.stderr)")
+    }
+
     @Test func aChangedCertificateIsRefusedLoudly() async throws {
         let folders = try Folders()
         let daemon = try await Daemon.start(
@@ -210,6 +237,33 @@ struct TLSTests {
         // The system's authorities do not know this one either.
         let system = try await folders.ferry(["list", "--tls"], daemon)
         #expect(system.status == 1 && system.stderr.contains("is not a known server"), "\(system.stderr)")
+
+        // A certificate from the same authority, naming the same address, but issued for clients: not a server's.
+        let clientOnly = try TestCertificates.make(usage: .clientAuth)
+        let authority = files.appendingPathComponent("client-ca.pem")
+        try clientOnly.authorityPEM.write(to: authority, atomically: true, encoding: .utf8)
+        try clientOnly.serverCertificatePEM.write(
+            to: files.appendingPathComponent("client.pem"),
+            atomically: true,
+            encoding: .utf8
+        )
+        try clientOnly.serverKeyPEM.write(
+            to: files.appendingPathComponent("client.key"),
+            atomically: true,
+            encoding: .utf8
+        )
+        try User.handOver(files)
+        let misused = try await Daemon.start(
+            root: Scratch.makeDirectory("misused"),
+            extraArguments: [
+                "--tls-cert", files.appendingPathComponent("client.pem").path,
+                "--tls-key", files.appendingPathComponent("client.key").path,
+            ]
+        )
+        defer { _ = misused.stop() }
+        let refused = try await folders.ferry(["list", "--ca", authority.path], misused)
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("not for server authentication"), "\(refused.stderr)")
     }
 
     @Test func plainAndTLSPeersEachGetAOneLineExplanation() async throws {
@@ -321,6 +375,45 @@ struct TLSTests {
         #expect(!left.contains("new-rita.txt") && left.contains("new-uma.txt") && left.contains("new-alice.txt"))
         let existing = try String(contentsOf: folders.library.appendingPathComponent("existing"), encoding: .utf8)
         #expect(existing == "new from alice", "only alice replaced it")
+    }
+
+    /// As an ordinary user: a wrong password is refused, late; and ferryd will not open itself to other machines
+    /// without accounts or a word on what anonymous clients may do.
+    @Test func aWrongPasswordIsRefusedLateAndAnOpenServerNeedsConsent() async throws {
+        let folders = try Folders()
+        let users = Scratch.makeDirectory("accounts")
+        let usersFile = users.appendingPathComponent("users").path
+        let added = try await Binaries.run(
+            "ferryd",
+            ["users", "add", "alice", "--users", usersFile, "--password-stdin"],
+            input: "right\n"
+        )
+        #expect(added.status == 0, "\(added.stderr)")
+        try User.handOver(users)
+        let daemon = try await Daemon.start(
+            root: folders.library,
+            extraArguments: ["--users", usersFile, "--tls-self-signed"],
+            as: .ordinaryUser
+        )
+        defer { _ = daemon.stop() }
+        let started = ContinuousClock.now
+        let wrong = try await Binaries.run(
+            "ferry",
+            ["list", "--port", "\(daemon.port)", "--pin", daemon.fingerprint ?? "", "--user", "alice"],
+            as: .ordinaryUser,
+            environment: folders.environment.merging(["FERRY_PASSWORD": "wrong"]) { $1 }
+        )
+        #expect(ContinuousClock.now - started >= .milliseconds(250), "a failure is answered late")
+        #expect(wrong.status == 1)
+        #expect(wrong.stderr.contains("wrong user name or password"), "\(wrong.stderr)")
+
+        let open = try await Binaries.run(
+            "ferryd",
+            ["--root", folders.library.path, "--host", "0.0.0.0", "--port", "0"],
+            as: .ordinaryUser
+        )
+        #expect(open.status == 64, "\(open.stderr)")
+        #expect(open.stderr.contains("--users FILE") && open.stderr.contains("--anonymous read or --anonymous write"))
     }
 
     /// Everything between client and server, recorded by a relay on the path: with TLS, neither the password nor the

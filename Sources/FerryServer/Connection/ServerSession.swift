@@ -439,8 +439,11 @@ struct ServerSession {
             // Rewritten in place while it was read, the file would reach the client as old bytes then new ones, every
             // CRC matching what was read: END would vouch for a file that never existed.
             unchanged = await self.library.isUnchanged(file)
-            if unchanged, case .noTable = lookup, request.offset == 0, transfer.sentLength == file.size {
-                // Checksummed whole: the next download of this file is sent from the table.
+            if unchanged, case .noTable = lookup, request.offset == 0, transfer.sentLength == file.size,
+                self.configuration.tls == nil
+            {
+                // Checksummed whole: the next download of this file is sent from the table (never under TLS,
+                // which cannot use it).
                 await self.library.keepChecksums(checksums, of: file, as: request.name)
             }
             try? await file.handle.closeRegardlessOfCancellation()

@@ -116,6 +116,14 @@ public struct FileLibrary: Sendable {
         } catch {
             throw LibraryError.storage("cannot open the library's TLS folder: \(error)")
         }
+        // Someone else's folder, or one others may write, could hold a key they planted.
+        var info = stat()
+        guard fstat(tlsFolder.descriptor, &info) == 0, info.st_uid == geteuid(), info.st_mode & 0o077 == 0 else {
+            throw LibraryError.storage(
+                "the library's \(Self.tlsFolderName) folder must belong to ferryd's user (uid \(geteuid())) and be "
+                    + "private to it (mode 0700): it holds the server's private key"
+            )
+        }
         return try body(tlsFolder.path)
     }
 

@@ -11,12 +11,12 @@ struct TestCertificates {
     var serverCertificatePEM: String
     var serverKeyPEM: String
 
+    /// - Parameter usage: what the server's certificate says it is for (a server's is `.serverAuth`).
     static func make(
         authorityName: String = "Ferry Test CA",
-        serverAddress: String = "127.0.0.1"
-    ) throws
-        -> TestCertificates
-    {
+        serverAddress: String = "127.0.0.1",
+        usage: ExtendedKeyUsage.Usage = .serverAuth
+    ) throws -> TestCertificates {
         let authorityKey = P256.Signing.PrivateKey()
         let authorityName = try DistinguishedName { CommonName(authorityName) }
         let now = Date()
@@ -50,7 +50,7 @@ struct TestCertificates {
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.notCertificateAuthority)
                 Critical(KeyUsage(digitalSignature: true))
-                try ExtendedKeyUsage([.serverAuth])
+                try ExtendedKeyUsage([usage])
                 SubjectAlternativeNames([.ipAddress(ASN1OctetString(contentBytes: ArraySlice(address)))])
             },
             issuerPrivateKey: .init(authorityKey)

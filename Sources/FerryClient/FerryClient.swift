@@ -184,3 +184,18 @@ public struct Credentials: Sendable, CustomStringConvertible {
     /// Leaves the password out.
     public var description: String { "user \(self.user)" }
 }
+
+/// Whether, and how long after, a cut download is resumed from the part kept of it (``KeptPartial``).
+public struct ResumePolicy: Sendable {
+    /// `false` starts every download from the beginning, removing what was kept.
+    public var enabled: Bool
+    /// What was kept longer ago than this is removed, not resumed.
+    public var maximumAge: Duration
+
+    public init(enabled: Bool = true, maximumAge: Duration = .seconds(7 * 24 * 3600)) {
+        self.enabled = enabled
+        self.maximumAge = maximumAge
+    }
+
+    public static let standard = ResumePolicy()
+}

@@ -25,6 +25,9 @@ public enum FerryClientError: Error, Hashable, Sendable, CustomStringConvertible
     case loginRequired(server: String)
     /// A password would have crossed the network unencrypted; it was not sent.
     case passwordInClear(server: String)
+    /// A resumed download's kept part did not combine with the rest into the server's whole file (its whole-file
+    /// CRC-32): nothing was published, and the kept part was removed, so the next attempt starts from the beginning.
+    case keptPartMismatch(name: String)
     /// The server's TLS certificate was refused; nothing was sent.
     case untrustedServer(TrustFailure)
     /// A TLS client met a server that speaks Ferry without TLS.
@@ -60,6 +63,9 @@ public enum FerryClientError: Error, Hashable, Sendable, CustomStringConvertible
         case .passwordInClear(let server):
             "not sending a password to \(server) unencrypted, where anyone on the way can read it "
                 + "(--insecure-password sends it anyway)"
+        case .keptPartMismatch(let name):
+            "checksum mismatch: the part of '\(name)' kept from an earlier attempt does not match the server's file; "
+                + "nothing was kept, and the next attempt starts from the beginning"
         case .untrustedServer(let failure):
             failure.description
         case .tlsNotSpoken(let server):

@@ -2,6 +2,7 @@ public import FerryProtocol
 import FerryTLS
 import FerryTransport
 import NIOCore
+import NIOPosix
 import _NIOFileSystem
 
 #if canImport(Glibc)
@@ -44,7 +45,7 @@ public final class FerryConnection {
             let isFerry: Bool
             do {
                 isFerry = try await self.reader.readMagic()
-            } catch TransportError.connectionClosed {
+            } catch TransportError.connectionClosed(midFrame: false) {
                 throw FerryClientError.notAFerryServer(server: self.server)
             }
             guard isFerry else { throw FerryClientError.notAFerryServer(server: self.server) }
@@ -60,8 +61,10 @@ public final class FerryConnection {
                 throw FerryClientError.tlsRequired(server: self.server)
             case .error(let reply):
                 throw FerryClientError.refused(reply)
-            case let other:
-                throw FerryProtocolError.unexpected(other?.frameType ?? .hello, in: "instead of the server's HELLO")
+            case nil:
+                throw TransportError.connectionClosed(midFrame: true)
+            case let other?:
+                throw FerryProtocolError.unexpected(other.frameType, in: "instead of the server's HELLO")
             }
         }
     }
@@ -248,6 +251,8 @@ public final class FerryConnection {
         _ downloads: [Download],
         overwrite: Bool = false,
         window: Int = 32,
+        resume: ResumePolicy = .standard,
+        notice: (Int, String) -> Void = { _, _ in },
         progress: (Int, UInt64, UInt64) -> Void = { _, _, _ in },
         completed: (Int, Result<UInt64, FerryClientError>) -> Void
     ) async throws {
@@ -263,6 +268,7 @@ public final class FerryConnection {
             }
         }
         let requested = downloads.indices.filter { refusals[$0] == nil }
+        let resumes = try await self.keptPartials(of: downloads, at: requested, policy: resume, notice: notice)
         let window = max(1, window)
         // Small files received and verified, published together (one job) before this side would wait for the
         // server, or once a group is full; reported in order as they are published.
@@ -290,7 +296,18 @@ public final class FerryConnection {
                     // Top the window up in one write when half of it has been answered.
                     if sent - answered <= window / 2, sent < requested.count {
                         let batch = requested[sent..<min(requested.count, answered + window)]
-                        try await self.writer.write(batch.map { .retrieve(RetrieveRequest(name: downloads[$0].name)) })
+                        try await self.writer.write(
+                            batch.map { index in
+                                let kept = resumes[index]
+                                return .retrieve(
+                                    RetrieveRequest(
+                                        name: downloads[index].name,
+                                        offset: kept?.kept ?? 0,
+                                        ifUnchanged: kept?.version
+                                    )
+                                )
+                            }
+                        )
                         sent += batch.count
                     }
                     if !self.reader.hasBufferedFrame() {
@@ -298,8 +315,11 @@ public final class FerryConnection {
                     }
                     let target = FilePath(downloads[index].destination)
                     let outcome = try await self.receiveFile(
+                        downloads[index].name,
                         to: target,
                         overwrite: overwrite,
+                        resuming: resumes[index],
+                        notice: { notice(index, $0) },
                         progress: { progress(index, $0, $1) }
                     )
                     answered += 1
@@ -324,6 +344,56 @@ public final class FerryConnection {
         }
     }
 
+    /// The END of the last download, for version 3's whole-file CRC.
+    private var lastEnd: EndOfData?
+
+    /// The kept partial downloads (``KeptPartial``) that `downloads` at `indices` may resume, checked in one
+    /// thread-pool job before any RETR is sent. Without version 3, or with resuming off, none: what was kept is
+    /// removed, and those downloads start from the beginning.
+    private func keptPartials(
+        of downloads: [Download],
+        at indices: [Int],
+        policy: ResumePolicy,
+        notice: (Int, String) -> Void
+    ) async throws -> [Int: KeptPartial] {
+        let server = self.server
+        let resumable = policy.enabled && self.version >= Handshake.resumeVersion
+        let found = try await NIOThreadPool.singleton.runIfActive { () -> [(Int, KeptPartial.Lookup)] in
+            indices.map { index in
+                let target = downloads[index].destination
+                guard resumable else {
+                    KeptPartial.remove(for: target)
+                    return (index, .none)
+                }
+                return (
+                    index,
+                    KeptPartial.find(
+                        for: target,
+                        server: server,
+                        name: downloads[index].name,
+                        maximumAge: policy.maximumAge
+                    )
+                )
+            }
+        }
+        var kept: [Int: KeptPartial] = [:]
+        for (index, lookup) in found {
+            switch lookup {
+            case .none:
+                break
+            case .resumable(let partial):
+                kept[index] = partial
+                notice(
+                    index,
+                    "resuming '\(downloads[index].name)' after \(partial.kept) of \(partial.version.size) bytes"
+                )
+            case .discarded(let reason):
+                notice(index, "starting '\(downloads[index].name)' again from the beginning: \(reason)")
+            }
+        }
+        return kept
+    }
+
     /// How one RETR ended: a small file received whole and verified, still to be published, or a result.
     private enum ReceivedFile {
         case verified(ByteBuffer)
@@ -333,36 +403,82 @@ public final class FerryConnection {
     /// Reads the answer to one RETR. Request errors and local failures are the file's result; a broken connection
     /// throws.
     private func receiveFile(
+        _ name: String,
         to target: FilePath,
         overwrite: Bool,
+        resuming kept: KeptPartial?,
+        notice: (String) -> Void,
         progress: (UInt64, UInt64) -> Void
     ) async throws -> ReceivedFile {
         let info: FerryProtocol.FileInfo
         switch try await self.nextReplyOrRequestError() {
         case .failure(let refusal):
             return .finished(.failure(refusal))
-        case .success(.fileInfo(let announced)) where announced.offset == 0:
+        case .success(.fileInfo(let announced)) where announced.offset == (kept?.kept ?? 0):
+            info = announced
+        case .success(.fileInfo(let announced)) where kept != nil && announced.offset == 0:
+            // RETR's condition failed: the server's file is not the one the kept part came from.
+            notice("'\(name)' changed on the server since the download was cut; downloading it again from the start")
             info = announced
         case .success(.fileInfo(let announced)):
             // Only the tail would arrive, and be "verified" as if it were the file.
-            throw FerryProtocolError.malformed(.fileInfo, "FILE_INFO starts at \(announced.offset); 0 was asked for")
+            throw FerryProtocolError.malformed(
+                .fileInfo,
+                "FILE_INFO starts at \(announced.offset); \(kept?.kept ?? 0) was asked for"
+            )
         case .success(let other):
             throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to RETR")
         }
-        var transfer = IncomingTransfer(expectedLength: info.size)
+        let resumed = info.offset > 0 ? kept : nil
+        var transfer = IncomingTransfer(expectedLength: info.size - info.offset)
+        let start = info.offset
+        return try await withoutActuallyEscaping(progress) { progress in
+            try await self.receiveFile(
+                name,
+                info,
+                to: target,
+                overwrite: overwrite,
+                resumed: resumed,
+                kept: kept,
+                transfer: &transfer,
+                progress: { received, _ in progress(start + received, info.size) }
+            )
+        }
+    }
+
+    /// ``receiveFile(_:to:overwrite:resuming:notice:progress:)`` once FILE_INFO has come.
+    private func receiveFile(
+        _ name: String,
+        _ info: FerryProtocol.FileInfo,
+        to target: FilePath,
+        overwrite: Bool,
+        resumed: KeptPartial?,
+        kept: KeptPartial?,
+        transfer: inout IncomingTransfer,
+        progress: (UInt64, UInt64) -> Void
+    ) async throws -> ReceivedFile {
         progress(0, info.size)
-        if info.size <= UInt64(ProtocolLimits.defaultDataChunkLength) {
+        if resumed == nil, info.size <= UInt64(ProtocolLimits.defaultDataChunkLength) {
             var bytes = ByteBuffer()
             let outcome = try await self.receiveData(&transfer, progress: progress) { chunk in
-                var chunk = chunk
-                bytes.writeBuffer(&chunk)
+                bytes.writeImmutableBuffer(chunk.bytes)
             }
             guard case .success = outcome else { return .finished(outcome) }
+            if kept != nil {
+                try? await NIOThreadPool.singleton.runIfActive { KeptPartial.remove(for: target.string) }
+            }
             return .verified(bytes)
         }
         let download: LocalDownload
         do {
-            download = try await LocalDownload.create(beside: target)
+            let record = KeptPartial(
+                server: self.server,
+                name: name,
+                version: FileVersion(size: info.size, modified: info.modified),
+                kept: resumed?.kept ?? 0,
+                crc32: resumed?.crc32 ?? 0
+            )
+            download = try await LocalDownload.openKept(for: target, record: record, resuming: resumed != nil)
         } catch let error as FerryClientError {
             _ = try await self.receiveData(&transfer, progress: { _, _ in }, into: { _ in })
             return .finished(.failure(error))
@@ -386,7 +502,7 @@ public final class FerryConnection {
                         // usable.
                         await finishWrites()
                         guard failure == nil else { return }
-                        writes.addTask(operation: download.nextWrite(chunk))
+                        writes.addTask(operation: download.nextWrite(chunk.bytes, crc32: chunk.crc32))
                     }
                     await finishWrites()
                     return outcome
@@ -396,12 +512,22 @@ public final class FerryConnection {
                 }
             }
         } catch {
-            await download.discard()
+            // Cut off: what arrived whole and verified, frame by frame, is kept for the next attempt to resume.
+            await download.keep()
             throw error
         }
         guard case .success = outcome, failure == nil else {
             await download.discard()
             return .finished(failure.map { .failure($0) } ?? outcome)
+        }
+        if let resumed {
+            // The proof: the kept part's CRC, combined with the rest's, must be the server's whole file's.
+            guard let whole = self.lastEnd?.fileCRC32, let end = self.lastEnd,
+                CRC32.combine(resumed.crc32, end.crc32, secondLength: end.length) == whole
+            else {
+                await download.discard()
+                return .finished(.failure(.keptPartMismatch(name: name)))
+            }
         }
         do {
             try await download.commit(to: target, overwrite: overwrite)
@@ -417,8 +543,9 @@ public final class FerryConnection {
     private func receiveData(
         _ transfer: inout IncomingTransfer,
         progress: (UInt64, UInt64) -> Void,
-        into sink: (ByteBuffer) async throws -> Void
+        into sink: (DataChunk) async throws -> Void
     ) async throws -> Result<UInt64, FerryClientError> {
+        self.lastEnd = nil
         while true {
             switch try await self.nextReplyOrRequestError() {
             case .failure(let refusal):
@@ -430,9 +557,10 @@ public final class FerryConnection {
                     // The server sends more than it announced: it cannot be trusted with the rest either.
                     throw FerryProtocolError(.malformedPayload, "\(error)")
                 }
-                try await sink(chunk.bytes)
+                try await sink(chunk)
                 progress(transfer.receivedLength, transfer.expectedLength)
             case .success(.end(let end)):
+                self.lastEnd = end
                 do {
                     try transfer.verify(end)
                 } catch {

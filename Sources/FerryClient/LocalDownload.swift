@@ -23,6 +23,43 @@ final class LocalDownload {
     private let path: FilePath
     private var offset: Int64 = 0
     private var open = true
+    /// Where the record of a resumable download goes (``KeptPartial``); `nil` for one that is never kept.
+    private var recordPath: String?
+
+    /// A resumable download: its bytes go to the target's partial file (``KeptPartial/paths(for:)``), after the
+    /// `record.kept` bytes already there when `resuming`. If the transfer is cut, ``keep()`` leaves the file and
+    /// writes its record; so does a signal that stops the process (``PartialDownloads/removeAll()``).
+    static func openKept(for target: FilePath, record: KeptPartial, resuming: Bool) async throws -> LocalDownload {
+        let (partial, recordPath) = KeptPartial.paths(for: target.string)
+        let opened = try? await NIOThreadPool.singleton.runIfActive {
+            PartialDownloads.openKept(partial, resuming: resuming, record: record, at: recordPath)
+        }
+        guard let opened, opened == 0 else {
+            let reason = opened.map { String(cString: strerror($0)) } ?? "the process is stopping"
+            throw FerryClientError.localFile("cannot create a file beside '\(target)': \(reason)")
+        }
+        do {
+            let handle = try await FileSystem.shared.openFile(
+                forWritingAt: FilePath(partial),
+                options: OpenOptions.Write(
+                    existingFile: .open,
+                    newFile: nil,
+                    followSymbolicLinks: false,
+                    closeOnExec: true
+                )
+            )
+            let download = LocalDownload(handle: handle, path: FilePath(partial))
+            download.offset = Int64(record.kept)
+            download.recordPath = recordPath
+            return download
+        } catch {
+            unlink(partial)
+            PartialDownloads.remove(partial)
+            throw FerryClientError.localFile(
+                "cannot create a file beside '\(target)': \(FerryConnection.describe(error))"
+            )
+        }
+    }
 
     static func create(beside target: FilePath) async throws -> LocalDownload {
         let path = Self.temporaryPath(beside: target)
@@ -137,10 +174,11 @@ final class LocalDownload {
 
     /// The write of the next `bytes`, to be run (by a child task, while the next chunk arrives) before the
     /// following one is started.
-    func nextWrite(_ bytes: ByteBuffer) -> @Sendable () async throws -> Void {
+    func nextWrite(_ bytes: ByteBuffer, crc32: UInt32) -> @Sendable () async throws -> Void {
         let handle = self.handle
         let path = self.path
         let offset = self.offset
+        let kept = self.recordPath != nil
         self.offset += Int64(bytes.readableBytes)
         return {
             let failure: SystemCallError?
@@ -154,7 +192,33 @@ final class LocalDownload {
             if let failure {
                 throw FerryClientError.localFile("writing '\(path)' failed: \(failure)")
             }
+            if kept {
+                PartialDownloads.advance(path.string, by: UInt64(bytes.readableBytes), crc32: crc32)
+            }
         }
+    }
+
+    /// Keeps what a cut transfer wrote, to be resumed: flushes the file and writes its record. Returns the bytes
+    /// kept; 0 (and the file removed) if there are none, or if this download is not resumable. Never throws.
+    @discardableResult
+    func keep() async -> UInt64 {
+        let temporary = self.path.string
+        guard let kept = PartialDownloads.keptRecord(temporary), kept.record.kept > 0 else {
+            await self.discard()
+            return 0
+        }
+        if self.open {
+            try? await self.handle.synchronize()
+            try? await self.handle.closeRegardlessOfCancellation()
+            self.open = false
+        }
+        let written = (try? await NIOThreadPool.singleton.runIfActive { kept.record.write(to: kept.at) }) ?? false
+        PartialDownloads.remove(temporary)
+        guard written else {
+            unlink(temporary)
+            return 0
+        }
+        return kept.record.kept
     }
 
     /// Flushes to disk and publishes onto `target` (see ``publishFile(_:as:replacing:)``).
@@ -172,6 +236,9 @@ final class LocalDownload {
             publishFile(temporary, as: destination, replacing: overwrite)
         }
         PartialDownloads.remove(temporary)
+        if let recordPath = self.recordPath {
+            unlink(recordPath)
+        }
         if let error = Self.describePublishing(failure, destination) {
             throw error
         }
@@ -189,5 +256,8 @@ final class LocalDownload {
             unlink(temporary)
         }
         PartialDownloads.remove(temporary)
+        if let recordPath = self.recordPath {
+            unlink(recordPath)
+        }
     }
 }

@@ -1,3 +1,4 @@
+import FerryProtocol
 import Synchronization
 
 #if canImport(Glibc)
@@ -18,7 +19,40 @@ public enum PartialDownloads {
 
     private struct State {
         var paths: Set<String> = []
+        /// The downloads to be kept rather than removed, with what has been written of them so far.
+        var kept: [String: (record: KeptPartial, at: String)] = [:]
         var stopping = false
+    }
+
+    /// Opens (creating, or emptying unless `resuming`) the partial file of a resumable download at `path` and
+    /// registers it to be kept, not removed, when the process is stopped: ``removeAll()`` then writes `record`, as
+    /// ``advance(_:by:crc32:)`` has brought it up to date, to `recordPath`. Blocking. Returns 0 or the `errno`.
+    static func openKept(_ path: String, resuming: Bool, record: KeptPartial, at recordPath: String) -> Int32 {
+        Self.state.withLock { state in
+            guard !state.stopping else { return ECANCELED }
+            let flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (resuming ? 0 : O_TRUNC)
+            let descriptor = open(path, flags, 0o644)
+            guard descriptor >= 0 else { return errno }
+            close(descriptor)
+            state.paths.insert(path)
+            state.kept[path] = (record, recordPath)
+            return 0
+        }
+    }
+
+    /// Counts `length` more bytes, whose CRC-32 is `crc32`, as written to the kept download at `path`.
+    static func advance(_ path: String, by length: UInt64, crc32: UInt32) {
+        Self.state.withLock { state in
+            guard var entry = state.kept[path] else { return }
+            entry.record.crc32 = CRC32.combine(entry.record.crc32, crc32, secondLength: length)
+            entry.record.kept += length
+            state.kept[path] = entry
+        }
+    }
+
+    /// What has been written of the kept download at `path`, and where its record goes.
+    static func keptRecord(_ path: String) -> (record: KeptPartial, at: String)? {
+        Self.state.withLock { $0.kept[path] }
     }
 
     /// Creates the empty file at `path` (never following a link, never replacing a file) and registers it, both
@@ -56,7 +90,10 @@ public enum PartialDownloads {
     }
 
     static func remove(_ path: String) {
-        Self.state.withLock { _ = $0.paths.remove(path) }
+        Self.state.withLock { state in
+            state.paths.remove(path)
+            state.kept[path] = nil
+        }
     }
 
     static func remove(_ paths: [String]) {
@@ -65,13 +102,20 @@ public enum PartialDownloads {
 
     /// Refuses every further creation and unlinks every temporary file of a download in progress (a file already
     /// published is not among them). For a signal's handler, which then ends the process.
+    ///
+    /// A resumable download that has bytes written is kept instead: its record is written, so that the next `get`
+    /// resumes it (``KeptPartial``).
     public static func removeAll() {
         Self.state.withLock { state in
             state.stopping = true
             for path in state.paths {
+                if let kept = state.kept[path], kept.record.kept > 0, kept.record.write(to: kept.at) {
+                    continue
+                }
                 unlink(path)
             }
             state.paths.removeAll()
+            state.kept.removeAll()
         }
     }
 }

@@ -51,10 +51,13 @@ public struct MessageReader {
 
     /// Reads the peer's 8-byte magic, consuming no more than that. `false` at the first byte that differs.
     public mutating func readMagic() async throws -> Bool {
+        var started = false
         while true {
             guard var bytes = try await self.receive() else {
-                throw TransportError.connectionClosed(midFrame: false)
+                // Cut inside the magic, it was a Ferry peer's connection lost; closed before a byte, who knows.
+                throw TransportError.connectionClosed(midFrame: started)
             }
+            started = started || bytes.readableBytes > 0
             switch self.magic.consume(&bytes) {
             case .matched:
                 self.leftover = bytes

@@ -175,6 +175,10 @@ extension MessageWriter {
 public struct FileReadError: Error, CustomStringConvertible {
     public var underlying: any Error
 
+    public init(underlying: any Error) {
+        self.underlying = underlying
+    }
+
     public var description: String {
         (self.underlying as? FileSystemError)?.message ?? "\(self.underlying)"
     }

@@ -31,9 +31,30 @@ struct Get: AsyncParsableCommand {
     @Option(help: "With --all, the most entries to accept from the server's listing.")
     var maxEntries = FerryConnection.defaultMaximumListingEntries
 
+    @Flag(help: "Start every download from the beginning, removing what was kept of an earlier, cut attempt.")
+    var noResume = false
+
+    @Option(help: "Days after which the part kept of a cut download is removed rather than resumed.")
+    var partialMaxAge: Double = 7
+
+    @Option(
+        help: """
+            How many times to try again when the connection is lost, times out or the server shuts down; each \
+            attempt resumes where the last one was cut.
+            """
+    )
+    var retries = 5
+
+    @Option(help: "Seconds before the first retry; each further one waits twice as long, up to 30 s.")
+    var retryWait: Double = 1
+
     func validate() throws {
         guard self.names.isEmpty == self.all else {
             throw ValidationError(self.all ? "--all takes no names" : "name at least one file to download, or --all")
+        }
+        guard self.retries >= 0, self.retries <= 1000 else { throw ValidationError("--retries must be 0 to 1000") }
+        guard self.retryWait >= 0, self.retryWait <= 3600, self.partialMaxAge >= 0, self.partialMaxAge <= 36_500 else {
+            throw ValidationError("--retry-wait must be 0 to 3600 s, --partial-max-age 0 to 36500 days")
         }
     }
 
@@ -49,21 +70,97 @@ struct Get: AsyncParsableCommand {
             if let output = self.output, self.all || self.names.count > 1 {
                 try LocalFolder.make(output)
             }
-            let report = try await client.withConnection { connection in
-                let names =
-                    self.all ? try await connection.list(maximumEntries: self.maxEntries).map(\.name) : self.names
-                let downloads = names.map {
-                    FerryConnection.Download(name: $0, destination: self.destination(for: $0, of: names.count))
-                }
-                let report = BatchReport(labels: names, subjects: names)
-                try await connection.get(downloads, overwrite: self.force, progress: report.progress) { index, result in
-                    report.completed(index, result) { bytes in
-                        "received \(names[index]) → \(downloads[index].destination) (\(Sizes.describe(bytes)), verified)"
+            let policy = ResumePolicy(
+                enabled: !self.noResume,
+                maximumAge: .milliseconds(Int64(self.partialMaxAge * 86_400_000))
+            )
+            var names: [String]? = self.all ? nil : self.names
+            var report: BatchReport?
+            var pending: [Int] = []
+            // A kept part that did not match is removed and its file tried once more, from the beginning.
+            var restarted: Set<Int> = []
+            var attempt = 0
+            var wait = Duration.milliseconds(Int64(self.retryWait * 1000))
+            while report == nil || !pending.isEmpty {
+                attempt += 1
+                do {
+                    try await client.withConnection { connection in
+                        let all: [String]
+                        if let known = names {
+                            all = known
+                        } else {
+                            all = try await connection.list(maximumEntries: self.maxEntries).map(\.name)
+                        }
+                        names = all
+                        if report == nil {
+                            report = BatchReport(labels: all, subjects: all)
+                            pending = Array(all.indices)
+                        }
+                        guard let report else { return }
+                        let indices = pending
+                        let downloads = indices.map {
+                            FerryConnection.Download(
+                                name: all[$0],
+                                destination: self.destination(for: all[$0], of: all.count)
+                            )
+                        }
+                        var stillPending: Set<Int> = []
+                        try await connection.get(
+                            downloads,
+                            overwrite: self.force,
+                            resume: policy,
+                            notice: { _, message in Terminal.writeError("ferry: \(message.escapingControlCharacters)\n")
+                            },
+                            progress: { report.progress(indices[$0], $1, $2) }
+                        ) { position, result in
+                            let index = indices[position]
+                            if case .failure(.keptPartMismatch) = result, !restarted.contains(index) {
+                                restarted.insert(index)
+                                stillPending.insert(index)
+                                Failure.report(result.failure ?? .connectionLost(""))
+                                return
+                            }
+                            pending.removeAll { $0 == index }
+                            report.completed(index, result) { bytes in
+                                "received \(all[index]) → \(downloads[position].destination) (\(Sizes.describe(bytes)), verified)"
+                            }
+                        }
+                        pending = pending.filter { stillPending.contains($0) || !indices.contains($0) }
                     }
+                } catch let error as FerryClientError where Self.isWorthRetrying(error) && attempt <= self.retries {
+                    Terminal.writeError(
+                        "ferry: \(error.description.escapingControlCharacters); retrying in \(Self.describe(wait)) "
+                            + "(attempt \(attempt + 1) of \(self.retries + 1))\n"
+                    )
+                    try await Task.sleep(for: wait)
+                    wait = min(wait * 2, .seconds(30))
                 }
-                return report
             }
-            try report.finish("downloaded", single: !self.all && self.names.count == 1)
+            try report?.finish("downloaded", single: !self.all && self.names.count == 1)
         }
+    }
+
+    /// A lost connection, a timeout, a busy or stopping server: worth another attempt, which resumes. Refusals
+    /// (no such file, permission denied, a checksum mismatch) are not.
+    static func isWorthRetrying(_ error: FerryClientError) -> Bool {
+        switch error {
+        case .connectionLost, .unreachable:
+            true
+        case .refused(let reply):
+            [.shuttingDown, .idleTimeout, .serverBusy].contains(reply.code)
+        default:
+            false
+        }
+    }
+
+    static func describe(_ wait: Duration) -> String {
+        let milliseconds = wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000
+        return milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(Double(milliseconds) / 1000) s"
+    }
+}
+
+extension Result {
+    fileprivate var failure: Failure? {
+        if case .failure(let error) = self { error } else { nil }
     }
 }

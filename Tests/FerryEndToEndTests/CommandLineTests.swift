@@ -414,7 +414,8 @@ struct CommandLineTests {
     }
 
     /// Ctrl-C during `ferry get` removes the hidden partial download beside the target, which nothing else would.
-    @Test func anInterruptedDownloadLeavesNoPartialFile() async throws {
+    /// Ctrl-C keeps what arrived, with its record, for the next `get` to resume (ResumeTests resumes one).
+    @Test func anInterruptedDownloadKeepsWhatArrivedToResume() async throws {
         // The start of a 10 MiB file, then nothing: the download waits with its partial file beside the target.
         let server = try await Self.scriptedServer(
             answer: RawConnection.encode(.fileInfo(FileInfo(size: 10 << 20, modified: 0)))
@@ -429,14 +430,20 @@ struct CommandLineTests {
             try await Task.sleep(for: .milliseconds(25))
             partial = try FileManager.default.contentsOfDirectory(atPath: work.path)
         }
-        #expect(partial.count == 1 && partial[0].hasPrefix(".big.bin.ferry-part-"), "\(partial)")
+        #expect(partial == [".big.bin.ferry-partial"], "\(partial)")
         get.interrupt()
         // Polled: waitUntilExit() would block one of the few threads the in-process servers of other tests share.
         for _ in 0..<400 where get.isRunning {
             try await Task.sleep(for: .milliseconds(25))
         }
         #expect(get.terminationReason == .exit && get.terminationStatus == 128 + SIGINT)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: work.path) == [])
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: work.path).sorted() == [
+                ".big.bin.ferry-partial", ".big.bin.ferry-partial.meta",
+            ]
+        )
+        let record = try String(contentsOf: work.appendingPathComponent(".big.bin.ferry-partial.meta"), encoding: .utf8)
+        #expect(record.contains("kept 1048576\n") && record.contains("size 10485760\n"), "\(record)")
     }
 
     /// A server that streams listing entries without end cannot take ferry's memory: past its limit on entries the

@@ -17,7 +17,7 @@ struct DeleteAndRenameTests {
             )
             try FileManager.default.createDirectory(atPath: server.path("folder"), withIntermediateDirectories: false)
             try await server.client.withConnection { connection in
-                #expect(connection.version == 2)
+                #expect(connection.version == Handshake.supportedVersions.upperBound)
                 try await connection.delete("doomed.txt")
                 for name in ["doomed.txt", "link", "folder", "never-was"] {
                     await #expect(throws: FerryClientError.self, "\(name)") { try await connection.delete(name) }
@@ -172,7 +172,7 @@ struct DeleteAndRenameTests {
             try await connection.send(.hello(hello))
             _ = try await connection.readRaw(count: 8)
             guard case .hello(let serverHello) = try await connection.next() else { throw TestFailure("no HELLO") }
-            #expect(serverHello.maximumVersion == 2)
+            #expect(serverHello.maximumVersion == Handshake.supportedVersions.upperBound)
             try await connection.send(.delete(DeleteRequest(name: "kept")))
             #expect(try await connection.expectError() == .unexpectedFrame)
             await connection.close()

@@ -116,7 +116,14 @@ struct NameAndHandshakeTests {
             let connection = try await RawConnection(port: server.port)
             try await connection.send(raw: Handshake.magic)
             try await connection.send(
-                .hello(Hello(minimumVersion: 3, maximumVersion: 9, maximumFramePayload: 1 << 20, maximumFileSize: 0))
+                .hello(
+                    Hello(
+                        minimumVersion: Handshake.supportedVersions.upperBound + 1,
+                        maximumVersion: 9,
+                        maximumFramePayload: 1 << 20,
+                        maximumFileSize: 0
+                    )
+                )
             )
             #expect(try await connection.readRaw(count: 8) == Handshake.magic)
             #expect(try await connection.expectError() == .versionMismatch)

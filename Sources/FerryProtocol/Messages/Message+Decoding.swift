@@ -25,7 +25,15 @@ extension Message {
         case .retrieve:
             let offset = try payload.read(UInt64.self, in: frame)
             let name = try payload.readName(in: frame)
-            self = .retrieve(RetrieveRequest(name: name, offset: offset))
+            var request = RetrieveRequest(name: name, offset: offset)
+            // Version 3's condition, absent before it.
+            if payload.readableBytes > 0 {
+                request.ifUnchanged = FileVersion(
+                    size: try payload.read(UInt64.self, in: frame),
+                    modified: try payload.read(Int64.self, in: frame)
+                )
+            }
+            self = .retrieve(request)
         case .store:
             let size = try payload.read(UInt64.self, in: frame)
             let offset = try payload.read(UInt64.self, in: frame)
@@ -84,12 +92,15 @@ extension Message {
         case .data:
             self = .data(DataChunk(bytes: frame.payload, crc32: frame.payloadCRC32))
         case .end:
-            self = .end(
-                EndOfData(
-                    length: try payload.read(UInt64.self, in: frame),
-                    crc32: try payload.read(UInt32.self, in: frame)
-                )
+            var end = EndOfData(
+                length: try payload.read(UInt64.self, in: frame),
+                crc32: try payload.read(UInt32.self, in: frame)
             )
+            // Version 3's whole-file CRC of a download, absent before it.
+            if payload.readableBytes > 0 {
+                end.fileCRC32 = try payload.read(UInt32.self, in: frame)
+            }
+            self = .end(end)
         case .abort:
             self = .abort
         default:

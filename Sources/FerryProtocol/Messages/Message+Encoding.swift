@@ -17,6 +17,10 @@ extension Message {
         case .retrieve(let request):
             buffer.writeInteger(request.offset)
             buffer.writeFerryString(request.name)
+            if let version = request.ifUnchanged {
+                buffer.writeInteger(version.size)
+                buffer.writeInteger(version.modified)
+            }
         case .store(let request):
             buffer.writeInteger(request.size)
             buffer.writeInteger(request.offset)
@@ -54,6 +58,9 @@ extension Message {
         case .end(let end):
             buffer.writeInteger(end.length)
             buffer.writeInteger(end.crc32)
+            if let fileCRC32 = end.fileCRC32 {
+                buffer.writeInteger(fileCRC32)
+            }
         }
     }
 }

@@ -166,10 +166,26 @@ public struct RenameOptions: OptionSet, Hashable, Sendable {
 public struct RetrieveRequest: Hashable, Sendable {
     public var name: String
     public var offset: UInt64
+    /// Version 3: send from `offset` only if the file is still this version, and the whole file otherwise (HTTP's
+    /// If-Range): a client resuming a download names the version its partial file came from.
+    public var ifUnchanged: FileVersion?
 
-    public init(name: String, offset: UInt64 = 0) {
+    public init(name: String, offset: UInt64 = 0, ifUnchanged: FileVersion? = nil) {
         self.name = name
         self.offset = offset
+        self.ifUnchanged = ifUnchanged
+    }
+}
+
+/// One version of a file as FILE_INFO describes it: its size and modification time.
+public struct FileVersion: Hashable, Sendable {
+    public var size: UInt64
+    /// Nanoseconds since 1970-01-01T00:00:00Z.
+    public var modified: Int64
+
+    public init(size: UInt64, modified: Int64) {
+        self.size = size
+        self.modified = modified
     }
 }
 
@@ -270,10 +286,14 @@ public struct Ready: Hashable, Sendable {
 public struct EndOfData: Hashable, Sendable {
     public var length: UInt64
     public var crc32: UInt32
+    /// Version 3, downloads: the CRC-32 of the whole file, from byte 0, whatever the RETR's offset. A client that
+    /// resumed combines its kept part's CRC with `crc32` and compares: the file it publishes is proven whole.
+    public var fileCRC32: UInt32?
 
-    public init(length: UInt64, crc32: UInt32) {
+    public init(length: UInt64, crc32: UInt32, fileCRC32: UInt32? = nil) {
         self.length = length
         self.crc32 = crc32
+        self.fileCRC32 = fileCRC32
     }
 }
 

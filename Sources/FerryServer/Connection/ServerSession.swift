@@ -396,8 +396,16 @@ struct ServerSession {
         // TLS must encrypt every byte, so it cannot hand a file to the kernel.
         let lookup = self.configuration.tls == nil ? try await self.library.openWithChecksums(request.name) : .noTable
         if case .sendable(let file) = lookup {
-            if let pieces = file.checksums.pieces(from: request.offset, within: self.writer.peerMaximumPayloadLength) {
-                try await self.send(file, pieces, request, record)
+            let identity = file.checksums.identity
+            var request = request
+            request.offset = self.startingOffset(
+                request,
+                for: FileVersion(size: identity.size, modified: identity.modified)
+            )
+            if let pieces = file.checksums.pieces(from: request.offset, within: self.writer.peerMaximumPayloadLength),
+                let prefix = file.checksums.crc32(upTo: request.offset)
+            {
+                try await self.send(file, pieces, request, prefix: prefix, record)
                 return
             }
             try? file.handle.close()
@@ -409,6 +417,8 @@ struct ServerSession {
             try await self.refuse(error, record)
             return
         }
+        var request = request
+        request.offset = self.startingOffset(request, for: FileVersion(size: file.size, modified: file.modified))
         guard request.offset <= file.size else {
             try? await file.handle.closeRegardlessOfCancellation()
             try await self.refuseOffset(request, size: file.size, record)
@@ -420,7 +430,9 @@ struct ServerSession {
         }
         let transfer: OutgoingTransfer
         let unchanged: Bool
+        let prefix: UInt32
         do {
+            prefix = try await self.checksumBeforeOffset(file, request)
             try await self.reply(.fileInfo(FileInfo(size: file.size, offset: request.offset, modified: file.modified)))
             try await self.flush()
             var checksums = ChunkChecksumBuilder()
@@ -460,8 +472,33 @@ struct ServerSession {
             try await self.refuse(.storageFailure, "'\(request.name)' changed while being sent", record)
             return
         }
-        try await self.reply(.end(transfer.end))
+        try await self.reply(.end(self.end(of: transfer, after: prefix)))
         self.log(record, bytes: transfer.sentLength, result: "ok")
+    }
+
+    /// Where a download starts: at its offset, unless version 3's condition names another version of the file than
+    /// this one; then at 0, and the whole file goes (as HTTP's If-Range).
+    private func startingOffset(_ request: RetrieveRequest, for current: FileVersion) -> UInt64 {
+        guard self.version >= Handshake.resumeVersion, let expected = request.ifUnchanged else { return request.offset }
+        return expected == current ? request.offset : 0
+    }
+
+    /// END of a download; version 3 adds the whole file's CRC-32: the CRC of the bytes before the offset
+    /// (`prefix`) combined with that of the bytes sent.
+    private func end(of transfer: OutgoingTransfer, after prefix: UInt32) -> EndOfData {
+        var end = transfer.end
+        if self.version >= Handshake.resumeVersion {
+            end.fileCRC32 = CRC32.combine(prefix, end.crc32, secondLength: end.length)
+        }
+        return end
+    }
+
+    /// The CRC-32 of the bytes before a resumed download's offset, read from the open file (the same one whose
+    /// rest is sent, and whose changes ``FileLibrary/isUnchanged(_:)`` catches): only in version 3, where END
+    /// carries the whole file's CRC, and only when the offset is not 0.
+    private func checksumBeforeOffset(_ file: ReadableFile, _ request: RetrieveRequest) async throws -> UInt32 {
+        guard self.version >= Handshake.resumeVersion, request.offset > 0 else { return 0 }
+        return try await self.library.checksum(file, upTo: request.offset)
     }
 
     /// `name` read whole if it fits one DATA frame (`nil` if larger), from the read-ahead when it is there.
@@ -514,6 +551,7 @@ struct ServerSession {
         _ file: ChecksummedFile,
         _ pieces: [ChecksummedPiece],
         _ request: RetrieveRequest,
+        prefix: UInt32,
         _ record: RequestRecord
     ) async throws {
         let identity = file.checksums.identity
@@ -549,7 +587,7 @@ struct ServerSession {
             try await self.refuse(.storageFailure, "'\(request.name)' changed while being sent", record)
             return
         }
-        try await self.reply(.end(transfer.end))
+        try await self.reply(.end(self.end(of: transfer, after: prefix)))
         self.log(record, bytes: transfer.sentLength, result: "ok")
     }
 
@@ -572,6 +610,8 @@ struct ServerSession {
     /// Sends a file that fits one DATA frame: FILE_INFO, DATA and END in one write.
     private mutating func send(_ file: WholeFile, _ request: RetrieveRequest, _ record: RequestRecord) async throws {
         let size = UInt64(file.bytes.readableBytes)
+        var request = request
+        request.offset = self.startingOffset(request, for: FileVersion(size: size, modified: file.modified))
         guard try await self.accepts(size: size, request, record) else { return }
         guard request.offset <= size else {
             try await self.refuseOffset(request, size: size, record)
@@ -586,7 +626,8 @@ struct ServerSession {
             transfer.record(chunk)
             messages.append(.data(chunk))
         }
-        messages.append(.end(transfer.end))
+        let prefix = CRC32.checksum(file.bytes.getSlice(at: 0, length: Int(request.offset)) ?? ByteBuffer())
+        messages.append(.end(self.end(of: transfer, after: prefix)))
         try await self.reply(messages)
         self.log(record, bytes: transfer.sentLength, result: "ok")
     }

@@ -53,6 +53,19 @@ struct ChunkChecksums: Hashable, Sendable {
         }
         return position >= offset ? pieces : nil
     }
+
+    /// The CRC-32 of the file's first `offset` bytes, from the pieces before it; `nil` if `offset` falls inside a
+    /// piece. What version 3's END needs of a download resumed at a piece boundary, without reading the file.
+    func crc32(upTo offset: UInt64) -> UInt32? {
+        var crc: UInt32 = 0
+        var position: UInt64 = 0
+        for chunk in self.chunks where position < offset {
+            position += UInt64(chunk.length)
+            guard position <= offset else { return nil }
+            crc = CRC32.combine(crc, chunk.crc32, secondLength: UInt64(chunk.length))
+        }
+        return position == offset ? crc : nil
+    }
 }
 
 /// Which file a table belongs to: device, inode, size, and the modification and status-change times in

@@ -460,6 +460,33 @@ public struct FileLibrary: Sendable {
         return identity.sameBytes(as: now, linksThen: file.links, renamedAt: self.renamed.changeTime(of: now))
     }
 
+    /// The CRC-32 of the first `length` bytes of an open file, read a chunk at a time (256 KiB: one frame's worth
+    /// of memory, whatever the length). A file shorter than that is a ``FileReadError``.
+    func checksum(_ file: ReadableFile, upTo length: UInt64) async throws -> UInt32 {
+        var crc: UInt32 = 0
+        var position: UInt64 = 0
+        while position < length {
+            let wanted = min(length - position, UInt64(Self.checksumReadLength))
+            let chunk: ByteBuffer
+            do {
+                chunk = try await file.handle.readChunk(
+                    fromAbsoluteOffset: Int64(position),
+                    length: .bytes(Int64(wanted))
+                )
+            } catch {
+                throw FileReadError(underlying: error)
+            }
+            guard chunk.readableBytes > 0 else {
+                throw FileReadError(underlying: LibraryError.storage("the file ended before byte \(length)"))
+            }
+            crc = CRC32.combine(crc, CRC32.checksum(chunk), secondLength: UInt64(chunk.readableBytes))
+            position += UInt64(chunk.readableBytes)
+        }
+        return crc
+    }
+
+    static let checksumReadLength = 256 * 1024
+
     /// The status-change time a rename by this server gave the file `info` describes, if it renamed it.
     func renameTime(of info: stat) -> Int64? {
         self.renamed.changeTime(of: info)

@@ -13,14 +13,42 @@ final class RecordingRelay: Sendable {
     let port: Int
     private let listener: Int32
     private let recorded = Mutex<[UInt8]>([])
+    private let recording: Bool
+    /// What happens to each connection, in order of arrival; connections beyond the list are relayed faithfully.
+    private let faults: Mutex<[Fault]>
+    private let moved = Mutex((toServer: 0, toClient: 0))
 
-    private init(listener: Int32, port: Int) {
-        self.listener = listener
-        self.port = port
+    /// A fault injected into one relayed connection.
+    enum Fault: Sendable, Hashable {
+        /// Relays faithfully.
+        case none
+        /// Relays this many bytes from the server to the client, then cuts the connection both ways.
+        case cutToClient(after: Int)
+        /// Relays this many bytes from the client to the server, then cuts the connection both ways.
+        case cutToServer(after: Int)
+        /// Relays this many bytes from the server, then relays nothing more either way, keeping the connection open.
+        case stallToClient(after: Int)
     }
 
-    /// Starts relaying connections on a free port to `127.0.0.1:port`.
-    static func start(forwardingTo target: Int) throws -> RecordingRelay {
+    private init(listener: Int32, port: Int, faults: [Fault], recording: Bool) {
+        self.listener = listener
+        self.port = port
+        self.faults = Mutex(faults)
+        self.recording = recording
+    }
+
+    /// Queues `faults` for the next connections.
+    func inject(_ faults: [Fault]) {
+        self.faults.withLock { $0 += faults }
+    }
+
+    /// Bytes relayed so far in each direction, all connections together.
+    var bytesMoved: (toServer: Int, toClient: Int) {
+        self.moved.withLock { $0 }
+    }
+
+    /// Starts relaying connections on a free port to `127.0.0.1:port`, injecting `faults` into the first ones.
+    static func start(forwardingTo target: Int, faults: [Fault] = [], recording: Bool = true) throws -> RecordingRelay {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard listener >= 0 else { throw TestFailure("socket: \(errno)") }
         var address = sockaddr_in()
@@ -36,7 +64,12 @@ final class RecordingRelay: Sendable {
             close(listener)
             throw TestFailure("cannot listen: \(errno)")
         }
-        let relay = RecordingRelay(listener: listener, port: Int(UInt16(bigEndian: address.sin_port)))
+        let relay = RecordingRelay(
+            listener: listener,
+            port: Int(UInt16(bigEndian: address.sin_port)),
+            faults: faults,
+            recording: recording
+        )
         Thread.detachNewThread {
             while true {
                 let client = accept(listener, nil, nil)
@@ -45,10 +78,23 @@ final class RecordingRelay: Sendable {
                     close(client)
                     continue
                 }
+                let fault = relay.faults.withLock { $0.isEmpty ? Fault.none : $0.removeFirst() }
                 let finished = Mutex(0)
                 for (from, to) in [(client, server), (server, client)] {
+                    let toClient = to == client
+                    let limit: Int? =
+                        switch fault {
+                        case .none: nil
+                        case .cutToClient(let after), .stallToClient(let after): toClient ? after : nil
+                        case .cutToServer(let after): toClient ? nil : after
+                        }
+                    let stall: Bool = if case .stallToClient = fault { true } else { false }
                     Thread.detachNewThread {
-                        relay.copy(from: from, to: to)
+                        relay.copy(from: from, to: to, limit: limit, toClient: toClient, stall: stall) {
+                            // A cut: both ways at once, as a broken path does.
+                            shutdown(client, Int32(SHUT_RDWR))
+                            shutdown(server, Int32(SHUT_RDWR))
+                        }
                         // Both directions done: both sockets can go.
                         if finished.withLock({
                             $0 += 1
@@ -64,14 +110,42 @@ final class RecordingRelay: Sendable {
         return relay
     }
 
-    /// Copies until `from` ends, recording, then passes the end on.
-    private func copy(from: Int32, to: Int32) {
+    /// Copies until `from` ends, recording, then passes the end on; after `limit` bytes, cuts the connection (or,
+    /// with `stall`, stops relaying and waits for the other side to end it).
+    private func copy(
+        from: Int32,
+        to: Int32,
+        limit: Int? = nil,
+        toClient: Bool = false,
+        stall: Bool = false,
+        cut: () -> Void = {}
+    ) {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var relayed = 0
         while true {
-            let count = buffer.withUnsafeMutableBytes { read(from, $0.baseAddress, $0.count) }
+            var wanted = buffer.count
+            if let limit {
+                guard relayed < limit else {
+                    if stall {
+                        // Hold the connection open, relaying nothing, until the peer gives up.
+                        while read(from, &buffer, buffer.count) > 0 {}
+                        return
+                    }
+                    cut()
+                    return
+                }
+                wanted = min(wanted, limit - relayed)
+            }
+            let count = buffer.withUnsafeMutableBytes { read(from, $0.baseAddress, wanted) }
             if count < 0, errno == EINTR { continue }
             guard count > 0 else { break }
-            self.recorded.withLock { $0 += buffer[..<count] }
+            relayed += count
+            self.moved.withLock { moved in
+                if toClient { moved.toClient += count } else { moved.toServer += count }
+            }
+            if self.recording {
+                self.recorded.withLock { $0 += buffer[..<count] }
+            }
             var sent = 0
             while sent < count {
                 let written = buffer.withUnsafeBytes { write(to, $0.baseAddress! + sent, count - sent) }

@@ -86,6 +86,21 @@ corpora["FuzzServerSession"].append(
     + record(1, bytes([0x10])) + record(1, bytes([0x13]))
 )
 
+# A version 3 session: an upload, then RETRs resuming it with hostile offsets and conditions (past the end, the
+# largest u64, a condition that fails, one that names a size of 0), then EXIT.
+def retr(offset, name, condition=None):
+    body = bytes([0x11]) + struct.pack(">Q", offset) + name_field(name)
+    if condition is not None:
+        body += struct.pack(">Qq", *condition)
+    return record(1, body)
+corpora["FuzzServerSession"].append(
+    record(4)
+    + record(1, bytes([0x12]) + struct.pack(">QQB", 3, 0, 0) + name_field("a.txt")) + record(2, b"abc") + record(3)
+    + retr(1, "a.txt") + retr(4, "a.txt") + retr(2**64 - 1, "a.txt", (3, 0)) + retr(2, "a.txt", (0, -1))
+    + retr(1, "a.txt", (3, 2**63 - 1)) + retr(0, "missing", (1, 1))
+    + record(1, bytes([0x13]))
+)
+
 for harness, inputs in corpora.items():
     directory = os.path.join(fuzz, "Corpus", harness)
     shutil.rmtree(directory, ignore_errors=True)

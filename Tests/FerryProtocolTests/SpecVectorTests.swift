@@ -58,6 +58,24 @@ struct SpecVectorTests {
             )
         ],
         "error-auth": [.error(ErrorReply(code: .authenticationFailed, message: "wrong user name or password"))],
+        "retr-conditional": [
+            .retrieve(
+                RetrieveRequest(
+                    name: "notes.txt",
+                    offset: 4096,
+                    ifUnchanged: FileVersion(size: 10_000, modified: 1_700_000_000_000_000_000)
+                )
+            )
+        ],
+        "end-resumed": [
+            .end(
+                EndOfData(
+                    length: 3,
+                    crc32: CRC32.checksum(Array("##\n".utf8)),
+                    fileCRC32: CRC32.checksum([0x89] + Array("PNG##\n".utf8))
+                )
+            )
+        ],
         "error-tls-required": [
             .error(
                 ErrorReply(

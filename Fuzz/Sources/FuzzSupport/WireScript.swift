@@ -109,10 +109,10 @@ public struct WireScript: Sendable {
 }
 
 public enum FuzzDefaults {
-    /// Version 2, so sessions reach DELETE and RENAME.
+    /// The newest version, so sessions reach DELETE, RENAME and resumed downloads.
     public static let hello = Hello(
         minimumVersion: 1,
-        maximumVersion: 2,
+        maximumVersion: 3,
         maximumFramePayload: 1 << 20,
         maximumFileSize: .max
     )

@@ -1,9 +1,10 @@
 // Harness 5: the client library facing arbitrary server replies (valid frames mostly, see WireScript), over an
 // in-memory channel, downloading into and uploading from a real folder.
 //
-// Invariants: the client never traps; nothing appears outside its folder; no temporary download survives; the
-// download target either does not exist or holds a file whose length and CRC-32 match an END the server sent;
-// the file it uploads is never modified.
+// Invariants: the client never traps; nothing appears outside its folder; no temporary download survives, but for
+// a cut download kept to resume, whose record must give the length and CRC-32 of the bytes kept; the download
+// target either does not exist or holds a file whose length and CRC-32 match an END the server sent; the file it
+// uploads is never modified.
 import FerryClient
 import FerryProtocol
 import Foundation
@@ -67,9 +68,35 @@ public func fuzzClientReplies(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         case "target":
             guard let summary = sandbox.summary(of: name) else { continue }
             precondition(script.declaredEnds.contains(summary), "an unverified download was kept")
+        case ".target.ferry-partial":
+            // A cut download kept to resume: only with its record, which must describe its bytes.
+            precondition(sandbox.contents().contains(".target.ferry-partial.meta"), "kept bytes without a record")
+        case ".target.ferry-partial.meta":
+            checkKeptPartial()
         default:
             preconditionFailure("an unexpected file was left behind: \(name)")
         }
     }
     return 0
+}
+
+/// The record of a kept partial download names as many bytes as the partial file holds at least, and their CRC-32.
+private func checkKeptPartial() {
+    let folder = sandbox.inner
+    guard
+        let record = try? String(
+            contentsOf: folder.appendingPathComponent(".target.ferry-partial.meta"),
+            encoding: .utf8
+        )
+    else { preconditionFailure("a kept download's record cannot be read") }
+    var fields: [Substring: Substring] = [:]
+    for line in record.split(separator: "\n") {
+        guard let space = line.firstIndex(of: " ") else { continue }
+        fields[line[..<space]] = line[line.index(after: space)...]
+    }
+    guard let kept = fields["kept"].flatMap({ Int($0) }), let crc = fields["crc32"].flatMap({ UInt32($0, radix: 16) }),
+        let bytes = try? Data(contentsOf: folder.appendingPathComponent(".target.ferry-partial"))
+    else { preconditionFailure("a kept download's record is incomplete, or its bytes are missing: \(record)") }
+    precondition(kept <= bytes.count, "the record keeps more bytes than the partial file holds")
+    precondition(CRC32.checksum([UInt8](bytes.prefix(kept))) == crc, "the record's CRC-32 is not its bytes'")
 }

@@ -104,7 +104,9 @@ struct Get: AsyncParsableCommand {
                                 destination: self.destination(for: all[$0], of: all.count)
                             )
                         }
-                        var stillPending: Set<Int> = []
+                        // Files done (or refused) leave the list, also when the connection then fails.
+                        var done: Set<Int> = []
+                        defer { pending.removeAll { done.contains($0) } }
                         try await connection.get(
                             downloads,
                             overwrite: self.force,
@@ -116,16 +118,14 @@ struct Get: AsyncParsableCommand {
                             let index = indices[position]
                             if case .failure(.keptPartMismatch) = result, !restarted.contains(index) {
                                 restarted.insert(index)
-                                stillPending.insert(index)
                                 Failure.report(result.failure ?? .connectionLost(""))
                                 return
                             }
-                            pending.removeAll { $0 == index }
+                            done.insert(index)
                             report.completed(index, result) { bytes in
                                 "received \(all[index]) → \(downloads[position].destination) (\(Sizes.describe(bytes)), verified)"
                             }
                         }
-                        pending = pending.filter { stillPending.contains($0) || !indices.contains($0) }
                     }
                 } catch let error as FerryClientError where Self.isWorthRetrying(error) && attempt <= self.retries {
                     Terminal.writeError(

@@ -7,26 +7,9 @@ loopback port with a host key and a client key made for the run (public-key log-
 with `--tls-self-signed`, the client pinning its fingerprint. Wall time is the whole client process; CPU is the
 client's (its rusage) and the server's (ferryd's, or sshd's and its reaped session processes').
 """
-import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
-MiB = 1 << 20
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
+from bench import MiB, free_port, wait_for_port
 
 
 def cpu_seconds(pid):

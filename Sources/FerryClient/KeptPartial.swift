@@ -28,24 +28,14 @@ struct KeptPartial: Hashable, Sendable {
         let slash = target.lastIndex(of: "/")
         let folder = slash.map { String(target[...$0]) } ?? ""
         let base = slash.map { String(target[target.index(after: $0)...]) } ?? target
-        let partial = folder + "." + Self.prefix(of: base, upTo: Self.longestBase) + ".ferry-partial"
+        let partial = folder + "." + base.prefix(utf8Bytes: Self.longestBase) + ".ferry-partial"
         return (partial, partial + ".meta")
     }
 
-    /// With the dot and `.ferry-partial.meta`, a record's name stays within 255 bytes.
-    private static let longestBase = 255 - ".".utf8.count - ".ferry-partial.meta".utf8.count
-
-    private static func prefix(of name: String, upTo limit: Int) -> String {
-        guard name.utf8.count > limit else { return name }
-        var kept = 0
-        var prefix = ""
-        for character in name {
-            kept += character.utf8.count
-            guard kept <= limit else { break }
-            prefix.append(character)
-        }
-        return prefix
-    }
+    /// With the dot, `.ferry-partial.meta` and the suffix of the record's temporary name, every name stays within
+    /// 255 bytes.
+    private static let longestBase =
+        255 - ".".utf8.count - ".ferry-partial.meta".utf8.count - BlockingFileIO.writeWholeSuffixLength
 
     static let header = "ferry-partial 1"
 
@@ -94,20 +84,11 @@ struct KeptPartial: Hashable, Sendable {
         )
     }
 
-    /// Writes the record beside the partial: whole or not at all. Blocking. Returns whether it was written.
+    /// Writes the record beside the partial: whole or not at all (``BlockingFileIO/writeWhole(_:to:mode:exactMode:replacing:)``).
+    /// Blocking. Returns whether it was written.
     @discardableResult
     func write(to path: String) -> Bool {
-        let temporary = path + ".tmp"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { return false }
-        var written = Array(self.encoded.utf8).withUnsafeBytes { BlockingFileIO.writeAll(descriptor, $0) } == nil
-        written = written && fsync(descriptor) == 0
-        close(descriptor)
-        guard written, rename(temporary, path) == 0 else {
-            unlink(temporary)
-            return false
-        }
-        return true
+        BlockingFileIO.writeWhole(ByteBuffer(string: self.encoded), to: path, mode: 0o644) == nil
     }
 
     /// What ``find(for:server:name:maximumAge:)`` found.

@@ -134,7 +134,7 @@ final class LocalDownload {
     private static func temporaryPath(beside target: FilePath) -> FilePath {
         var random = SystemRandomNumberGenerator()
         let directory = target.removingLastComponent()
-        let base = Self.prefix(of: target.lastComponent?.string ?? "download", upTo: Self.longestBase)
+        let base = (target.lastComponent?.string ?? "download").prefix(utf8Bytes: Self.longestBase)
         return (directory.isEmpty ? FilePath(".") : directory)
             .appending(".\(base).ferry-part-\(String(random.next() & 0xFFFF_FFFF, radix: 16))")
     }
@@ -142,19 +142,6 @@ final class LocalDownload {
     /// How much of the target's name a temporary name keeps: with the dot, `.ferry-part-` and eight hex digits it
     /// stays within the 255 bytes a file name may have, as a Ferry name (up to 255 bytes itself) may not.
     private static let longestBase = 255 - ".".utf8.count - ".ferry-part-".utf8.count - 8
-
-    /// The longest prefix of whole characters of `name` that takes at most `limit` bytes of UTF-8.
-    private static func prefix(of name: String, upTo limit: Int) -> String {
-        guard name.utf8.count > limit else { return name }
-        var kept = 0
-        var prefix = ""
-        for character in name {
-            kept += character.utf8.count
-            guard kept <= limit else { break }
-            prefix.append(character)
-        }
-        return prefix
-    }
 
     private static func describePublishing(_ failure: Int32, _ destination: String) -> FerryClientError? {
         switch failure {
@@ -259,5 +246,21 @@ final class LocalDownload {
         if let recordPath = self.recordPath {
             unlink(recordPath)
         }
+    }
+}
+
+extension String {
+    /// The longest prefix of whole characters that takes at most `limit` bytes of UTF-8: a target's name cut to
+    /// leave room for what a hidden name beside it adds.
+    func prefix(utf8Bytes limit: Int) -> String {
+        guard self.utf8.count > limit else { return self }
+        var kept = 0
+        var prefix = ""
+        for character in self {
+            kept += character.utf8.count
+            guard kept <= limit else { break }
+            prefix.append(character)
+        }
+        return prefix
     }
 }

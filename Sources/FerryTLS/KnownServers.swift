@@ -1,4 +1,5 @@
 import FerryTransport
+import NIOCore
 
 #if canImport(Glibc)
 import Glibc
@@ -43,8 +44,8 @@ public struct KnownServers: Sendable {
         return nil
     }
 
-    /// Records `fingerprint` as `server`'s, replacing what was there: written whole under a temporary name, then
-    /// renamed into place, mode 0600, in a folder made with mode 0700 if missing.
+    /// Records `fingerprint` as `server`'s, replacing what was there: written whole (``BlockingFileIO/writeWhole(_:to:mode:exactMode:replacing:)``),
+    /// mode 0600, in a folder made with mode 0700 if missing.
     public func remember(_ fingerprint: CertificateFingerprint, for server: String) throws(TLSSetupError) {
         var kept = try self.lines().filter { line in
             line.split(separator: " ", maxSplits: 1).first.map(String.init) != server
@@ -56,21 +57,7 @@ public struct KnownServers: Sendable {
         kept.append("\(server) \(fingerprint)")
         let contents = kept.joined(separator: "\n") + "\n"
         try Self.makeFolders(for: self.path)
-        let temporary = "\(self.path).\(String(UInt64.random(in: 0 ... .max), radix: 16)).tmp"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else {
-            throw TLSSetupError("cannot write '\(temporary)': \(SystemCallError(code: errno))")
-        }
-        var failure = Array(contents.utf8).withUnsafeBytes { BlockingFileIO.writeAll(descriptor, $0) }
-        if failure == nil, fsync(descriptor) != 0 {
-            failure = SystemCallError(code: errno)
-        }
-        close(descriptor)
-        if failure == nil, rename(temporary, self.path) != 0 {
-            failure = SystemCallError(code: errno)
-        }
-        if let failure {
-            unlink(temporary)
+        if let failure = BlockingFileIO.writeWhole(ByteBuffer(string: contents), to: self.path, mode: 0o600) {
             throw TLSSetupError("cannot write '\(self.path)': \(failure)")
         }
     }

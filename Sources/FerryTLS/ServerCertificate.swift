@@ -42,9 +42,9 @@ public struct ServerCertificate: Sendable {
     /// The self-signed certificate kept in `folder`, made there the first time.
     ///
     /// It is made once and kept, so that its fingerprint, which clients pin and remember, survives restarts. The
-    /// file (key and certificate, mode 0600) appears whole or not at all: it is written under a temporary name of
-    /// its own and linked into place, so that when several servers share the folder and start at once, the first
-    /// one's is everyone's. A file that anyone but this user owns or may read or write is refused, as SSH refuses a
+    /// file (key and certificate, mode 0600) appears whole or not at all, and never replaces one
+    /// (``BlockingFileIO/writeWhole(_:to:mode:exactMode:replacing:)``), so that when several servers share the folder
+    /// and start at once, the first one's is everyone's. A file that anyone but this user owns or may read or write is refused, as SSH refuses a
     /// private key others may read: whoever could plant or read it could pose as the server.
     ///
     /// - Parameter folder: a path to the folder, which may be a `/proc/self/fd/N` path of a folder opened safely.
@@ -59,38 +59,15 @@ public struct ServerCertificate: Sendable {
         } catch {
             throw TLSSetupError("cannot make a self-signed certificate: \(error)")
         }
-        let temporary = "\(folder)/.\(Self.selfSignedFileName).\(String(UInt64.random(in: 0 ... .max), radix: 16))"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else {
-            throw TLSSetupError("cannot write '\(temporary)': \(SystemCallError(code: errno))")
-        }
-        var failure = Array(pem.utf8).withUnsafeBytes { BlockingFileIO.writeAll(descriptor, $0) }
-        if failure == nil, fsync(descriptor) != 0 {
-            failure = SystemCallError(code: errno)
-        }
-        close(descriptor)
-        // link() never replaces: a server that got there first keeps its certificate, and this one uses it.
-        if failure == nil, link(temporary, path) != 0, errno != EEXIST {
-            failure = SystemCallError(code: errno)
-        }
-        unlink(temporary)
-        if let failure {
+        // Never replacing: a server that got there first keeps its certificate, and this one uses it.
+        let failure = BlockingFileIO.writeWhole(ByteBuffer(string: pem), to: path, mode: 0o600, replacing: false)
+        if let failure, failure.code != EEXIST {
             throw TLSSetupError("cannot create '\(path)': \(failure)")
         }
-        Self.synchronizeFolder(folder)
         guard let stored = try Self.readPrivateFile(path) else {
             throw TLSSetupError("'\(path)' vanished as it was made")
         }
         return try Self.parse(chain: stored, key: stored, source: path)
-    }
-
-    /// Makes the folder's new entry durable: without it, a crash could lose the link and the next start would make
-    /// a new certificate, which every client would then refuse as changed.
-    private static func synchronizeFolder(_ folder: String) {
-        let descriptor = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard descriptor >= 0 else { return }
-        _ = fsync(descriptor)
-        close(descriptor)
     }
 
     /// The bytes of a private key file: not a link, owned by this user, readable and writable by nobody else; `nil`

@@ -98,7 +98,12 @@ public final class ServerVerifier: Sendable {
         self.trust = trust
         self.host = host
         self.server = server
+        self.hostIsAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
     }
+
+    /// Whether ``host`` is an IP address rather than a name: SNI takes names only, and a certificate names an
+    /// address in a field of its own.
+    private let hostIsAddress: Bool
 
     /// Why the server's certificate was refused, if it was.
     public var failure: TrustFailure? {
@@ -130,11 +135,9 @@ public final class ServerVerifier: Sendable {
 
     /// The handlers that go first in a client connection's pipeline.
     public func makeHandlers(context: NIOSSLContext) throws -> [any ChannelHandler] {
-        // SNI takes host names only.
-        let isAddress = (try? SocketAddress(ipAddress: self.host, port: 0)) != nil
         let handler = try NIOSSLClientHandler(
             context: context,
-            serverHostname: isAddress ? nil : self.host,
+            serverHostname: self.hostIsAddress ? nil : self.host,
             customVerificationCallback: { [self] certificates, promise in
                 self.verify(certificates, promise: promise)
             }
@@ -231,10 +234,12 @@ public final class ServerVerifier: Sendable {
             return "its certificate cannot be parsed: \(error)"
         }
         guard let leaf = chain.first else { return "no certificate" }
-        let isAddress = (try? SocketAddress(ipAddress: self.host, port: 0)) != nil
         var verifier = Verifier(rootCertificates: roots) {
             RFC5280Policy()
-            ServerIdentityPolicy(serverHostname: isAddress ? nil : self.host, serverIP: isAddress ? self.host : nil)
+            ServerIdentityPolicy(
+                serverHostname: self.hostIsAddress ? nil : self.host,
+                serverIP: self.hostIsAddress ? self.host : nil
+            )
             ServerAuthenticationPolicy()
         }
         switch await verifier.validate(leaf: leaf, intermediates: CertificateStore(chain.dropFirst())) {

@@ -110,6 +110,55 @@ public enum BlockingFileIO {
         return nil
     }
 
+    /// Writes `bytes` as the file at `path`, whole or not at all: into a temporary file of its own beside it (a
+    /// random name, created exclusively, never through a link), flushed, then given its name by
+    /// ``publishFile(_:as:replacing:)``, and the folder flushed so that the name survives a crash. Blocking.
+    ///
+    /// - Parameters:
+    ///   - mode: the file's permissions, less the umask's; with `exactMode`, exactly these (a secret's 0600).
+    ///   - replacing: whether an existing file of that name is replaced; without it, one is left as it is and the
+    ///     result is `EEXIST`.
+    /// - Returns: `nil`, or what stopped it (the temporary file is gone either way).
+    ///
+    /// The temporary name is `path` and at most ``writeWholeSuffixLength`` more bytes.
+    public static func writeWhole(
+        _ bytes: ByteBuffer,
+        to path: String,
+        mode: UInt32,
+        exactMode: Bool = false,
+        replacing: Bool = true
+    ) -> SystemCallError? {
+        var random = SystemRandomNumberGenerator()
+        let temporary = "\(path)\(Self.writeWholeSuffix)\(String(random.next(), radix: 16))"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode_t(mode))
+        guard descriptor >= 0 else { return SystemCallError(code: errno) }
+        var failure = self.writeAll(descriptor, bytes)
+        if failure == nil, exactMode && fchmod(descriptor, mode_t(mode)) != 0 || fsync(descriptor) != 0 {
+            failure = SystemCallError(code: errno)
+        }
+        close(descriptor)
+        if let failure {
+            unlink(temporary)
+            return failure
+        }
+        let published = publishFile(temporary, as: path, replacing: replacing)
+        guard published == 0 else { return SystemCallError(code: published) }
+        let slash = path.lastIndex(of: "/")
+        let folder = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let directory = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if directory >= 0 {
+            fsync(directory)
+            close(directory)
+        }
+        return nil
+    }
+
+    private static let writeWholeSuffix = ".tmp-"
+
+    /// How much longer than its file's name the temporary name of ``writeWhole(_:to:mode:exactMode:replacing:)`` may
+    /// be: its suffix and 16 hex digits.
+    public static let writeWholeSuffixLength = Self.writeWholeSuffix.utf8.count + 16
+
     /// Writes all of `bytes` to an open file.
     public static func writeAll(_ descriptor: Int32, _ bytes: ByteBuffer) -> SystemCallError? {
         bytes.withUnsafeReadableBytes { self.writeAll(descriptor, $0) }

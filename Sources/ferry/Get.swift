@@ -116,9 +116,11 @@ struct Get: AsyncParsableCommand {
                             progress: { report.progress(indices[$0], $1, $2) }
                         ) { position, result in
                             let index = indices[position]
-                            if case .failure(.keptPartMismatch) = result, !restarted.contains(index) {
+                            if case .failure(let mismatch) = result, case .keptPartMismatch = mismatch,
+                                !restarted.contains(index)
+                            {
                                 restarted.insert(index)
-                                Failure.report(result.failure ?? .connectionLost(""))
+                                Failure.report(mismatch)
                                 return
                             }
                             done.insert(index)
@@ -156,11 +158,5 @@ struct Get: AsyncParsableCommand {
     static func describe(_ wait: Duration) -> String {
         let milliseconds = wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000
         return milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(Double(milliseconds) / 1000) s"
-    }
-}
-
-extension Result {
-    fileprivate var failure: Failure? {
-        if case .failure(let error) = self { error } else { nil }
     }
 }

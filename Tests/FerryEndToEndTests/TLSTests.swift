@@ -29,6 +29,32 @@ struct TLSTests {
         var environment: [String: String] { ["XDG_CONFIG_HOME": self.config.path] }
         var knownServers: URL { self.config.appendingPathComponent("ferry/known_servers") }
 
+        /// ferryd on this library, run by the ordinary user, with a self-signed certificate (after `arguments`).
+        func selfSignedServer(_ arguments: [String] = []) async throws -> Daemon {
+            try await Daemon.start(
+                root: self.library,
+                extraArguments: arguments + ["--tls-self-signed"],
+                as: .ordinaryUser
+            )
+        }
+
+        /// A users file with these accounts, made by `ferryd users add` and handed to the ordinary user: its path.
+        func usersFile(_ accounts: [(name: String, permission: String, password: String)]) async throws -> String {
+            let folder = Scratch.makeDirectory("accounts")
+            let path = folder.appendingPathComponent("users").path
+            for account in accounts {
+                let added = try await Binaries.run(
+                    "ferryd",
+                    ["users", "add", account.name, "--permission", account.permission, "--users", path]
+                        + ["--password-stdin"],
+                    input: account.password + "\n"
+                )
+                #expect(added.status == 0, "\(added.stderr)")
+            }
+            try User.handOver(folder)
+            return path
+        }
+
         func ferry(_ arguments: [String], _ daemon: Daemon, input: String? = nil) async throws -> Binaries.Outcome {
             try await Binaries.run(
                 "ferry",
@@ -43,11 +69,7 @@ struct TLSTests {
 
     @Test func aSelfSignedCertificateIsTrustedOnFirstUseAndKeptAcrossRestarts() async throws {
         let folders = try Folders()
-        var daemon = try await Daemon.start(
-            root: folders.library,
-            extraArguments: ["--tls-self-signed"],
-            as: .ordinaryUser
-        )
+        var daemon = try await folders.selfSignedServer()
         let fingerprint = try #require(daemon.fingerprint)
         #expect(fingerprint.count == 95, "32 hex pairs joined by colons: \(fingerprint)")
 
@@ -83,7 +105,7 @@ struct TLSTests {
         let list = try await folders.ferry(["list", "--json", "--tls"], daemon)
         #expect(list.status == 0 && !list.stdout.contains("ferry-tls") && list.stdout.contains("big.bin"))
         #expect(daemon.stop() == 0)
-        daemon = try await Daemon.start(root: folders.library, extraArguments: ["--tls-self-signed"], as: .ordinaryUser)
+        daemon = try await folders.selfSignedServer()
         defer { _ = daemon.stop() }
         #expect(daemon.fingerprint == fingerprint)
         // A new port is a new server to the known-servers file; the same fingerprint is enough for a pin.
@@ -95,11 +117,7 @@ struct TLSTests {
     @Test(.enabled(if: Binaries.canProvideTerminal))
     func theShellAsksWhetherToTrustAnUnknownServer() async throws {
         let folders = try Folders()
-        let daemon = try await Daemon.start(
-            root: folders.library,
-            extraArguments: ["--tls-self-signed"],
-            as: .ordinaryUser
-        )
+        let daemon = try await folders.selfSignedServer()
         defer { _ = daemon.stop() }
         let fingerprint = try #require(daemon.fingerprint)
         try Data("through TLS".utf8).write(to: folders.library.appendingPathComponent("shown.txt"))
@@ -144,11 +162,7 @@ struct TLSTests {
         #expect(open.stderr.contains("must belong to ferryd's user"), "\(open.stderr)")
 
         chmod(tlsFolder.path, 0o700)
-        let daemon = try await Daemon.start(
-            root: folders.library,
-            extraArguments: ["--tls-self-signed"],
-            as: .ordinaryUser
-        )
+        let daemon = try await folders.selfSignedServer()
         #expect(daemon.stop() == 0)
         let key = tlsFolder.appendingPathComponent("self-signed.pem")
         chmod(key.path, 0o644)
@@ -159,11 +173,7 @@ struct TLSTests {
 
     @Test func aChangedCertificateIsRefusedLoudly() async throws {
         let folders = try Folders()
-        let daemon = try await Daemon.start(
-            root: folders.library,
-            extraArguments: ["--tls-self-signed"],
-            as: .ordinaryUser
-        )
+        let daemon = try await folders.selfSignedServer()
         defer { _ = daemon.stop() }
         let other = String(repeating: "AB:", count: 31) + "AB"
         try FileManager.default.createDirectory(
@@ -184,11 +194,7 @@ struct TLSTests {
 
     @Test func aPinnedFingerprintIsTheOnlyOneTrusted() async throws {
         let folders = try Folders()
-        let daemon = try await Daemon.start(
-            root: folders.library,
-            extraArguments: ["--tls-self-signed"],
-            as: .ordinaryUser
-        )
+        let daemon = try await folders.selfSignedServer()
         defer { _ = daemon.stop() }
         let fingerprint = try #require(daemon.fingerprint)
         // Pasted without colons, in lower case: the same fingerprint.
@@ -268,11 +274,7 @@ struct TLSTests {
 
     @Test func plainAndTLSPeersEachGetAOneLineExplanation() async throws {
         let folders = try Folders()
-        let tlsDaemon = try await Daemon.start(
-            root: folders.library,
-            extraArguments: ["--tls-self-signed"],
-            as: .ordinaryUser
-        )
+        let tlsDaemon = try await folders.selfSignedServer()
         defer { _ = tlsDaemon.stop() }
         let plainClient = try await folders.ferry(["list"], tlsDaemon)
         #expect(plainClient.status == 1)
@@ -313,29 +315,19 @@ struct TLSTests {
     /// operation with the command-line client. A refusal is "permission denied" and changes nothing.
     @Test func eachAccountMayDoExactlyItsOperationsOverTLS() async throws {
         let folders = try Folders()
-        let users = Scratch.makeDirectory("accounts")
-        let usersFile = users.appendingPathComponent("users").path
-        for (name, level) in [("rita", "read"), ("uma", "upload"), ("alice", "full")] {
-            let added = try await Binaries.run(
-                "ferryd",
-                ["users", "add", name, "--permission", level, "--users", usersFile, "--password-stdin"],
-                input: "\(name)-secret\n"
-            )
-            #expect(added.status == 0, "\(added.stderr)")
+        let usersFile = try await folders.usersFile(
+            [("rita", "read", "rita-secret"), ("uma", "upload", "uma-secret"), ("alice", "full", "alice-secret")]
+        )
+        for name in ["rita", "uma", "alice"] {
             for file in ["victim-\(name)", "movable-\(name)"] {
                 try Data(file.utf8).write(to: folders.library.appendingPathComponent(file))
             }
             try Data("new from \(name)".utf8).write(to: folders.work.appendingPathComponent("new-\(name).txt"))
         }
         try Data("existing".utf8).write(to: folders.library.appendingPathComponent("existing"))
-        try User.handOver(users)
         try User.handOver(folders.library)
         try User.handOver(folders.work)
-        let daemon = try await Daemon.start(
-            root: folders.library,
-            extraArguments: ["--users", usersFile, "--tls-self-signed"],
-            as: .ordinaryUser
-        )
+        let daemon = try await folders.selfSignedServer(["--users", usersFile])
         defer { _ = daemon.stop() }
         let fingerprint = try #require(daemon.fingerprint)
 
@@ -381,20 +373,8 @@ struct TLSTests {
     /// without accounts or a word on what anonymous clients may do.
     @Test func aWrongPasswordIsRefusedLateAndAnOpenServerNeedsConsent() async throws {
         let folders = try Folders()
-        let users = Scratch.makeDirectory("accounts")
-        let usersFile = users.appendingPathComponent("users").path
-        let added = try await Binaries.run(
-            "ferryd",
-            ["users", "add", "alice", "--users", usersFile, "--password-stdin"],
-            input: "right\n"
-        )
-        #expect(added.status == 0, "\(added.stderr)")
-        try User.handOver(users)
-        let daemon = try await Daemon.start(
-            root: folders.library,
-            extraArguments: ["--users", usersFile, "--tls-self-signed"],
-            as: .ordinaryUser
-        )
+        let usersFile = try await folders.usersFile([("alice", "read", "right")])
+        let daemon = try await folders.selfSignedServer(["--users", usersFile])
         defer { _ = daemon.stop() }
         let started = ContinuousClock.now
         let wrong = try await Binaries.run(
@@ -420,16 +400,8 @@ struct TLSTests {
     /// user name nor any Ferry frame appears; without it (the control), the password does.
     @Test func thePasswordNeverCrossesTheWireInClear() async throws {
         let folders = try Folders()
-        let users = Scratch.makeDirectory("accounts")
-        let usersFile = users.appendingPathComponent("users").path
         let password = "correct-horse-battery-staple"
-        let added = try await Binaries.run(
-            "ferryd",
-            ["users", "add", "alice", "--permission", "full", "--users", usersFile, "--password-stdin"],
-            input: password + "\n"
-        )
-        #expect(added.status == 0, "\(added.stderr)")
-        try User.handOver(users)
+        let usersFile = try await folders.usersFile([("alice", "full", password)])
         try Data("secret contents".utf8).write(to: folders.library.appendingPathComponent("notes.txt"))
         try User.handOver(folders.library)
 

@@ -153,25 +153,13 @@ public struct UsersFile: Sendable, Equatable {
     /// Writes the file at `path` atomically (a temporary file beside it, flushed, renamed over it) with mode 0600.
     /// Blocking.
     public func save(to path: String) throws(UsersFileError) {
-        var random = SystemRandomNumberGenerator()
-        let temporary = "\(path).tmp-\(String(random.next(), radix: 16))"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else {
-            throw UsersFileError("cannot write beside '\(path)': \(String(cString: strerror(errno)))")
-        }
-        var failure = BlockingFileIO.writeAll(descriptor, ByteBuffer(string: self.text))?.code ?? 0
-        if failure == 0, fchmod(descriptor, 0o600) != 0 || fsync(descriptor) != 0 { failure = errno }
-        close(descriptor)
-        if failure == 0, rename(temporary, path) != 0 { failure = errno }
-        guard failure == 0 else {
-            unlink(temporary)
-            throw UsersFileError("cannot write '\(path)': \(String(cString: strerror(failure)))")
-        }
-        let folder = path.contains("/") ? String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)]) : "."
-        let directory = open(folder.isEmpty ? "/" : folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if directory >= 0 {
-            fsync(directory)
-            close(directory)
+        if let failure = BlockingFileIO.writeWhole(
+            ByteBuffer(string: self.text),
+            to: path,
+            mode: 0o600,
+            exactMode: true
+        ) {
+            throw UsersFileError("cannot write '\(path)': \(failure)")
         }
     }
 

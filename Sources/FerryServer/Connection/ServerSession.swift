@@ -484,11 +484,11 @@ struct ServerSession {
     }
 
     /// END of a download; version 3 adds the whole file's CRC-32: the CRC of the bytes before the offset
-    /// (`prefix`) combined with that of the bytes sent.
-    private func end(of transfer: OutgoingTransfer, after prefix: UInt32) -> EndOfData {
+    /// (`prefix`, only computed then) combined with that of the bytes sent.
+    private func end(of transfer: OutgoingTransfer, after prefix: @autoclosure () -> UInt32) -> EndOfData {
         var end = transfer.end
         if self.version >= Handshake.resumeVersion {
-            end.fileCRC32 = CRC32.combine(prefix, end.crc32, secondLength: end.length)
+            end.fileCRC32 = CRC32.combine(prefix(), end.crc32, secondLength: end.length)
         }
         return end
     }
@@ -626,8 +626,15 @@ struct ServerSession {
             transfer.record(chunk)
             messages.append(.data(chunk))
         }
-        let prefix = CRC32.checksum(file.bytes.getSlice(at: 0, length: Int(request.offset)) ?? ByteBuffer())
-        messages.append(.end(self.end(of: transfer, after: prefix)))
+        let offset = Int(request.offset)
+        messages.append(
+            .end(
+                self.end(
+                    of: transfer,
+                    after: CRC32.checksum(file.bytes.getSlice(at: 0, length: offset) ?? ByteBuffer())
+                )
+            )
+        )
         try await self.reply(messages)
         self.log(record, bytes: transfer.sentLength, result: "ok")
     }

@@ -185,16 +185,26 @@ public struct Credentials: Sendable, CustomStringConvertible {
     public var description: String { "user \(self.user)" }
 }
 
-/// Whether, and how long after, a cut download is resumed from the part kept of it (``KeptPartial``).
+/// Whether a cut transfer is resumed: a download from the part kept of it (``KeptPartial``), and how long after; an
+/// upload from what the server kept of it (``KeptUpload``).
 public struct ResumePolicy: Sendable {
-    /// `false` starts every download from the beginning, removing what was kept.
+    /// `false` starts every transfer from the beginning: what was kept of a download is removed, and what the server
+    /// kept of an upload is emptied.
     public var enabled: Bool
-    /// What was kept longer ago than this is removed, not resumed.
+    /// What was kept of a download longer ago than this is removed, not resumed.
     public var maximumAge: Duration
+    /// Where the tokens of uploads the server keeps are recorded (``KeptUpload/defaultFolder`` is where `ferry` keeps
+    /// them); `nil` for nowhere: no upload is resumed.
+    public var keptUploadsFolder: String?
 
-    public init(enabled: Bool = true, maximumAge: Duration = .seconds(7 * 24 * 3600)) {
+    public init(
+        enabled: Bool = true,
+        maximumAge: Duration = .seconds(7 * 24 * 3600),
+        keptUploadsFolder: String? = nil
+    ) {
         self.enabled = enabled
         self.maximumAge = maximumAge
+        self.keptUploadsFolder = keptUploadsFolder
     }
 
     public static let standard = ResumePolicy()

@@ -28,6 +28,9 @@ public enum FerryClientError: Error, Hashable, Sendable, CustomStringConvertible
     /// A resumed download's kept part did not combine with the rest into the server's whole file (its whole-file
     /// CRC-32): nothing was published, and the kept part was removed, so the next attempt starts from the beginning.
     case keptPartMismatch(name: String)
+    /// A resumed upload's whole-file CRC-32 did not match what the server kept and received: the server stored
+    /// nothing and dropped what it kept, so the next attempt starts from the beginning.
+    case keptUploadMismatch(name: String)
     /// The server's TLS certificate was refused; nothing was sent.
     case untrustedServer(TrustFailure)
     /// A TLS client met a server that speaks Ferry without TLS.
@@ -66,6 +69,9 @@ public enum FerryClientError: Error, Hashable, Sendable, CustomStringConvertible
         case .keptPartMismatch(let name):
             "checksum mismatch: the part of '\(name)' kept from an earlier attempt does not match the server's file; "
                 + "nothing was kept, and the next attempt starts from the beginning"
+        case .keptUploadMismatch(let name):
+            "checksum mismatch: the part of '\(name)' the server kept from an earlier attempt does not match this "
+                + "file; nothing was stored, and the next attempt starts from the beginning"
         case .untrustedServer(let failure):
             failure.description
         case .tlsNotSpoken(let server):

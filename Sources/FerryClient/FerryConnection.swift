@@ -46,7 +46,11 @@ public final class FerryConnection {
             do {
                 isFerry = try await self.reader.readMagic()
             } catch TransportError.connectionClosed(midFrame: false) {
-                throw FerryClientError.notAFerryServer(server: self.server)
+                // Closed without a byte: a server that stopped, a path that broke, or a stranger that says nothing;
+                // only the first two are worth trying again, and nothing says it was a stranger.
+                throw FerryClientError.connectionLost(
+                    "\(self.server) closed the connection before answering the handshake"
+                )
             }
             guard isFerry else { throw FerryClientError.notAFerryServer(server: self.server) }
             switch try await self.reader.next() {
@@ -618,10 +622,15 @@ public final class FerryConnection {
     ///   - progress: called with (index, bytes sent, size) as data goes out.
     ///   - completed: called once per file, in order, with the bytes stored or why the file was not.
     /// - Throws: only when the connection fails; the files not reported by then were not stored.
+    ///   - resume: whether a large upload the server kept when it was cut (version 4) is resumed, and where its token
+    ///     is recorded (``KeptUpload``).
+    ///   - notice: called with (index, sentence) when an upload resumes, or starts again though something was kept.
     public func put(
         _ uploads: [Upload],
         overwrite: Bool = false,
         window: Int = 96,
+        resume: ResumePolicy = .standard,
+        notice: (Int, String) -> Void = { _, _ in },
         progress: (Int, UInt64, UInt64) -> Void = { _, _, _ in },
         completed: (Int, Result<UInt64, FerryClientError>) -> Void
     ) async throws {
@@ -706,6 +715,8 @@ public final class FerryConnection {
                             as: upload.name,
                             options: options,
                             source: upload.source,
+                            resume: resume,
+                            notice: { notice(index, $0) },
                             progress: { progress(index, $0, size) }
                         )
                     } catch {
@@ -749,38 +760,107 @@ public final class FerryConnection {
     }
 
     /// Streams a large file: STOR, wait for READY, DATA as it is read, END, then the answer.
+    ///
+    /// In version 4 the server keeps a large upload that is cut, and READY names it with a token, recorded here
+    /// (``KeptUpload``) until the upload is answered. A later upload of the same name resumes with that token if the
+    /// source is unchanged: the server's READY says how many bytes it kept, only the rest is sent, and END carries the
+    /// CRC-32 of the whole file, read again from the source, which the server checks against what it kept and
+    /// received before it commits anything.
     private func upload(
         _ handle: ReadFileHandle,
         opened: _NIOFileSystem.FileInfo,
         as name: String,
         options: StoreOptions,
         source: String,
+        resume: ResumePolicy,
+        notice: (String) -> Void,
         progress: (UInt64) -> Void
     ) async throws -> Result<UInt64, FerryClientError> {
         let size = UInt64(max(opened.size, 0))
-        try await self.writer.write(.store(StoreRequest(name: name, size: size, options: options)))
+        let identity = opened.platformSpecificStatus.map(KeptUpload.SourceIdentity.init)
+        let records = self.version >= Handshake.resumableUploadVersion ? resume.keptUploadsFolder : nil
+        let (server, user) = (self.server, self.user)
+        let kept: KeptUpload? =
+            if let records {
+                try await NIOThreadPool.singleton.runIfActive {
+                    KeptUpload.find(in: records, server: server, user: user, name: name)
+                }
+            } else {
+                nil
+            }
+        // What the server kept is resumed only for the same, unchanged source; otherwise its token empties it.
+        var request = StoreRequest(name: name, size: size, options: options, resumeToken: kept?.token)
+        if let kept {
+            if !resume.enabled {
+                notice("starting '\(name)' again from the beginning (--no-resume)")
+            } else if kept.source != identity {
+                notice("starting '\(name)' again from the beginning: '\(source)' changed since the upload was cut")
+            } else {
+                request.offset = size
+            }
+        }
+        func forget() async {
+            guard let records else { return }
+            _ = try? await NIOThreadPool.singleton.runIfActive {
+                KeptUpload.remove(in: records, server: server, user: user, name: name)
+            }
+        }
+        try await self.writer.write(.store(request))
+        let ready: Ready
         switch try await self.nextReplyOrRequestError() {
         case .failure(let refusal):
+            // The server keeps nothing for a refused STOR, except an upload being received elsewhere.
+            if refusal.errorCode != .uploadInProgress { await forget() }
             return .failure(refusal)
-        case .success(.ready(let ready)):
-            try Self.checkStartsAtZero(ready)
+        case .success(.ready(let answer)):
+            ready = answer
         case .success(let other):
             throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to STOR")
         }
-        progress(0)
+        // SPEC.md §5.4: an offset only to a STOR with a token, and never past what it allowed.
+        guard ready.offset == 0 || (request.resumeToken != nil && ready.offset <= request.offset) else {
+            throw FerryProtocolError.malformed(
+                .ready,
+                "offset \(ready.offset) for a STOR that allowed \(request.offset)"
+            )
+        }
+        if let records, let token = ready.token, let identity, token != kept?.token || kept?.source != identity {
+            let record = KeptUpload(server: server, user: user, name: name, token: token, source: identity)
+            _ = try await NIOThreadPool.singleton.runIfActive { record.write(in: records) }
+        } else if ready.token == nil, kept != nil {
+            await forget()
+        }
+        let start = ready.offset
+        var keptCRC: UInt32 = 0
+        if start > 0 {
+            notice("resuming '\(name)' after \(start) of \(size) bytes, kept by the server")
+            guard
+                let crc = try? await handle.withUnsafeDescriptor({
+                    BlockingFileIO.checksum($0.rawValue, length: start)
+                })
+            else {
+                try await self.writer.write(.abort)
+                _ = try await self.nextReplyOrRequestError()
+                return .failure(.localFile("reading '\(source)' failed"))
+            }
+            keptCRC = crc
+        }
+        progress(start)
         let transfer: OutgoingTransfer
         do {
-            transfer = try await self.writer.sendFile(handle, from: 0, to: size, progress: progress)
+            transfer = try await self.writer.sendFile(handle, from: start, to: size, progress: { progress(start + $0) })
         } catch let error as FileReadError {
             // Our own file failed us: tell the server to drop what it has (it answers ABORTED), then report.
             try await self.writer.write(.abort)
             _ = try await self.nextReplyOrRequestError()
+            await forget()
             return .failure(.localFile("reading '\(source)' failed: \(error)"))
         }
-        guard transfer.sentLength == size else {
+        guard transfer.sentLength == size - start else {
             // The file shrank while being read: the server will refuse the END's length, and says so.
             try await self.writer.write(.end(transfer.end))
             _ = try await self.nextReplyOrRequestError()
+            await forget()
             return .failure(.localFile("'\(source)' changed while being sent"))
         }
         if await Self.changed(handle, since: opened) {
@@ -788,14 +868,24 @@ public final class FerryConnection {
             // new bytes, which the server would verify and keep. It drops them instead (ABORT, answered ABORTED).
             try await self.writer.write(.abort)
             _ = try await self.nextReplyOrRequestError()
+            await forget()
             return .failure(.localFile("'\(source)' changed while being sent; it was not stored"))
         }
-        try await self.writer.write(.end(transfer.end))
+        var end = transfer.end
+        if self.version >= Handshake.resumableUploadVersion {
+            end.fileCRC32 = CRC32.combine(keptCRC, end.crc32, secondLength: end.length)
+        }
+        try await self.writer.write(.end(end))
         switch try await self.nextReplyOrRequestError() {
         case .failure(let refusal):
+            await forget()
+            if start > 0, refusal.errorCode == .checksumMismatch {
+                return .failure(.keptUploadMismatch(name: name))
+            }
             return .failure(refusal)
         case .success(.ok):
-            return .success(transfer.sentLength)
+            await forget()
+            return .success(size)
         case .success(let other):
             throw FerryProtocolError.unexpected(other.frameType, in: "as the answer to END")
         }
@@ -890,6 +980,9 @@ public final class FerryConnection {
     static func describe(_ error: any Error) -> String {
         if let error = error as? FileSystemError {
             return error.message
+        }
+        if let error = error as? ChannelError, error == .ioOnClosedChannel || error == .eof {
+            return "the connection was closed"
         }
         return TLSFailure.describe(error) ?? "\(error)"
     }

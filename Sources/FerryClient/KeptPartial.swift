@@ -61,13 +61,7 @@ struct KeptPartial: Hashable, Sendable {
     }
 
     init?(parsing text: String) {
-        var fields: [Substring: Substring] = [:]
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: true)
-        guard lines.first.map(String.init) == Self.header else { return nil }
-        for line in lines.dropFirst() {
-            guard let space = line.firstIndex(of: " ") else { return nil }
-            fields[line[..<space]] = line[line.index(after: space)...]
-        }
+        guard let fields = KeyValueRecord.fields(of: text, header: Self.header) else { return nil }
         guard let server = fields["server"], let name = fields["name"],
             let size = fields["size"].flatMap({ UInt64($0) }),
             let modified = fields["modified"].flatMap({ Int64($0) }),
@@ -143,29 +137,13 @@ struct KeptPartial: Hashable, Sendable {
         else {
             return discard("the partial file is shorter than its record says")
         }
-        guard let crc = Self.checksum(descriptor, length: record.kept), crc == record.crc32 else {
+        guard let crc = BlockingFileIO.checksum(descriptor, length: record.kept), crc == record.crc32 else {
             return discard("the partial file's bytes no longer match what was received (edited?)")
         }
         guard ftruncate(descriptor, off_t(record.kept)) == 0 else {
             return discard("the partial file cannot be trimmed to its kept length")
         }
         return .resumable(record)
-    }
-
-    /// The CRC-32 of the first `length` bytes of an open file, a MiB at a time; `nil` if they cannot be read.
-    private static func checksum(_ descriptor: Int32, length: UInt64) -> UInt32? {
-        var crc = CRC32()
-        var position: UInt64 = 0
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while position < length {
-            let wanted = Int(min(UInt64(buffer.count), length - position))
-            let count = buffer.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, wanted, off_t(position)) }
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else { return nil }
-            buffer.withUnsafeBytes { crc.update(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
-            position += UInt64(count)
-        }
-        return crc.value
     }
 
     /// Removes a kept partial and its record. Blocking.

@@ -51,6 +51,12 @@ public struct CRC32: Hashable, Sendable {
 
     /// The CRC-32 of `A ‖ B` from `crc(A)`, `crc(B)` and `B`'s length (zlib's `crc32_combine`), so a resumed
     /// transfer can be verified as a whole without reading its first part again.
+    /// `0x` and 8 hex digits, as error messages show a CRC-32.
+    public static func hex(_ value: UInt32) -> String {
+        let digits = String(value, radix: 16)
+        return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
+    }
+
     public static func combine(_ first: UInt32, _ second: UInt32, secondLength: UInt64) -> UInt32 {
         guard secondLength > 0 else { return first }
         return CZlib_crc32_combine(first, second, Int64(clamping: secondLength))

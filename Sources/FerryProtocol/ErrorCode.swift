@@ -37,6 +37,9 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     /// Version 2: AUTH named an account that does not exist or gave the wrong password (which of the two, the
     /// server does not say).
     public static let authenticationFailed = ErrorCode(rawValue: 111)
+    /// Version 4: the upload a STOR's token names is being received on another connection right now (the one that
+    /// was cut may not have been noticed yet). Worth trying again shortly.
+    public static let uploadInProgress = ErrorCode(rawValue: 112)
 
     // MARK: - Connection errors: the sender closes the connection
     /// The first bytes were not Ferry's magic. Sent as a line of text, not as a frame.
@@ -85,6 +88,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .invalidOffset: "invalid offset"
         case .permissionDenied: "permission denied"
         case .authenticationFailed: "authentication failed"
+        case .uploadInProgress: "upload in progress"
         case .notFerry: "not a Ferry peer"
         case .versionMismatch: "version mismatch"
         case .badHandshake: "bad handshake"

@@ -99,6 +99,5 @@ extension FerryProtocolError {
 }
 
 func hex32(_ value: UInt32) -> String {
-    let digits = String(value, radix: 16)
-    return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
+    CRC32.hex(value)
 }

@@ -11,15 +11,20 @@ public enum Handshake {
     /// protocol; the CR LF catches line-ending translation, as PNG's signature does.
     public static let magic: [UInt8] = [0x89, 0x46, 0x45, 0x52, 0x52, 0x59, 0x0D, 0x0A]
 
-    /// The versions this implementation speaks: 1; 2, which adds DELETE, RENAME, AUTH and "permission denied"; and
-    /// 3, which adds resumed downloads proven whole (RETR's condition, END's whole-file CRC).
-    public static let supportedVersions: ClosedRange<UInt16> = 1...3
+    /// The versions this implementation speaks: 1; 2, which adds DELETE, RENAME, AUTH and "permission denied"; 3,
+    /// which adds resumed downloads proven whole (RETR's condition, END's whole-file CRC); and 4, which adds resumed
+    /// uploads proven whole (READY's token, STOR's token, the client's whole-file CRC at END).
+    public static let supportedVersions: ClosedRange<UInt16> = 1...4
 
     /// The first version with DELETE and RENAME.
     public static let deleteAndRenameVersion: UInt16 = 2
 
     /// The first version with RETR's `if_unchanged` condition and END's `file_crc` (SPEC.md §7.2).
     public static let resumeVersion: UInt16 = 3
+
+    /// The first version with resumable uploads: READY's and STOR's token, and a client's END with `file_crc`
+    /// (SPEC.md §7.3).
+    public static let resumableUploadVersion: UInt16 = 4
 
     /// What a server sends, as plain text, to a peer whose first bytes are not the magic; then it closes.
     public static let notFerryReply =

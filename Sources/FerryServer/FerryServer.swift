@@ -89,6 +89,15 @@ public struct FerryServer: Service {
             self.onListening(address)
         }
         let connections = ConnectionCounter()
+        // Kept uploads expire whether or not anything else happens on the server.
+        let library = self.library
+        let sweeper = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: library.keptUploads.sweepInterval)
+                await library.sweepKeptUploads()
+            }
+        }
+        defer { sweeper.cancel() }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 do {

@@ -1,4 +1,5 @@
 import CFileCalls
+import FerryProtocol
 public import NIOCore
 
 #if canImport(Glibc)
@@ -158,6 +159,23 @@ public enum BlockingFileIO {
     /// How much longer than its file's name the temporary name of ``writeWhole(_:to:mode:exactMode:replacing:)`` may
     /// be: its suffix and 16 hex digits.
     public static let writeWholeSuffixLength = Self.writeWholeSuffix.utf8.count + 16
+
+    /// The CRC-32 of the first `length` bytes of an open file, read a MiB at a time; `nil` if they cannot all be read.
+    public static func checksum(_ descriptor: Int32, length: UInt64) -> UInt32? {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        var crc = CRC32()
+        var position: UInt64 = 0
+        while position < length {
+            let wanted = Int(min(UInt64(buffer.count), length - position))
+            let count = pread(descriptor, buffer.baseAddress, wanted, off_t(position))
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { return nil }
+            crc.update(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+            position += UInt64(count)
+        }
+        return crc.value
+    }
 
     /// Writes all of `bytes` to an open file.
     public static func writeAll(_ descriptor: Int32, _ bytes: ByteBuffer) -> SystemCallError? {

@@ -79,10 +79,8 @@ struct Get: AsyncParsableCommand {
             var pending: [Int] = []
             // A kept part that did not match is removed and its file tried once more, from the beginning.
             var restarted: Set<Int> = []
-            var attempt = 0
-            var wait = Duration.milliseconds(Int64(self.retryWait * 1000))
+            var retry = Retry(limit: self.retries, firstWait: self.retryWait)
             while report == nil || !pending.isEmpty {
-                attempt += 1
                 do {
                     try await client.withConnection { connection in
                         let all: [String]
@@ -113,7 +111,10 @@ struct Get: AsyncParsableCommand {
                             resume: policy,
                             notice: { _, message in Terminal.writeError("ferry: \(message.escapingControlCharacters)\n")
                             },
-                            progress: { report.progress(indices[$0], $1, $2) }
+                            progress: {
+                                report.progress(indices[$0], $1, $2)
+                                retry.progress(all[indices[$0]], $1)
+                            }
                         ) { position, result in
                             let index = indices[position]
                             if case .failure(let mismatch) = result, case .keptPartMismatch = mismatch,
@@ -129,13 +130,8 @@ struct Get: AsyncParsableCommand {
                             }
                         }
                     }
-                } catch let error as FerryClientError where Self.isWorthRetrying(error) && attempt <= self.retries {
-                    Terminal.writeError(
-                        "ferry: \(error.description.escapingControlCharacters); retrying in \(Self.describe(wait)) "
-                            + "(attempt \(attempt + 1) of \(self.retries + 1))\n"
-                    )
-                    try await Task.sleep(for: wait)
-                    wait = min(wait * 2, .seconds(30))
+                } catch let error as FerryClientError where Self.isWorthRetrying(error) && retry.remaining {
+                    try await retry.wait(after: error)
                 }
             }
             try report?.finish("downloaded", single: !self.all && self.names.count == 1)
@@ -149,10 +145,59 @@ struct Get: AsyncParsableCommand {
         case .connectionLost, .unreachable:
             true
         case .refused(let reply):
-            [.shuttingDown, .idleTimeout, .serverBusy].contains(reply.code)
+            [.shuttingDown, .idleTimeout, .serverBusy, .uploadInProgress].contains(reply.code)
         default:
             false
         }
+    }
+}
+
+/// The retries of a transfer command: how many are left, and the wait before the next, doubling up to 30 s, and back
+/// to the first wait after an attempt that moved bytes. Each is announced on stderr with what cut the last attempt, and
+/// where.
+struct Retry {
+    private let limit: Int
+    private let first: Duration
+    private var attempt = 1
+    private var next: Duration
+    /// The file in progress and its bytes moved, for the announcement; set by ``progress(_:_:)``.
+    private var position: (name: String, bytes: UInt64)?
+    private var progressed = false
+
+    init(limit: Int, firstWait seconds: Double) {
+        self.limit = limit
+        self.first = .milliseconds(Int64(seconds * 1000))
+        self.next = self.first
+    }
+
+    /// Whether another attempt may be made.
+    var remaining: Bool {
+        self.attempt <= self.limit
+    }
+
+    /// Notes that `bytes` of `name` have moved in this attempt.
+    mutating func progress(_ name: String, _ bytes: UInt64) {
+        if let position = self.position, position.name == name, bytes > position.bytes {
+            self.progressed = true
+        }
+        self.position = (name, bytes)
+    }
+
+    /// Says why, where and how long, waits, and counts the attempt.
+    mutating func wait(after error: FerryClientError) async throws {
+        if self.progressed {
+            self.next = self.first
+        }
+        let place = self.position.map { " at \(Sizes.describe($0.bytes)) of \($0.name)" } ?? ""
+        Terminal.writeError(
+            "ferry: \(error.description.escapingControlCharacters)\(place.escapingControlCharacters); retrying in "
+                + "\(Self.describe(self.next)) (attempt \(self.attempt + 1) of \(self.limit + 1))\n"
+        )
+        try await Task.sleep(for: self.next)
+        self.next = min(self.next * 2, .seconds(30))
+        self.attempt += 1
+        self.progressed = false
+        self.position = nil
     }
 
     static func describe(_ wait: Duration) -> String {

@@ -118,6 +118,30 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The largest upload accepted, in bytes.")
     var maxFileSize: UInt64 = 1 << 40
 
+    @Option(
+        help: """
+            Hours an upload cut short is kept for its client to resume (protocol version 4) after its last bytes \
+            arrived; then it is removed.
+            """
+    )
+    var keptUploadHours: Double = 24
+
+    @Option(
+        help: """
+            The most bytes all uploads kept to be resumed may hold together; keeping one more removes the oldest, and \
+            a larger one is not kept.
+            """
+    )
+    var keptUploadBytes: UInt64 = 16 << 30
+
+    @Option(
+        help: ArgumentHelp(
+            "Bytes received between two records of a resumable upload (what a crash may lose of it).",
+            visibility: .hidden
+        )
+    )
+    var uploadCheckpointBytes: UInt64 = 16 << 20
+
     @Option(help: "Seconds running transfers get to finish after SIGINT, SIGTERM or SIGHUP.")
     var gracePeriod: Double = 30
 
@@ -161,6 +185,12 @@ struct Serve: AsyncParsableCommand {
         if self.tlsSelfSigned, self.tlsCert != nil {
             throw ValidationError("--tls-self-signed or --tls-cert and --tls-key: not both")
         }
+        guard self.keptUploadHours >= 0, self.keptUploadHours * 3600 <= Self.longestDuration else {
+            throw ValidationError("--kept-upload-hours must be 0 to \(Int(Self.longestDuration / 3600))")
+        }
+        guard self.uploadCheckpointBytes > 0 else {
+            throw ValidationError("--upload-checkpoint-bytes must be positive")
+        }
         guard self.maxLoginFailures > 0 else { throw ValidationError("--max-login-failures must be at least 1") }
         guard Logger.Level(rawValue: self.logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -177,7 +207,14 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "ferryd")
         Self.raiseOpenFileLimit(logger: logger)
 
-        let library = try await FileLibrary.open(at: self.root)
+        let library = try await FileLibrary.open(
+            at: self.root,
+            keeping: KeptUploadPolicy(
+                lifetime: .milliseconds(Int64(self.keptUploadHours * 3_600_000)),
+                byteLimit: self.keptUploadBytes,
+                checkpointInterval: self.uploadCheckpointBytes
+            )
+        )
         let accounts = try self.users.map { try UsersFile.load(from: $0) }
         let anonymous = self.anonymous ?? (accounts == nil ? .write : AnonymousAccess.none)
         let certificate: ServerCertificate?

@@ -64,6 +64,13 @@ struct ResumeTests {
         #expect(get.stderr.contains("resuming 'big.bin' after"), "\(get.stderr)")
         let moved = relay.bytesMoved.toClient
         #expect(Double(moved) <= 1.2 * Double(size), "moved \(moved) bytes for a \(size)-byte file")
+        FaultTable.record(
+            "download 64 MiB",
+            "10 cuts: handshake, a frame header, 8 random in the data",
+            moved: moved,
+            size: size,
+            outcome: try get.status == 0 && sameBytes(setup.received(), setup.original) ? "verified" : "FAILED"
+        )
         #expect(!FileManager.default.fileExists(atPath: setup.partial.path))
         #expect(!FileManager.default.fileExists(atPath: setup.record.path))
     }
@@ -86,6 +93,13 @@ struct ResumeTests {
         #expect(again.status == 0, "\(again.stderr)")
         #expect(again.stderr.contains("changed on the server since the download was cut"), "\(again.stderr)")
         #expect(sameBytes(try setup.received(), replacement), "the new file, whole; nothing of the old")
+        FaultTable.record(
+            "download 8 MiB",
+            "cut at 3 MiB, file replaced on the server before the retry",
+            moved: relay.bytesMoved.toClient,
+            size: 8 << 20,
+            outcome: again.status == 0 ? "restarted (server's file changed), verified" : "FAILED"
+        )
     }
 
     @Test func anEditedPartialIsNeverPublished() async throws {
@@ -126,6 +140,13 @@ struct ResumeTests {
         #expect(forgedRun.status == 0, "\(forgedRun.stderr)")
         #expect(forgedRun.stderr.contains("does not match the server's file"), "\(forgedRun.stderr)")
         #expect(sameBytes(try setup.received(), setup.original), "published only once whole and proven")
+        FaultTable.record(
+            "download 8 MiB",
+            "2 cuts at 3 MiB; partial edited, then edited with a forged record",
+            moved: relay.bytesMoved.toClient,
+            size: 8 << 20,
+            outcome: forgedRun.status == 0 ? "restarted twice (record CRC; whole-file CRC), verified" : "FAILED"
+        )
     }
 
     @Test func interruptedDownloadsAreKeptAndResumedUnlessToldOtherwise() async throws {

@@ -26,7 +26,14 @@ struct MessageDecodingTests {
     func everyTruncationIsMalformed(_ message: Message) throws {
         let bytes = SampleMessages.encoded(message)
         let payload = Array(bytes[FrameLayout.headerLength..<(bytes.count - FrameLayout.trailerLength)])
+        // Cut right before its appended fields (SPEC.md §10), a message is the older version's, and whole.
+        let older = Self.withoutAppendedFields(message)
+        let olderLength = older.map { SampleMessages.encoded($0).count - FrameLayout.overhead }
         for length in 0..<payload.count {
+            if let older, length == olderLength {
+                #expect(try Message(decoding: self.frame(message.frameType, Array(payload.prefix(length)))) == older)
+                continue
+            }
             let error = self.decodeError(message.frameType, Array(payload.prefix(length)))
             #expect(
                 error?.kind == .malformedPayload,
@@ -35,12 +42,37 @@ struct MessageDecodingTests {
         }
     }
 
+    /// The message as an older version wrote it: without the fields later versions appended.
+    private static func withoutAppendedFields(_ message: Message) -> Message? {
+        switch message {
+        case .hello(var hello) where hello.login != .none:
+            hello.login = .none
+            return .hello(hello)
+        case .retrieve(var request) where request.ifUnchanged != nil:
+            request.ifUnchanged = nil
+            return .retrieve(request)
+        case .store(var request) where request.resumeToken != nil:
+            request.resumeToken = nil
+            return .store(request)
+        case .ready(var ready) where ready.token != nil:
+            ready.token = nil
+            return .ready(ready)
+        case .end(var end) where end.fileCRC32 != nil:
+            end.fileCRC32 = nil
+            return .end(end)
+        default:
+            return nil
+        }
+    }
+
     @Test func trailingBytesAreIgnoredForExtensibility() throws {
-        var payload = Array(
-            SampleMessages.encoded(.ready(Ready(offset: 5))).dropFirst(FrameLayout.headerLength).dropLast(4)
-        )
+        let ready = Ready(offset: 5, token: UploadToken(high: 1, low: 2))
+        var payload = Array(SampleMessages.encoded(.ready(ready)).dropFirst(FrameLayout.headerLength).dropLast(4))
         payload += [1, 2, 3]
-        #expect(try Message(decoding: self.frame(.ready, payload)) == .ready(Ready(offset: 5)))
+        #expect(try Message(decoding: self.frame(.ready, payload)) == .ready(ready))
+        let end = EndOfData(length: 1, crc32: 2, fileCRC32: 3)
+        payload = Array(SampleMessages.encoded(.end(end)).dropFirst(FrameLayout.headerLength).dropLast(4)) + [9]
+        #expect(try Message(decoding: self.frame(.end, payload)) == .end(end))
     }
 
     @Test func impossibleEntryCountIsRefusedBeforeAllocating() {

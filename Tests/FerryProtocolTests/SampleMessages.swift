@@ -13,6 +13,14 @@ enum SampleMessages {
         .store(StoreRequest(name: "a", size: 0)),
         .store(StoreRequest(name: "backup.tar", size: 1 << 40, offset: 3, options: .overwrite)),
         .store(StoreRequest(name: String(repeating: "n", count: 255), size: 1)),
+        .store(
+            StoreRequest(
+                name: "resumed.iso",
+                size: 9 << 30,
+                offset: 9 << 30,
+                resumeToken: UploadToken(high: 0x0123_4567_89ab_cdef, low: .max)
+            )
+        ),
         .exit,
         .ok,
         .error(ErrorReply(code: .noSuchFile, message: "no such file: 'x'")),
@@ -30,6 +38,7 @@ enum SampleMessages {
         .fileInfo(FileInfo(size: 5_000_000_000, offset: 4_999_999_999, modified: 42)),
         .ready(Ready()),
         .ready(Ready(offset: 77)),
+        .ready(Ready(offset: 1 << 33, token: UploadToken(high: 0, low: 1))),
         .data(DataChunk(ByteBuffer())),
         .data(DataChunk(ByteBuffer(string: "##"))),
         .data(DataChunk(ByteBuffer(bytes: Array(0...255)))),

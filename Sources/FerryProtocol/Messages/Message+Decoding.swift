@@ -39,7 +39,12 @@ extension Message {
             let offset = try payload.read(UInt64.self, in: frame)
             let options = StoreOptions(rawValue: try payload.read(UInt8.self, in: frame))
             let name = try payload.readName(in: frame)
-            self = .store(StoreRequest(name: name, size: size, offset: offset, options: options))
+            var request = StoreRequest(name: name, size: size, offset: offset, options: options)
+            // Version 4's token, absent before it.
+            if payload.readableBytes > 0 {
+                request.resumeToken = try payload.readToken(in: frame)
+            }
+            self = .store(request)
         case .exit:
             self = .exit
         case .delete:
@@ -88,7 +93,12 @@ extension Message {
             }
             self = .fileInfo(info)
         case .ready:
-            self = .ready(Ready(offset: try payload.read(UInt64.self, in: frame)))
+            var ready = Ready(offset: try payload.read(UInt64.self, in: frame))
+            // Version 4's token, absent before it.
+            if payload.readableBytes > 0 {
+                ready.token = try payload.readToken(in: frame)
+            }
+            self = .ready(ready)
         case .data:
             self = .data(DataChunk(bytes: frame.payload, crc32: frame.payloadCRC32))
         case .end:
@@ -96,7 +106,7 @@ extension Message {
                 length: try payload.read(UInt64.self, in: frame),
                 crc32: try payload.read(UInt32.self, in: frame)
             )
-            // Version 3's whole-file CRC of a download, absent before it.
+            // The whole-file CRC (a server's from version 3, a client's from version 4), absent before.
             if payload.readableBytes > 0 {
                 end.fileCRC32 = try payload.read(UInt32.self, in: frame)
             }
@@ -144,6 +154,10 @@ extension ByteBuffer {
             throw .malformed(frame.type, "ends inside a \(Integer.bitWidth)-bit field")
         }
         return value
+    }
+
+    fileprivate mutating func readToken(in frame: Frame) throws(FerryProtocolError) -> UploadToken {
+        UploadToken(high: try self.read(UInt64.self, in: frame), low: try self.read(UInt64.self, in: frame))
     }
 
     fileprivate mutating func readStringBytes(in frame: Frame) throws(FerryProtocolError) -> [UInt8] {

@@ -26,6 +26,9 @@ extension Message {
             buffer.writeInteger(request.offset)
             buffer.writeInteger(request.options.rawValue)
             buffer.writeFerryString(request.name)
+            if let token = request.resumeToken {
+                buffer.writeToken(token)
+            }
         case .delete(let request):
             buffer.writeFerryString(request.name)
         case .auth(let request):
@@ -53,6 +56,9 @@ extension Message {
             buffer.writeInteger(info.modified)
         case .ready(let ready):
             buffer.writeInteger(ready.offset)
+            if let token = ready.token {
+                buffer.writeToken(token)
+            }
         case .data(let chunk):
             buffer.writeImmutableBuffer(chunk.bytes)
         case .end(let end):
@@ -62,6 +68,13 @@ extension Message {
                 buffer.writeInteger(fileCRC32)
             }
         }
+    }
+}
+
+extension ByteBuffer {
+    fileprivate mutating func writeToken(_ token: UploadToken) {
+        self.writeInteger(token.high)
+        self.writeInteger(token.low)
     }
 }
 

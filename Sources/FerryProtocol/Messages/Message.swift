@@ -194,16 +194,66 @@ public struct StoreRequest: Hashable, Sendable {
     public var name: String
     /// The whole file's size, announced so the server can refuse what it cannot hold before any data moves.
     public var size: UInt64
-    /// Where the data starts. Version 1 servers accept only 0; the field exists so resuming needs no new
-    /// message layout.
+    /// Without a token, 0. With one (version 4), the furthest the client lets the server resume: READY's offset is at
+    /// most this. `size` takes whatever the server kept; 0 starts the kept upload again from its first byte.
     public var offset: UInt64
     public var options: StoreOptions
+    /// Version 4: resume the upload a READY named with this token, cut short before.
+    public var resumeToken: UploadToken?
 
-    public init(name: String, size: UInt64, offset: UInt64 = 0, options: StoreOptions = []) {
+    public init(
+        name: String,
+        size: UInt64,
+        offset: UInt64 = 0,
+        options: StoreOptions = [],
+        resumeToken: UploadToken? = nil
+    ) {
         self.name = name
         self.size = size
         self.offset = offset
         self.options = options
+        self.resumeToken = resumeToken
+    }
+}
+
+/// Version 4: names an upload the server keeps when it is cut short, so that a later STOR resumes it (SPEC.md §7.3).
+///
+/// 16 random bytes from the server: whoever holds it may resume the upload, so it is a capability, bound by the server
+/// to the file's name, size and the account that began it.
+public struct UploadToken: Hashable, Sendable, CustomStringConvertible {
+    public static let length = 16
+
+    /// The token's bytes, big-endian halves.
+    public let high: UInt64
+    public let low: UInt64
+
+    public init(high: UInt64, low: UInt64) {
+        self.high = high
+        self.low = low
+    }
+
+    /// A fresh token from the system's secure random source.
+    public static func random() -> UploadToken {
+        var generator = SystemRandomNumberGenerator()
+        return UploadToken(high: generator.next(), low: generator.next())
+    }
+
+    /// 32 lowercase hex digits.
+    public var description: String {
+        Self.hex(self.high) + Self.hex(self.low)
+    }
+
+    /// Reads 32 hex digits, as ``description`` writes them.
+    public init?(hex: some StringProtocol) {
+        guard hex.utf8.count == 32, let high = UInt64(hex.prefix(16), radix: 16),
+            let low = UInt64(hex.dropFirst(16), radix: 16)
+        else { return nil }
+        self.init(high: high, low: low)
+    }
+
+    private static func hex(_ value: UInt64) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
     }
 }
 
@@ -274,10 +324,14 @@ public struct FileInfo: Hashable, Sendable {
 
 /// STOR's go-ahead: send the data, starting at `offset`.
 public struct Ready: Hashable, Sendable {
+    /// 0, or, answering a STOR with a token (version 4), how many bytes of the file the server kept and verified.
     public var offset: UInt64
+    /// Version 4: the server keeps this upload if it is cut short; a STOR with this token resumes it.
+    public var token: UploadToken?
 
-    public init(offset: UInt64 = 0) {
+    public init(offset: UInt64 = 0, token: UploadToken? = nil) {
         self.offset = offset
+        self.token = token
     }
 }
 
@@ -286,8 +340,9 @@ public struct Ready: Hashable, Sendable {
 public struct EndOfData: Hashable, Sendable {
     public var length: UInt64
     public var crc32: UInt32
-    /// Version 3, downloads: the CRC-32 of the whole file, from byte 0, whatever the RETR's offset. A client that
-    /// resumed combines its kept part's CRC with `crc32` and compares: the file it publishes is proven whole.
+    /// The CRC-32 of the whole file, from byte 0, whatever the transfer's offset: a server's END in version 3 and
+    /// later, a client's in version 4. The receiver of a resumed transfer combines the kept part's CRC with `crc32`
+    /// and compares: the file it publishes is proven whole.
     public var fileCRC32: UInt32?
 
     public init(length: UInt64, crc32: UInt32, fileCRC32: UInt32? = nil) {

@@ -640,22 +640,27 @@ struct ServerSession {
     }
 
     private mutating func store(_ request: StoreRequest, _ record: RequestRecord) async throws {
+        // Version 4: a large upload is kept if it is cut, and a token resumes one (SPEC.md §7.3). Older sessions
+        // ignore the token, an appended field (§10).
+        let resumable = self.version >= Handshake.resumableUploadVersion && !Self.isSmall(request)
+        let token = resumable ? request.resumeToken : nil
         let refusal: (ErrorCode, String)? =
             if !StoreOptions.known.isSuperset(of: request.options) {
                 (.unsupported, "unknown STOR options 0x\(String(request.options.rawValue, radix: 16))")
-            } else if request.offset != 0 {
-                (.unsupported, "resuming an upload (offset \(request.offset)) is not supported by this server")
+            } else if request.offset != 0, token == nil {
+                (
+                    .unsupported,
+                    self.version >= Handshake.resumableUploadVersion
+                        ? "a STOR offset (\(request.offset)) needs the token of the upload it resumes"
+                        : "resuming an upload (offset \(request.offset)) needs protocol version 4"
+                )
+            } else if request.offset > request.size {
+                (.invalidOffset, "offset \(request.offset) is beyond the upload's size (\(request.size) bytes)")
             } else if request.size > self.configuration.maximumFileSize {
                 (
                     .fileTooLarge,
                     "\(request.size) bytes is more than this server accepts (\(self.configuration.maximumFileSize))"
                 )
-            } else if !request.options.contains(.overwrite), !Self.isSmall(request),
-                (try? await self.library.exists(request.name)) == true
-            {
-                // A small upload is checked in its group commit's job instead (which would refuse a taken name
-                // anyway): one thread-pool job fewer per file lets a session commit thousands per second.
-                (.fileExists, LibraryError.fileExists(request.name).description)
             } else {
                 nil
             }
@@ -665,40 +670,141 @@ struct ServerSession {
             try await self.refuse(code, message, record)
             return
         }
+        // The token is looked up before the name: an upload committed already holds its name.
+        var claimed: (StagingFile, KeptUploadHandle)?
+        if let token {
+            switch await self.library.claimKeptUpload(
+                token,
+                name: request.name,
+                size: request.size,
+                user: self.user,
+                upTo: request.offset
+            ) {
+            case .resumed(let staging, let handle):
+                claimed = (staging, handle)
+            case .committed(let kept):
+                try await self.receive(request, committedAs: kept, token: token, record)
+                return
+            case .inProgress:
+                self.skippingRefusedUpload = true
+                try await self.refuse(
+                    .uploadInProgress,
+                    "the upload of '\(request.name)' this token names is being received on another connection; "
+                        + "try again shortly",
+                    record
+                )
+                return
+            case .unknown:
+                break
+            }
+        }
+        // A small upload is checked in its group commit's job instead (which would refuse a taken name anyway): one
+        // thread-pool job fewer per file lets a session commit thousands per second.
+        if !request.options.contains(.overwrite), !Self.isSmall(request),
+            (try? await self.library.exists(request.name)) == true
+        {
+            if let (staging, _) = claimed { await self.library.release(staging) }
+            self.skippingRefusedUpload = true
+            try await self.refuse(.fileExists, LibraryError.fileExists(request.name).description, record)
+            return
+        }
         // An upload that fits one DATA frame is gathered in memory and committed in one job; a larger one is
         // streamed into a staging file as it arrives. Either way at most one frame's worth is held.
         let destination: Upload.Destination
+        var kept: KeptUploadHandle?
         if Self.isSmall(request) {
             destination = .memory(self.channel.allocator.buffer(capacity: Int(request.size)))
         } else {
             do {
-                destination = .staging(try await self.library.createStagingFile(), offset: 0)
+                if let (staging, handle) = claimed {
+                    destination = .staging(staging, offset: Int64(handle.record.kept))
+                    kept = handle
+                } else if resumable {
+                    let (staging, handle) = try await self.library.beginKeptUpload(
+                        name: request.name,
+                        size: request.size,
+                        overwrite: request.options.contains(.overwrite),
+                        user: self.user
+                    )
+                    destination = .staging(staging, offset: 0)
+                    kept = handle
+                } else {
+                    destination = .staging(try await self.library.createStagingFile(), offset: 0)
+                }
             } catch let error as LibraryError {
                 self.skippingRefusedUpload = true
                 try await self.refuse(error, record)
                 return
             }
         }
-        var upload = Upload(destination: destination, transfer: IncomingTransfer(expectedLength: request.size))
+        let offset = kept?.record.kept ?? 0
+        var upload = Upload(
+            destination: destination,
+            transfer: IncomingTransfer(expectedLength: request.size - offset),
+            kept: kept
+        )
+        upload.lastCheckpoint = offset
         defer { Self.releaseMemory(afterMoving: upload.transfer.receivedLength) }
         do {
             if case .staging = destination {
-                try await self.reply(.ready(Ready(offset: 0)))
+                try await self.reply(.ready(Ready(offset: offset, token: kept?.token)))
                 upload.readySent = true
+                if offset > 0 {
+                    self.logger.debug(
+                        "resuming an upload",
+                        metadata: ["name": "\(request.name)", "offset": "\(offset)", "size": "\(request.size)"]
+                    )
+                }
             }
             try await withThrowingTaskGroup(of: Void.self) { writes in
                 do {
                     try await self.receive(&upload, request: request, record, writes: &writes)
                 } catch {
-                    // The staging file is released only once no write to it is running.
+                    // The staging file is released only once no write to it is running; one that succeeded still
+                    // counts for what is kept.
+                    if (try? await writes.waitForAll()) != nil {
+                        upload.confirmWrite()
+                    }
                     await writes.drain()
                     throw error
                 }
             }
         } catch {
-            await self.release(&upload)
-            self.log(record, bytes: upload.transfer.receivedLength, result: "failed: \(error)")
+            // Cut short (the connection lost, timed out, broken, or the server stopping): a resumable upload keeps
+            // what was verified and written, for its client to resume.
+            if case .staging(let staging, _) = upload.destination, let kept = upload.kept, !upload.refused {
+                upload.destination = .released
+                let keptIt = await self.library.keep(staging, kept)
+                self.log(
+                    record,
+                    bytes: upload.transfer.receivedLength,
+                    result: "cut: \(error)" + (keptIt ? "; kept \(kept.record.kept) bytes to resume" : "")
+                )
+            } else {
+                await self.release(&upload)
+                self.log(record, bytes: upload.transfer.receivedLength, result: "failed: \(error)")
+            }
             throw error
+        }
+    }
+
+    /// Answers a STOR whose token names an upload committed already: READY at its end, and after the client's END
+    /// (no data, and the whole file's CRC-32), OK if that CRC is the one committed. The client's first OK was lost.
+    private mutating func receive(
+        _ request: StoreRequest,
+        committedAs kept: KeptUploadRecord,
+        token: UploadToken,
+        _ record: RequestRecord
+    ) async throws {
+        var upload = Upload(
+            destination: .committed(fileCRC32: kept.crc32),
+            transfer: IncomingTransfer(expectedLength: 0),
+            kept: nil
+        )
+        try await self.reply(.ready(Ready(offset: kept.size, token: token)))
+        upload.readySent = true
+        try await withThrowingTaskGroup(of: Void.self) { writes in
+            try await self.receive(&upload, request: request, record, writes: &writes)
         }
     }
 
@@ -720,12 +826,33 @@ struct ServerSession {
             case memory(ByteBuffer)
             /// A large upload, written to the staging file as it arrives; `offset` is where the next bytes go.
             case staging(StagingFile, offset: Int64)
+            /// An upload resumed after it was committed (version 4): nothing is to be received, and END must carry
+            /// this whole-file CRC-32.
+            case committed(fileCRC32: UInt32)
             /// Failed and answered, or committed: nothing more is kept.
             case released
         }
 
         var destination: Destination
         var transfer: IncomingTransfer
+        /// A resumable upload's token, files and record (version 4). Its record counts the bytes written for sure:
+        /// those before `offset` and every write confirmed since.
+        var kept: KeptUploadHandle?
+        /// The write in flight: its length and CRC-32, counted in `kept` once it is confirmed.
+        var unconfirmed: (length: UInt64, crc32: UInt32)?
+        /// How far the last record written reached.
+        var lastCheckpoint: UInt64 = 0
+
+        /// Counts the write in flight as done: it succeeded.
+        mutating func confirmWrite() {
+            guard let (length, crc32) = self.unconfirmed else { return }
+            self.unconfirmed = nil
+            if var kept = self.kept {
+                kept.record.crc32 = CRC32.combine(kept.record.crc32, crc32, secondLength: length)
+                kept.record.kept += length
+                self.kept = kept
+            }
+        }
         /// The pieces it arrived in, for the file's checksum table (large uploads only).
         var checksums = ChunkChecksumBuilder()
         /// Set once the upload has failed and been answered: the rest of its frames are read and dropped.
@@ -791,16 +918,41 @@ struct ServerSession {
                     guard try await self.finishWrites(&writes, &upload, record) else { continue }
                     let handle = staging.handle
                     let bytes = chunk.bytes
+                    let length = UInt64(bytes.readableBytes)
+                    upload.unconfirmed = (length, chunk.crc32)
+                    // Every so often a resumable upload's record is brought up to date, this chunk included, in the
+                    // same job that writes it (after flushing it): the record never names a byte not on disk.
+                    var checkpoint: (record: KeptUploadRecord, name: String, folder: PinnedFolder)?
+                    if let kept = upload.kept,
+                        kept.record.kept + length - upload.lastCheckpoint >= self.library.keptUploads.checkpointInterval
+                    {
+                        var next = kept.record
+                        next.crc32 = CRC32.combine(next.crc32, chunk.crc32, secondLength: length)
+                        next.kept += length
+                        checkpoint = (next, kept.fileName, kept.folder)
+                        upload.lastCheckpoint = next.kept
+                    }
+                    let due = checkpoint
                     writes.addTask {
                         try await handle.withUnsafeDescriptor { descriptor in
                             if let failure = BlockingFileIO.writeHandingToDisk(descriptor.rawValue, bytes, at: offset) {
+                                throw failure
+                            }
+                            if let checkpoint = due,
+                                let failure = KeptUploads.checkpoint(
+                                    descriptor.rawValue,
+                                    checkpoint.record,
+                                    checkpoint.name,
+                                    in: checkpoint.folder
+                                )
+                            {
                                 throw failure
                             }
                         }
                     }
                     upload.checksums.append(length: bytes.readableBytes, crc32: chunk.crc32)
                     upload.destination = .staging(staging, offset: offset + Int64(bytes.readableBytes))
-                case .released:
+                case .committed, .released:
                     break
                 }
             case .end where upload.refused, .abort where upload.refused:
@@ -828,6 +980,10 @@ struct ServerSession {
                     )
                     return
                 }
+                if let refusal = Self.wholeFileRefusal(of: upload, end, request) {
+                    try await self.abandon(&upload, &writes, .checksumMismatch, refusal, record)
+                    return
+                }
                 let destination = upload.destination
                 upload.destination = .released
                 let overwrite = request.options.contains(.overwrite)
@@ -845,18 +1001,30 @@ struct ServerSession {
                     }
                 case .staging(let staging, _):
                     do {
-                        try await self.library.commit(
-                            staging,
-                            as: request.name,
-                            overwrite: overwrite,
-                            checksums: upload.checksums
-                        )
+                        if let kept = upload.kept {
+                            try await self.library.commit(
+                                staging,
+                                kept,
+                                fileCRC32: kept.record.crc32,
+                                checksums: upload.checksums
+                            )
+                        } else {
+                            try await self.library.commit(
+                                staging,
+                                as: request.name,
+                                overwrite: overwrite,
+                                checksums: upload.checksums
+                            )
+                        }
                     } catch let error as LibraryError {
                         try await self.refuse(error, record)
                         return
                     }
                     try await self.reply(.ok)
                     self.log(record, bytes: upload.transfer.receivedLength, result: "ok")
+                case .committed:
+                    try await self.reply(.ok)
+                    self.log(record, bytes: 0, result: "ok (committed before; the client's OK was lost)")
                 case .released:
                     break
                 }
@@ -876,6 +1044,7 @@ struct ServerSession {
     ) async throws -> Bool {
         do {
             try await writes.waitForAll()
+            upload.confirmWrite()
             return true
         } catch {
             try await self.abandon(&upload, &writes, .storageFailure, "writing the upload failed: \(error)", record)
@@ -901,9 +1070,39 @@ struct ServerSession {
     /// Removes the staging file of an upload that will not be committed.
     private func release(_ upload: inout Upload) async {
         if case .staging(let staging, _) = upload.destination {
-            await self.library.discard(staging)
+            if let kept = upload.kept {
+                await self.library.discard(staging, kept)
+            } else {
+                await self.library.discard(staging)
+            }
         }
         upload.destination = .released
+    }
+
+    /// Why an upload whose bytes arrived intact is still not the client's file: the whole-file CRC-32 its END
+    /// carries (version 4) is not that of the bytes kept before and received now. `nil` if it is, or not given for
+    /// an upload from byte 0.
+    private static func wholeFileRefusal(of upload: Upload, _ end: EndOfData, _ request: StoreRequest) -> String? {
+        let whole: UInt32
+        let resumed: Bool
+        switch upload.destination {
+        case .committed(let fileCRC32):
+            (whole, resumed) = (fileCRC32, true)
+        case .staging where upload.kept != nil:
+            let kept = upload.kept?.record.crc32 ?? 0
+            (whole, resumed) = (kept, upload.transfer.expectedLength < request.size)
+        default:
+            (whole, resumed) = (upload.transfer.crc32, false)
+        }
+        guard let declared = end.fileCRC32 else {
+            return resumed
+                ? "'\(request.name)' not stored: a resumed upload's END must carry the whole file's CRC-32" : nil
+        }
+        guard declared != whole else { return nil }
+        return
+            "'\(request.name)' not stored: END declares the whole file's CRC-32 \(CRC32.hex(declared)), but the bytes "
+            + "kept and received give \(CRC32.hex(whole))"
+            + (resumed ? "; the kept part was dropped, so the next attempt starts from the beginning" : "")
     }
 
     // MARK: - Errors

@@ -38,8 +38,10 @@ public struct FileLibrary: Sendable {
     /// The folder of checksum tables, or `nil` where it could not be made (a library the server may not write).
     private let checksumFolder: PinnedFolder?
     private let staging: StagingArea
-    private let fileSystem: FileSystem
-    private let threadPool: NIOThreadPool
+    /// Uploads cut short and kept to be resumed (version 4).
+    let keptUploads: KeptUploads
+    let fileSystem: FileSystem
+    let threadPool: NIOThreadPool
     /// The last listing, while nothing in the folder has changed.
     let listingCache: ListingCache
     /// Files this server renamed, with their status-change time just after: a download of one of them that sees
@@ -61,9 +63,11 @@ public struct FileLibrary: Sendable {
     /// may belong to another server sharing the library.
     private static let abandonedTableAge: Int = 3600
 
-    /// Opens (creating if missing) the folder at `path`, and removes staging files a crash left behind.
+    /// Opens (creating if missing) the folder at `path`, and removes staging files a crash left behind and kept
+    /// uploads that expired.
     public static func open(
         at path: String,
+        keeping keptUploads: KeptUploadPolicy = KeptUploadPolicy(),
         threadPool: NIOThreadPool = .singleton,
         fileSystem: FileSystem = .shared
     ) async throws -> FileLibrary {
@@ -91,11 +95,19 @@ public struct FileLibrary: Sendable {
                 checksumFolder = nil
             }
             let staging = try StagingArea(in: folder)
+            let kept = KeptUploads(
+                in: folder,
+                lifetime: keptUploads.lifetime,
+                byteLimit: keptUploads.byteLimit,
+                checkpointInterval: keptUploads.checkpointInterval
+            )
+            kept.sweep()
             return OpenedFolders(
                 root: FilePath(shown ?? path),
                 folder: folder,
                 checksumFolder: checksumFolder,
-                staging: staging
+                staging: staging,
+                keptUploads: kept
             )
         }
         let library = FileLibrary(opened, fileSystem: fileSystem, threadPool: threadPool)
@@ -133,6 +145,7 @@ public struct FileLibrary: Sendable {
         let folder: PinnedFolder
         let checksumFolder: PinnedFolder?
         let staging: StagingArea
+        let keptUploads: KeptUploads
     }
 
     private init(_ opened: OpenedFolders, fileSystem: FileSystem, threadPool: NIOThreadPool) {
@@ -140,13 +153,14 @@ public struct FileLibrary: Sendable {
         self.folder = opened.folder
         self.checksumFolder = opened.checksumFolder
         self.staging = opened.staging
+        self.keptUploads = opened.keptUploads
         self.fileSystem = fileSystem
         self.threadPool = threadPool
         self.listingCache = ListingCache(watching: opened.folder)
     }
 
     /// `name` in the library, as a path through the pinned folder.
-    private func path(_ name: String) -> FilePath {
+    func path(_ name: String) -> FilePath {
         FilePath(self.folder.path(of: name))
     }
 

@@ -47,9 +47,14 @@ enum Binaries {
         }
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
-        if !environment.isEmpty {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        // ferry records the uploads a server keeps for it under XDG_STATE_HOME: a folder of the tests' own, one per
+        // user, unless a test names one.
+        var environment = environment
+        if environment["XDG_STATE_HOME"] == nil {
+            environment["XDG_STATE_HOME"] =
+                (user == .ordinaryUser ? Self.ordinaryUserState : Self.currentUserState).path
         }
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         process.currentDirectoryURL = currentDirectory
         process.standardInput = stdin ?? FileHandle.nullDevice
         process.standardOutput = stdout ?? FileHandle.nullDevice
@@ -57,6 +62,13 @@ enum Binaries {
         try process.run()
         return process
     }
+
+    private static let currentUserState = Scratch.makeDirectory("state")
+    private static let ordinaryUserState: URL = {
+        let folder = Scratch.makeDirectory("state")
+        try? User.handOver(folder)
+        return folder
+    }()
 
     /// util-linux's `script`, which runs a command on a pseudo-terminal (for the shell's interactive prompts).
     static let terminalProvider = "/usr/bin/script"

@@ -24,10 +24,16 @@ final class RawConnection {
         self.iterator = stream.makeAsyncIterator()
     }
 
-    /// Opens a connection and completes a normal handshake, announcing `maximumFramePayload` when given.
-    static func handshaken(port: Int, maximumFramePayload: UInt64? = nil) async throws -> RawConnection {
+    /// Opens a connection and completes a normal handshake, announcing `maximumFramePayload` when given, and
+    /// versions 1 to `maximumVersion`.
+    static func handshaken(
+        port: Int,
+        maximumFramePayload: UInt64? = nil,
+        maximumVersion: UInt16 = 1
+    ) async throws -> RawConnection {
         let connection = try await RawConnection(port: port)
         var hello = FerryConnectionDefaults.hello
+        hello.maximumVersion = maximumVersion
         if let maximumFramePayload {
             hello.maximumFramePayload = maximumFramePayload
         }

@@ -28,6 +28,11 @@ final class RecordingRelay: Sendable {
         case cutToServer(after: Int)
         /// Relays this many bytes from the server, then relays nothing more either way, keeping the connection open.
         case stallToClient(after: Int)
+        /// Relays this many bytes from the client, then relays nothing more from it, keeping the connection open.
+        case stallToServer(after: Int)
+        /// Relays this many bytes from the server, and cuts the connection both ways as soon as it sends more:
+        /// the next message from the server is lost, whatever the client sent meanwhile arrived.
+        case cutToClientBeforeMore(after: Int)
     }
 
     private init(listener: Int32, port: Int, faults: [Fault], recording: Bool) {
@@ -85,12 +90,25 @@ final class RecordingRelay: Sendable {
                     let limit: Int? =
                         switch fault {
                         case .none: nil
-                        case .cutToClient(let after), .stallToClient(let after): toClient ? after : nil
-                        case .cutToServer(let after): toClient ? nil : after
+                        case .cutToClient(let after), .stallToClient(let after), .cutToClientBeforeMore(let after):
+                            toClient ? after : nil
+                        case .cutToServer(let after), .stallToServer(let after): toClient ? nil : after
                         }
-                    let stall: Bool = if case .stallToClient = fault { true } else { false }
+                    let stall: Bool =
+                        switch fault {
+                        case .stallToClient, .stallToServer: true
+                        default: false
+                        }
+                    let waitForMore: Bool = if case .cutToClientBeforeMore = fault { true } else { false }
                     Thread.detachNewThread {
-                        relay.copy(from: from, to: to, limit: limit, toClient: toClient, stall: stall) {
+                        relay.copy(
+                            from: from,
+                            to: to,
+                            limit: limit,
+                            toClient: toClient,
+                            stall: stall,
+                            waitForMore: waitForMore
+                        ) {
                             // A cut: both ways at once, as a broken path does.
                             shutdown(client, Int32(SHUT_RDWR))
                             shutdown(server, Int32(SHUT_RDWR))
@@ -110,14 +128,16 @@ final class RecordingRelay: Sendable {
         return relay
     }
 
-    /// Copies until `from` ends, recording, then passes the end on; after `limit` bytes, cuts the connection (or,
-    /// with `stall`, stops relaying and waits for the other side to end it).
+    /// Copies until `from` ends, recording, then passes the end on; after `limit` bytes, cuts the connection (with
+    /// `waitForMore`, once `from` sends anything more), or, with `stall`, stops relaying and waits for the other side
+    /// to end it.
     private func copy(
         from: Int32,
         to: Int32,
         limit: Int? = nil,
         toClient: Bool = false,
         stall: Bool = false,
+        waitForMore: Bool = false,
         cut: () -> Void = {}
     ) {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
@@ -130,6 +150,9 @@ final class RecordingRelay: Sendable {
                         // Hold the connection open, relaying nothing, until the peer gives up.
                         while read(from, &buffer, buffer.count) > 0 {}
                         return
+                    }
+                    if waitForMore {
+                        _ = read(from, &buffer, buffer.count)
                     }
                     cut()
                     return

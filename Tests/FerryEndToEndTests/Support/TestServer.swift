@@ -98,7 +98,9 @@ enum Scratch {
     }
 
     /// The files in a library's `.ferry-staging`, as `.ferry-staging/NAME` or, in a server's own area,
-    /// `.ferry-staging/AREA/NAME` (the areas themselves are not listed: a running server always has one).
+    /// `.ferry-staging/AREA/NAME` (the areas themselves are not listed: a running server always has one). Of the
+    /// uploads kept to be resumed (`.ferry-staging/.kept`), the bytes and the records of uploads not committed: the
+    /// record a committed upload leaves holds no bytes.
     static func stagedFiles(_ folder: URL) -> [String] {
         let staging = folder.appendingPathComponent(".ferry-staging")
         var staged: [String] = []
@@ -106,8 +108,13 @@ enum Scratch {
             var isFolder: ObjCBool = false
             let path = staging.appendingPathComponent(entry).path
             if FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue {
-                staged += ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0 != ".lock" }
-                    .map { ".ferry-staging/\(entry)/\($0)" }
+                staged += ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { name in
+                    guard name != ".lock" else { return false }
+                    guard entry == ".kept", name.hasSuffix(".upload") else { return true }
+                    let record = (try? String(contentsOfFile: path + "/" + name, encoding: .utf8)) ?? ""
+                    return !record.contains("\nstate committed\n")
+                }
+                .map { ".ferry-staging/\(entry)/\($0)" }
             } else {
                 staged.append(".ferry-staging/\(entry)")
             }

@@ -101,6 +101,20 @@ corpora["FuzzServerSession"].append(
     + record(1, bytes([0x13]))
 )
 
+# A version 4 session: a streamed upload (300 KiB in DATA records of 8 KiB repeated 8 times) resumed with a token
+# the server never gave, so it starts from 0; hostile offsets (without a token, past the size, the largest u64);
+# an END without the whole file's CRC; and an upload left cut at the end of the input, which the server keeps.
+token = bytes(range(16))
+def stor(size, offset, name, token=b""):
+    return record(1, bytes([0x12]) + struct.pack(">QQB", size, offset, 0) + name_field(name) + token)
+chunk = bytes(range(256)) * 32
+corpora["FuzzServerSession"].append(
+    record(4)
+    + stor(8 * 8192 * 5, 8 * 8192 * 5, "big.bin", token) + record(2 + 5 * 7, chunk) * 5 + record(3)
+    + stor(300_000, 5, "b.bin") + stor(300_000, 300_001, "b.bin", token) + stor(300_000, 2**64 - 1, "b.bin", token)
+    + stor(300_000, 0, "c.bin", token) + record(2 + 5 * 7, chunk) * 4
+)
+
 for harness, inputs in corpora.items():
     directory = os.path.join(fuzz, "Corpus", harness)
     shutil.rmtree(directory, ignore_errors=True)

@@ -706,9 +706,11 @@ public final class FerryConnection {
                     try await collect(downTo: window)
                 case .stream(let handle, let opened):
                     let size = UInt64(max(opened.size, 0))
-                    try await collect(downTo: 0)
                     let outcome: Result<UInt64, FerryClientError>
                     do {
+                        // The answers still awaited come first; the connection may fail while they do, and the
+                        // handle must be closed then too (NIO traps on a handle dropped open).
+                        try await collect(downTo: 0)
                         outcome = try await self.upload(
                             handle,
                             opened: opened,

@@ -20,7 +20,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let invalidName = ErrorCode(rawValue: 102)
     /// STOR announced more bytes than the server's maximum file size.
     public static let fileTooLarge = ErrorCode(rawValue: 103)
-    /// The received length or whole-file CRC-32 differs from END's; nothing was committed.
+    /// The received bytes' CRC-32, or the whole file's, differs from END's; nothing was committed.
     public static let checksumMismatch = ErrorCode(rawValue: 104)
     /// STOR's data did not match the size it announced; nothing was committed.
     public static let lengthMismatch = ErrorCode(rawValue: 105)
@@ -28,7 +28,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let aborted = ErrorCode(rawValue: 106)
     /// The server's storage failed (disk full, permission, I/O error).
     public static let storageFailure = ErrorCode(rawValue: 107)
-    /// The request asks for something this server does not do (an unknown STOR option, a resumed STOR).
+    /// The request asks for something this server does not do (an unknown STOR option, a STOR offset without a token).
     public static let unsupported = ErrorCode(rawValue: 108)
     /// A RETR offset beyond the end of the file.
     public static let invalidOffset = ErrorCode(rawValue: 109)

@@ -15,7 +15,11 @@ struct FuzzResultTests {
     static let expectations: [String: Expected] = [
         // 90 KB of DATA-shaped frames where the magic should be: a stranger, recognised at the handshake. The
         // harness crashed once on it in the Swift runtime after 252,707 executions (see FailCases/README.md).
-        "crash-9c723d03987306847213a2d0e912dab214e10be5": .notAFerryServer
+        "crash-9c723d03987306847213a2d0e912dab214e10be5": .notAFerryServer,
+        // Two uploads, a small one sent whole and a large one streamed, and a server whose bytes break the protocol
+        // after HELLO: the connection failed while the small one's answer was awaited, and the large file's handle,
+        // already open, was dropped open (NIO traps on that, in release builds too).
+        "crash-c765eeecae6206ced5c4cdb4e8cf2dcf47685bdd": .connectionLost,
     ]
 
     enum Expected {
@@ -42,6 +46,10 @@ struct FuzzResultTests {
         let upload = folder.appendingPathComponent("upload.bin")
         let uploadBytes = Data((0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 7) })
         try uploadBytes.write(to: upload)
+        let large = folder.appendingPathComponent("large.bin")
+        let largeBytes = Data((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 13) })
+        try largeBytes.write(to: large)
+        let records = folder.appendingPathComponent(".uploads").path
         let target = folder.appendingPathComponent("target").path
 
         let listener = try await TextListener.start(reply: ByteBuffer(bytes: bytes.dropFirst()))
@@ -54,7 +62,15 @@ struct FuzzResultTests {
                         switch (operations >> (2 * step)) & 3 {
                         case 0: _ = try await client.list()
                         case 1: _ = try await client.get("file", to: target)
-                        case 2: _ = try await client.put(upload.path, as: "remote")
+                        case 2:
+                            try await client.put(
+                                [
+                                    .init(source: upload.path, name: "remote"),
+                                    .init(source: large.path, name: "remote-large"),
+                                ],
+                                resume: ResumePolicy(keptUploadsFolder: records),
+                                completed: { _, _ in }
+                            )
                         default: _ = try await client.get("file", to: target, overwrite: true)
                         }
                     } catch let error as FerryClientError {
@@ -75,7 +91,10 @@ struct FuzzResultTests {
         default:
             Issue.record("expected \(expected), got \(first)")
         }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path) == ["upload.bin"])
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted() == ["large.bin", "upload.bin"]
+        )
         #expect(try Data(contentsOf: upload) == uploadBytes)
+        #expect(try Data(contentsOf: large) == largeBytes)
     }
 }

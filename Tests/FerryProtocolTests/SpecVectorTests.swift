@@ -67,6 +67,27 @@ struct SpecVectorTests {
                 )
             )
         ],
+        "stor-resume": [
+            .store(
+                StoreRequest(
+                    name: "video.mp4",
+                    size: 10_000_000,
+                    offset: 10_000_000,
+                    resumeToken: UploadToken(hex: "00112233445566778899aabbccddeeff")
+                )
+            )
+        ],
+        "ready-token": [
+            .ready(Ready(offset: 4_194_304, token: UploadToken(hex: "00112233445566778899aabbccddeeff")))
+        ],
+        "error-upload-in-progress": [
+            .error(
+                ErrorReply(
+                    code: .uploadInProgress,
+                    message: "upload in progress on another connection; try again shortly"
+                )
+            )
+        ],
         "end-resumed": [
             .end(
                 EndOfData(

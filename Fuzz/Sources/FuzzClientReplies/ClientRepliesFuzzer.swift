@@ -3,8 +3,8 @@
 //
 // Invariants: the client never traps; nothing appears outside its folder; no temporary download survives, but for
 // a cut download kept to resume, whose record must give the length and CRC-32 of the bytes kept; the download
-// target either does not exist or holds a file whose length and CRC-32 match an END the server sent; the file it
-// uploads is never modified.
+// target either does not exist or holds a file whose length and CRC-32 match an END the server sent; the files it
+// uploads are never modified; a record of an upload the server keeps (version 4) names that upload and a token.
 import FerryClient
 import FerryProtocol
 import Foundation
@@ -15,6 +15,12 @@ private let sandbox = Sandbox(label: "client")
 private let uploadName = "upload.bin"
 private let uploadBytes = Data((0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 7) })
 private let uploadSummary = EndOfData(length: 3000, crc32: CRC32.checksum([UInt8](uploadBytes)))
+/// Streamed (more than 256 KiB), so READY's offset and token are in play.
+private let largeName = "large.bin"
+private let largeBytes = Data((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 13) })
+private let largeSummary = EndOfData(length: 300_000, crc32: CRC32.checksum([UInt8](largeBytes)))
+/// Where the client records the tokens of uploads the server keeps.
+private let recordsName = ".uploads"
 
 /// Runs one empty session before fuzzing starts, so that process-wide singletons (NIO's thread pools, this file's
 /// globals) are created here and not mistaken for leaks of the first input.
@@ -33,11 +39,16 @@ public func fuzzClientReplies(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     var input = FuzzInput(start, count)
     let operations = input.byte()
     let script = WireScript(&input)
-    sandbox.reset(keeping: [uploadName])
+    sandbox.reset(keeping: [uploadName, largeName])
     let upload = sandbox.inner.appendingPathComponent(uploadName)
     if sandbox.summary(of: uploadName) != uploadSummary {
         try? uploadBytes.write(to: upload)
     }
+    let large = sandbox.inner.appendingPathComponent(largeName)
+    if sandbox.summary(of: largeName) != largeSummary {
+        try? largeBytes.write(to: large)
+    }
+    let records = sandbox.inner.appendingPathComponent(recordsName).path
     let target = sandbox.inner.appendingPathComponent("target").path
     if let transcript = ProcessInfo.processInfo.environment["FERRY_FUZZ_TRANSCRIPT"] {
         // What the main package's FuzzResultTests replays over a real socket: the operations byte, then the
@@ -53,7 +64,12 @@ public func fuzzClientReplies(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
                 switch (operations >> (2 * step)) & 3 {
                 case 0: _ = try? await client.list()
                 case 1: _ = try? await client.get("file", to: target)
-                case 2: _ = try? await client.put(upload.path, as: "remote")
+                case 2:
+                    try? await client.put(
+                        [.init(source: upload.path, name: "remote"), .init(source: large.path, name: "remote-large")],
+                        resume: ResumePolicy(keptUploadsFolder: records),
+                        completed: { _, _ in }
+                    )
                 default: _ = try? await client.get("file", to: target, overwrite: true)
                 }
             }
@@ -65,6 +81,21 @@ public func fuzzClientReplies(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         switch name {
         case uploadName:
             precondition(sandbox.summary(of: uploadName) == uploadSummary, "the uploaded file changed")
+        case largeName:
+            precondition(sandbox.summary(of: largeName) == largeSummary, "the uploaded file changed")
+        case recordsName:
+            for record in sandbox.contents(of: recordsName) {
+                let text =
+                    (try? String(
+                        contentsOf: sandbox.inner.appendingPathComponent("\(recordsName)/\(record)"),
+                        encoding: .utf8
+                    )) ?? ""
+                precondition(
+                    text.contains("\nserver fuzz\n") && text.hasSuffix("\nname remote-large\n")
+                        && text.contains("\ntoken "),
+                    "an upload's record that is not the large upload's: \(text)"
+                )
+            }
         case "target":
             guard let summary = sandbox.summary(of: name) else { continue }
             precondition(script.declaredEnds.contains(summary), "an unverified download was kept")

@@ -27,6 +27,11 @@ extension FuzzInput {
         return name
     }
 
+    /// A version 4 upload token, or none (an older version's message), as a byte decides.
+    mutating func token() -> UploadToken? {
+        self.byte() & 1 == 1 ? UploadToken(high: self.integer(), low: self.integer()) : nil
+    }
+
     mutating func message() -> Message {
         switch self.byte() % 17 {
         case 0:
@@ -39,14 +44,20 @@ extension FuzzInput {
                 )
             )
         case 1: return .list
-        case 2: return .retrieve(RetrieveRequest(name: self.name(), offset: self.integer()))
+        case 2:
+            var request = RetrieveRequest(name: self.name(), offset: self.integer())
+            if self.byte() & 1 == 1 {
+                request.ifUnchanged = FileVersion(size: self.integer(), modified: self.integer())
+            }
+            return .retrieve(request)
         case 3:
             return .store(
                 StoreRequest(
                     name: self.name(),
                     size: self.integer(),
                     offset: self.integer(),
-                    options: StoreOptions(rawValue: self.byte())
+                    options: StoreOptions(rawValue: self.byte()),
+                    resumeToken: self.token()
                 )
             )
         case 4: return .exit
@@ -66,9 +77,16 @@ extension FuzzInput {
             let size: UInt64 = self.integer()
             let offset: UInt64 = self.integer()
             return .fileInfo(FileInfo(size: max(size, offset), offset: min(size, offset), modified: self.integer()))
-        case 10: return .ready(Ready(offset: self.integer()))
+        case 10: return .ready(Ready(offset: self.integer(), token: self.token()))
         case 11: return .data(DataChunk(ByteBuffer(bytes: self.bytes(Int(self.integer(UInt16.self))))))
-        case 12: return .end(EndOfData(length: self.integer(), crc32: self.integer()))
+        case 12:
+            return .end(
+                EndOfData(
+                    length: self.integer(),
+                    crc32: self.integer(),
+                    fileCRC32: self.byte() & 1 == 1 ? self.integer() : nil
+                )
+            )
         case 13: return .delete(DeleteRequest(name: self.name()))
         case 14:
             return .rename(

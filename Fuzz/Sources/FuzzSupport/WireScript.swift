@@ -109,10 +109,10 @@ public struct WireScript: Sendable {
 }
 
 public enum FuzzDefaults {
-    /// The newest version, so sessions reach DELETE, RENAME and resumed downloads.
+    /// The newest version, so sessions reach DELETE, RENAME, resumed downloads and resumable uploads.
     public static let hello = Hello(
         minimumVersion: 1,
-        maximumVersion: 3,
+        maximumVersion: 4,
         maximumFramePayload: 1 << 20,
         maximumFileSize: .max
     )

@@ -204,12 +204,16 @@ public final class FerryConnection {
         _ name: String,
         to destination: String,
         overwrite: Bool = false,
-        progress: (UInt64, UInt64) -> Void = { _, _ in }
+        resume: ResumePolicy = .standard,
+        progress: (UInt64, UInt64) -> Void = { _, _ in },
+        notice: (String) -> Void = { _ in }
     ) async throws -> UInt64 {
         try await Self.single { completed in
             try await self.get(
                 [Download(name: name, destination: destination)],
                 overwrite: overwrite,
+                resume: resume,
+                notice: { notice($1) },
                 progress: { _, received, expected in progress(received, expected) },
                 completed: completed
             )
@@ -539,7 +543,8 @@ public final class FerryConnection {
             await download.discard()
             return .finished(.failure(error))
         }
-        return .finished(outcome)
+        // The file's size, the kept part included: what was stored, not what this attempt moved.
+        return .finished(outcome.map { $0 + (resumed?.kept ?? 0) })
     }
 
     /// Reads DATA up to END and verifies the whole. A request error midway (the server could not read its file)
@@ -588,12 +593,16 @@ public final class FerryConnection {
         _ source: String,
         as name: String,
         overwrite: Bool = false,
-        progress: (UInt64, UInt64) -> Void = { _, _ in }
+        resume: ResumePolicy = .standard,
+        progress: (UInt64, UInt64) -> Void = { _, _ in },
+        notice: (String) -> Void = { _ in }
     ) async throws -> UInt64 {
         try await Self.single { completed in
             try await self.put(
                 [Upload(source: source, name: name)],
                 overwrite: overwrite,
+                resume: resume,
+                notice: { notice($1) },
                 progress: { _, sent, size in progress(sent, size) },
                 completed: completed
             )

@@ -22,6 +22,14 @@ final class BatchReport {
         bar.update(done, total)
     }
 
+    /// Ends the bars' lines, so that a notice (resuming, retrying) starts a line of its own; they draw again on
+    /// their next progress.
+    func interrupt() {
+        for bar in self.bars.values {
+            bar.finish()
+        }
+    }
+
     /// Reports one file's outcome; `success` is its line on stdout.
     func completed(_ index: Int, _ result: Result<UInt64, FerryClientError>, success: (UInt64) -> String) {
         self.bars.removeValue(forKey: index)?.finish()

@@ -109,7 +109,9 @@ struct Get: AsyncParsableCommand {
                             downloads,
                             overwrite: self.force,
                             resume: policy,
-                            notice: { _, message in Terminal.writeError("ferry: \(message.escapingControlCharacters)\n")
+                            notice: { _, message in
+                                report.interrupt()
+                                Terminal.writeError("ferry: \(message.escapingControlCharacters)\n")
                             },
                             progress: {
                                 report.progress(indices[$0], $1, $2)
@@ -131,6 +133,7 @@ struct Get: AsyncParsableCommand {
                         }
                     }
                 } catch let error as FerryClientError where Self.isWorthRetrying(error) && retry.remaining {
+                    report?.interrupt()
                     try await retry.wait(after: error)
                 }
             }

@@ -77,7 +77,9 @@ struct Put: AsyncParsableCommand {
                             indices.map { uploads[$0] },
                             overwrite: self.overwrite,
                             resume: policy,
-                            notice: { _, message in Terminal.writeError("ferry: \(message.escapingControlCharacters)\n")
+                            notice: { _, message in
+                                report.interrupt()
+                                Terminal.writeError("ferry: \(message.escapingControlCharacters)\n")
                             },
                             progress: {
                                 report.progress(indices[$0], $1, $2)
@@ -105,8 +107,12 @@ struct Put: AsyncParsableCommand {
                             }
                         }
                     }
-                    if let busy { try await retry.wait(after: busy) }
+                    if let busy {
+                        report.interrupt()
+                        try await retry.wait(after: busy)
+                    }
                 } catch let error as FerryClientError where Get.isWorthRetrying(error) && retry.remaining {
+                    report.interrupt()
                     try await retry.wait(after: error)
                 }
             }

@@ -135,8 +135,19 @@ struct Shell: AsyncParsableCommand {
         let progress = ProgressBar(label: name)
         // Finished on failure too: the error must not land on the bar's line.
         defer { progress.finish() }
-        let bytes = try await client.withConnection { connection in
-            try await connection.get(name, to: name, overwrite: force, progress: progress.update)
+        let bytes = try await Self.retrying(name, progress, restartingAfter: .keptPartMismatch(name: name)) { retry in
+            try await client.withConnection { connection in
+                try await connection.get(
+                    name,
+                    to: name,
+                    overwrite: force,
+                    progress: { received, expected in
+                        progress.update(received, expected)
+                        retry.progress(name, received)
+                    },
+                    notice: { Self.notice($0, progress) }
+                )
+            }
         }
         progress.finish()
         print("received \(name) (\(Sizes.describe(bytes)), verified)")
@@ -152,8 +163,20 @@ struct Shell: AsyncParsableCommand {
         defer { progress.finish() }
         let bytes: UInt64
         do {
-            bytes = try await client.withConnection { connection in
-                try await connection.put(path, as: name, overwrite: overwrite, progress: progress.update)
+            bytes = try await Self.retrying(name, progress, restartingAfter: .keptUploadMismatch(name: name)) { retry in
+                try await client.withConnection { connection in
+                    try await connection.put(
+                        path,
+                        as: name,
+                        overwrite: overwrite,
+                        resume: ResumePolicy(keptUploadsFolder: KeptUpload.defaultFolder),
+                        progress: { sent, size in
+                            progress.update(sent, size)
+                            retry.progress(name, sent)
+                        },
+                        notice: { Self.notice($0, progress) }
+                    )
+                }
             }
         } catch let error as FerryClientError where error.errorCode == .fileExists {
             progress.finish()
@@ -166,6 +189,37 @@ struct Shell: AsyncParsableCommand {
         }
         progress.finish()
         print("stored \(name) (\(Sizes.describe(bytes)), verified)")
+    }
+
+    /// Runs a transfer, trying again as `ferry get` and `ferry put` do (5 times, from 1 s doubling) when the connection
+    /// is lost, times out or the server is busy or stopping, each attempt resuming; and once more from the beginning
+    /// after `mismatch` (a kept part that did not match, which the attempt dropped).
+    private static func retrying(
+        _ name: String,
+        _ progress: ProgressBar,
+        restartingAfter mismatch: FerryClientError,
+        _ transfer: (inout Retry) async throws -> UInt64
+    ) async throws -> UInt64 {
+        var retry = Retry(limit: 5, firstWait: 1)
+        var restarted = false
+        while true {
+            do {
+                return try await transfer(&retry)
+            } catch let error as FerryClientError where error == mismatch && !restarted {
+                restarted = true
+                progress.finish()
+                Failure.report(error)
+            } catch let error as FerryClientError where Get.isWorthRetrying(error) && retry.remaining {
+                progress.finish()
+                try await retry.wait(after: error)
+            }
+        }
+    }
+
+    /// A sentence about the transfer (resuming, starting again), printed on its own line, not over the bar.
+    private static func notice(_ message: String, _ progress: ProgressBar) {
+        progress.finish()
+        Terminal.writeError("ferry: \(message.escapingControlCharacters)\n")
     }
 
     private func delete(_ name: String, _ client: FerryClient) async throws {

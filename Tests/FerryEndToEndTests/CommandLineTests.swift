@@ -67,6 +67,7 @@ struct CommandLineTests {
         for flag in [
             "--root", "--host", "--port", "--max-connections", "--idle-timeout", "--max-file-size", "--grace-period",
             "--users", "--anonymous", "--max-login-failures", "--max-connections-per-address", "--handshake-timeout",
+            "--kept-upload-hours", "--kept-upload-bytes",
         ] {
             #expect(help.stdout.contains(flag), "--help explains \(flag)")
         }

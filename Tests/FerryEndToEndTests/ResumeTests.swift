@@ -183,6 +183,31 @@ struct ResumeTests {
         #expect(!FileManager.default.fileExists(atPath: setup.record.path))
     }
 
+    @Test func theShellRetriesACutDownloadAndResumesIt() async throws {
+        let setup = try await Setup(size: 8 << 20)
+        defer { _ = setup.daemon.stop() }
+        // The shell's first connection checks the server; its get's is cut after 3 MiB.
+        let relay = try RecordingRelay.start(
+            forwardingTo: setup.daemon.port,
+            faults: [.none, .cutToClient(after: 3 << 20)],
+            recording: false
+        )
+        defer { relay.stop() }
+        let shell = try await Binaries.run(
+            "ferry",
+            ["shell", "--port", "\(relay.port)"],
+            as: .ordinaryUser,
+            input: "get big.bin\nexit\n",
+            currentDirectory: setup.work
+        )
+        #expect(shell.status == 0, "\(shell.stderr)")
+        #expect(shell.stdout.contains("received big.bin (8.0 MiB, verified)"), "\(shell.stdout)")
+        #expect(shell.stderr.contains("retrying in 1 s (attempt 2 of 6)"), "\(shell.stderr)")
+        #expect(shell.stderr.contains("resuming 'big.bin' after"), "\(shell.stderr)")
+        #expect(sameBytes(try setup.received(), setup.original))
+        #expect(relay.bytesMoved.toClient < (8 << 20) + (4 << 20), "the rest only: \(relay.bytesMoved.toClient)")
+    }
+
     private static func flipAByte(in file: URL, at offset: UInt64) throws {
         let handle = try FileHandle(forUpdating: file)
         try handle.seek(toOffset: offset)

@@ -296,4 +296,30 @@ struct UploadResumeTests {
         #expect(kept.reduce(0) { $0 + $1.bytes } <= 6 << 20)
         #expect(!kept.contains { $0.record.contains("name one\n") }, "the oldest went first")
     }
+
+    @Test func theShellRetriesACutUploadAndResumesIt() async throws {
+        let setup = try await Setup(size: 8 << 20)
+        defer { _ = setup.daemon.stop() }
+        // The shell's first connection checks the server; its put's is cut after 3 MiB.
+        let relay = try RecordingRelay.start(
+            forwardingTo: setup.daemon.port,
+            faults: [.none, .cutToServer(after: 3 << 20)],
+            recording: false
+        )
+        defer { relay.stop() }
+        let shell = try await Binaries.run(
+            "ferry",
+            ["shell", "--port", "\(relay.port)"],
+            as: .ordinaryUser,
+            environment: ["XDG_STATE_HOME": setup.state.path],
+            input: "put big.bin\nexit\n",
+            currentDirectory: setup.work
+        )
+        #expect(shell.status == 0, "\(shell.stderr)")
+        #expect(shell.stdout.contains("stored big.bin (8.0 MiB, verified)"), "\(shell.stdout)")
+        #expect(shell.stderr.contains("retrying in 1 s (attempt 2 of 6)"), "\(shell.stderr)")
+        #expect(shell.stderr.contains("resuming 'big.bin' after"), "\(shell.stderr)")
+        #expect(sameBytes(try setup.stored(), setup.original))
+        #expect(relay.bytesMoved.toServer < (8 << 20) + (4 << 20), "the rest only: \(relay.bytesMoved.toServer)")
+    }
 }

@@ -1,6 +1,6 @@
 import FerryProtocol
 public import FerryTLS
-import FerryTransport
+public import FerryTransport
 public import NIOCore
 public import NIOPosix
 import NIOSSL
@@ -38,6 +38,10 @@ public struct FerryClient: Sendable {
         self.eventLoopGroup = eventLoopGroup
     }
 
+    /// Where to report every frame sent and received (``FrameTrace``), with how many bytes of each DATA payload to
+    /// show as hex; `nil` for no trace.
+    public var trace: (dataBytes: Int, sink: FrameTraceHandler.Sink)?
+
     var serverDescription: String {
         self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
     }
@@ -51,6 +55,7 @@ public struct FerryClient: Sendable {
         let channel: NIOAsyncChannel<ByteBuffer, IOData>
         let verifier = self.tls.map { ServerVerifier(trust: $0, host: self.host, server: self.serverDescription) }
         let tlsContext = try self.tls.map { _ in try FerryClient.tlsContext() }
+        let trace = self.trace
         do {
             let bootstrap = ClientBootstrap(group: self.eventLoopGroup)
                 .channelOption(.tcpOption(.tcp_nodelay), value: 1)  // not .socketOption: that is SO_DEBUG
@@ -74,6 +79,11 @@ public struct FerryClient: Sendable {
                     try channel.pipeline.syncOperations.addHandler(
                         IdleTimeoutHandler(timeout: idle, lingerTimeout: .seconds(1), inputWait: inputWait)
                     )
+                    if let trace {
+                        try channel.pipeline.syncOperations.addHandler(
+                            FrameTraceHandler(dataBytes: trace.dataBytes) { sent, line in trace.sink(sent, line) }
+                        )
+                    }
                     return try NIOAsyncChannel<ByteBuffer, IOData>(
                         wrappingChannelSynchronously: channel,
                         configuration: .init(backPressureStrategy: ChannelTuning.inboundBackPressure)

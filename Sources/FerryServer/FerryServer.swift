@@ -41,6 +41,7 @@ public struct FerryServer: Service {
     public func run() async throws {
         let configuration = self.configuration
         let logger = self.logger
+        let tracing = self.logger.logLevel <= .trace
         let serverChannel = try await ServerBootstrap(group: self.eventLoopGroup)
             .serverChannelOption(.backlog, value: Int32(clamping: max(configuration.maximumConnections, 128)))
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -74,6 +75,18 @@ public struct FerryServer: Service {
                             handshakeTimeout: TimeAmount(configuration.handshakeTimeout)
                         )
                     )
+                    if tracing {
+                        // --log-level trace: every frame, as `ferry --trace` shows it, per connection.
+                        let peer = channel.remoteAddress?.displayString ?? "unknown"
+                        try channel.pipeline.syncOperations.addHandler(
+                            FrameTraceHandler { sent, line in
+                                logger.trace(
+                                    "\(sent ? "sent" : "received") \(line)",
+                                    metadata: ["peer": "\(peer)"]
+                                )
+                            }
+                        )
+                    }
                     let connection = try NIOAsyncChannel<ByteBuffer, IOData>(
                         wrappingChannelSynchronously: channel,
                         configuration: .init(

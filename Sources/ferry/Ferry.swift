@@ -19,7 +19,8 @@ struct Ferry: AsyncParsableCommand {
 
     static func main() async {
         TransferMemory.tuneAllocator()
-        await Self.main(nil)
+        // `--trace=data` reads better than `--trace-data`, which ArgumentParser's flags cannot take: both are accepted.
+        await Self.main(CommandLine.arguments.dropFirst().map { $0 == "--trace=data" ? "--trace-data" : $0 })
     }
 }
 
@@ -71,6 +72,20 @@ struct ConnectionOptions: ParsableArguments {
     )
     var trust: String?
 
+    @Flag(
+        help: """
+            Print every frame sent (→) and received (←) on stderr, as SPEC.md names them: type, flags, length, \
+            whether its CRC-32 held, and its fields. DATA is summarised; --trace=data also shows its first bytes.
+            """
+    )
+    var trace = false
+
+    @Flag(
+        name: .customLong("trace-data"),
+        help: ArgumentHelp("--trace, with DATA's first 64 bytes in hex.", visibility: .hidden)
+    )
+    var traceData = false
+
     func validate() throws {
         guard (1...65_535).contains(self.port) else { throw ValidationError("--port must be between 1 and 65535") }
         guard self.passwordFile == nil || self.user != nil else {
@@ -109,6 +124,14 @@ struct ConnectionOptions: ParsableArguments {
         }
         client.allowsPasswordInClear = self.insecurePassword
         client.tls = try self.serverTrust()
+        if self.trace || self.traceData {
+            client.trace = (
+                self.traceData ? 64 : 0,
+                { sent, line in
+                    Terminal.writeError("ferry: trace \(sent ? "→" : "←") \(line)\n")
+                }
+            )
+        }
         return client
     }
 

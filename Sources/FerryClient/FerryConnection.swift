@@ -258,6 +258,7 @@ public final class FerryConnection {
     public func get(
         _ downloads: [Download],
         overwrite: Bool = false,
+        preservingTime: Bool = false,
         window: Int = 32,
         resume: ResumePolicy = .standard,
         notice: (Int, String) -> Void = { _, _ in },
@@ -326,14 +327,15 @@ public final class FerryConnection {
                         downloads[index].name,
                         to: target,
                         overwrite: overwrite,
+                        preservingTime: preservingTime,
                         resuming: resumes[index],
                         notice: { notice(index, $0) },
                         progress: { progress(index, $0, $1) }
                     )
                     answered += 1
                     switch outcome {
-                    case .verified(let bytes):
-                        unpublished.append((index, VerifiedDownload(bytes: bytes, target: target)))
+                    case .verified(let bytes, let modified):
+                        unpublished.append((index, VerifiedDownload(bytes: bytes, target: target, modified: modified)))
                         unpublishedBytes += bytes.readableBytes
                         if unpublished.count >= Self.groupLimit.files || unpublishedBytes >= Self.groupLimit.bytes {
                             await publishGroup()
@@ -404,7 +406,8 @@ public final class FerryConnection {
 
     /// How one RETR ended: a small file received whole and verified, still to be published, or a result.
     private enum ReceivedFile {
-        case verified(ByteBuffer)
+        /// With the time to give the file, if it keeps the server's.
+        case verified(ByteBuffer, modified: Int64?)
         case finished(Result<UInt64, FerryClientError>)
     }
 
@@ -414,6 +417,7 @@ public final class FerryConnection {
         _ name: String,
         to target: FilePath,
         overwrite: Bool,
+        preservingTime: Bool,
         resuming kept: KeptPartial?,
         notice: (String) -> Void,
         progress: (UInt64, UInt64) -> Void
@@ -446,6 +450,7 @@ public final class FerryConnection {
                 info,
                 to: target,
                 overwrite: overwrite,
+                modified: preservingTime ? info.modified : nil,
                 resumed: resumed,
                 kept: kept,
                 transfer: &transfer,
@@ -454,12 +459,13 @@ public final class FerryConnection {
         }
     }
 
-    /// ``receiveFile(_:to:overwrite:resuming:notice:progress:)`` once FILE_INFO has come.
+    /// ``receiveFile(_:to:overwrite:preservingTime:resuming:notice:progress:)`` once FILE_INFO has come.
     private func receiveFile(
         _ name: String,
         _ info: FerryProtocol.FileInfo,
         to target: FilePath,
         overwrite: Bool,
+        modified: Int64?,
         resumed: KeptPartial?,
         kept: KeptPartial?,
         transfer: inout IncomingTransfer,
@@ -475,7 +481,7 @@ public final class FerryConnection {
             if kept != nil {
                 try? await NIOThreadPool.singleton.runIfActive { KeptPartial.remove(for: target.string) }
             }
-            return .verified(bytes)
+            return .verified(bytes, modified: modified)
         }
         let download: LocalDownload
         do {
@@ -538,7 +544,7 @@ public final class FerryConnection {
             }
         }
         do {
-            try await download.commit(to: target, overwrite: overwrite)
+            try await download.commit(to: target, overwrite: overwrite, modified: modified)
         } catch let error as FerryClientError {
             await download.discard()
             return .finished(.failure(error))

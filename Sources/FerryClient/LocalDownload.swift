@@ -14,6 +14,8 @@ import Darwin
 struct VerifiedDownload: Sendable {
     let bytes: ByteBuffer
     let target: FilePath
+    /// The server's modification time, to give the file (`--preserve-time`); `nil` to leave it at now.
+    var modified: Int64? = nil
 }
 
 /// A download in progress: a hidden temporary file beside its destination, published by rename only after the
@@ -107,7 +109,8 @@ final class LocalDownload {
                     bytes: file.bytes,
                     temporary: temporary,
                     destination: file.target.string,
-                    replacing: overwrite
+                    replacing: overwrite,
+                    modified: file.modified
                 )
             }
             return try await NIOThreadPool.singleton.runIfActive {
@@ -208,9 +211,16 @@ final class LocalDownload {
         return kept.record.kept
     }
 
-    /// Flushes to disk and publishes onto `target` (see ``publishFile(_:as:replacing:)``).
-    func commit(to target: FilePath, overwrite: Bool) async throws {
+    /// Flushes to disk and publishes onto `target` (see ``publishFile(_:as:replacing:)``), with the modification time
+    /// `modified` if one is given.
+    func commit(to target: FilePath, overwrite: Bool, modified: Int64? = nil) async throws {
         do {
+            if let modified {
+                let code = try await self.handle.withUnsafeDescriptor {
+                    BlockingFileIO.setModificationTime($0.rawValue, modified)
+                }
+                if code != 0 { throw SystemCallError(code: code) }
+            }
             try await self.handle.synchronize()
             try await self.handle.closeRegardlessOfCancellation()
             self.open = false

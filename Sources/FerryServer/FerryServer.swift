@@ -102,6 +102,7 @@ public struct FerryServer: Service {
             self.onListening(address)
         }
         let connections = ConnectionCounter()
+        ServerMetrics.register()
         // Kept uploads expire whether or not anything else happens on the server.
         let library = self.library
         let sweeper = Task {
@@ -122,6 +123,11 @@ public struct FerryServer: Service {
                                 limit: configuration.maximumConnections,
                                 perPeer: configuration.maximumConnectionsPerAddress
                             )
+                            switch refusal {
+                            case nil: ServerMetrics.connectionsOpen.increment()
+                            case .serverFull: ServerMetrics.refusedBusy.increment()
+                            case .peerFull: ServerMetrics.refusedPerAddress.increment()
+                            }
                             group.addTask {
                                 if let refusal {
                                     // Each answer costs a descriptor for the linger time: beyond a few hundred at
@@ -134,6 +140,7 @@ public struct FerryServer: Service {
                                     }
                                 } else {
                                     await self.serve(connection, inputWait: inputWait)
+                                    ServerMetrics.connectionsOpen.decrement()
                                     if connections.release(peer) == 0 {
                                         await Self.releaseFreeMemoryWhileIdle(connections)
                                     }

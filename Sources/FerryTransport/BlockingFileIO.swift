@@ -212,13 +212,34 @@ public enum BlockingFileIO {
         public var temporary: String
         public var destination: String
         public var replacing: Bool
+        /// A modification time to give the file (nanoseconds since 1970) before it is published; `nil` for now.
+        public var modified: Int64?
 
-        public init(bytes: ByteBuffer, temporary: String, destination: String, replacing: Bool) {
+        public init(bytes: ByteBuffer, temporary: String, destination: String, replacing: Bool, modified: Int64? = nil)
+        {
             self.bytes = bytes
             self.temporary = temporary
             self.destination = destination
             self.replacing = replacing
+            self.modified = modified
         }
+    }
+
+    /// `UTIME_OMIT` (`(1 << 30) - 2` in Linux's `<sys/stat.h>`, a macro Swift does not import): leave this time as is.
+    private static let leaveTimeAlone = (1 << 30) - 2
+
+    /// Gives an open file the modification time `modified` (nanoseconds since 1970), leaving its access time alone.
+    /// Returns 0 or the `errno`.
+    public static func setModificationTime(_ descriptor: Int32, _ modified: Int64) -> Int32 {
+        var times = [
+            timespec(tv_sec: 0, tv_nsec: Self.leaveTimeAlone),
+            timespec(tv_sec: Int(modified / 1_000_000_000), tv_nsec: Int(modified % 1_000_000_000)),
+        ]
+        if times[1].tv_nsec < 0 {
+            times[1].tv_sec -= 1
+            times[1].tv_nsec += 1_000_000_000
+        }
+        return futimens(descriptor, &times) == 0 ? 0 : errno
     }
 
     /// Why one file of a group was not published.
@@ -268,6 +289,10 @@ public enum BlockingFileIO {
             descriptors[index] = descriptor
             if let failure = self.writeAll(descriptor, file.bytes) {
                 outcomes[index] = .write(failure)
+            } else if let modified = file.modified, case let code = Self.setModificationTime(descriptor, modified),
+                code != 0
+            {
+                outcomes[index] = .write(SystemCallError(code: code))
             }
         }
         for (index, descriptor) in descriptors.enumerated() where descriptor >= 0 {

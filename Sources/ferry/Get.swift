@@ -31,6 +31,9 @@ struct Get: AsyncParsableCommand {
     @Option(help: "With --all, the most entries to accept from the server's listing.")
     var maxEntries = FerryConnection.defaultMaximumListingEntries
 
+    @Flag(help: "Give each file the modification time it has on the server (as curl -R and scp -p do).")
+    var preserveTime = false
+
     @Flag(help: "Start every download from the beginning, removing what was kept of an earlier, cut attempt.")
     var noResume = false
 
@@ -108,6 +111,7 @@ struct Get: AsyncParsableCommand {
                         try await connection.get(
                             downloads,
                             overwrite: self.force,
+                            preservingTime: self.preserveTime,
                             resume: policy,
                             notice: { _, message in
                                 report.interrupt()

@@ -1,9 +1,11 @@
 import ArgumentParser
+import CoreMetrics
 import FerryServer
 import FerryTLS
 import FerryTransport
 import Logging
 import NIOCore
+import Prometheus
 import ServiceLifecycle
 
 #if canImport(Glibc)
@@ -145,6 +147,17 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds running transfers get to finish after SIGINT, SIGTERM or SIGHUP.")
     var gracePeriod: Double = 30
 
+    @Option(
+        help: ArgumentHelp(
+            """
+            Serve Prometheus metrics at http://ADDRESS:PORT/metrics (connections, requests by operation and result, \
+            bytes, transfer durations, uploads committed, verification and log-in failures). 127.0.0.1:9898, say.
+            """,
+            valueName: "address:port"
+        )
+    )
+    var metrics: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -190,6 +203,9 @@ struct Serve: AsyncParsableCommand {
         }
         guard self.uploadCheckpointBytes > 0 else {
             throw ValidationError("--upload-checkpoint-bytes must be positive")
+        }
+        if let metrics = self.metrics, MetricsEndpoint.parse(metrics) == nil {
+            throw ValidationError("--metrics takes ADDRESS:PORT (127.0.0.1:9898, [::1]:9898), not '\(metrics)'")
         }
         guard self.maxLoginFailures > 0 else { throw ValidationError("--max-login-failures must be at least 1") }
         guard Logger.Level(rawValue: self.logLevel) != nil else {
@@ -262,8 +278,21 @@ struct Serve: AsyncParsableCommand {
             print("ferryd: listening on \(address.displayString)\(security), serving \(root)")
             fflush(nil)  // stdout may be a pipe: the line must go out now, not at exit
         }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
+        if let metrics = self.metrics, let (host, port) = MetricsEndpoint.parse(metrics) {
+            let registry = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            services.append(
+                .init(
+                    service: MetricsEndpoint(host: host, port: port, registry: registry) { address in
+                        print("ferryd: metrics on http://\(address.displayString)/metrics")
+                        fflush(nil)
+                    }
+                )
+            )
+        }
         var groupConfiguration = ServiceGroupConfiguration(
-            services: [.init(service: server)],
+            services: services,
             // SIGHUP too: a closed terminal or a supervisor's hang-up is a request to stop, not a reason to drop
             // the uploads in flight (the default action killed ferryd on the spot, leaving a staging file).
             gracefulShutdownSignals: [.sigterm, .sigint, .sighup],

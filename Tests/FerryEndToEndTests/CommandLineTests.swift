@@ -449,6 +449,45 @@ struct CommandLineTests {
 
     /// A server that streams listing entries without end cannot take ferry's memory: past its limit on entries the
     /// listing is refused with a clear error (before, `ferry list` grew to 2.7 GiB in 8 s).
+    @Test func getPreserveTimeKeepsTheServersModificationTime() async throws {
+        let library = Scratch.makeDirectory("library")
+        let work = Scratch.makeDirectory("work")
+        // A file sent whole and one streamed, each with a time of its own, to the nanosecond.
+        let times: [String: Int64] = ["small": 1_600_000_000_123_456_789, "large": 1_500_000_000_987_654_321]
+        for (name, size) in [("small", 1000), ("large", 1 << 20)] {
+            let path = library.appendingPathComponent(name).path
+            try Data(Scratch.randomBytes(size)).write(to: URL(fileURLWithPath: path))
+            let time = times[name] ?? 0
+            var stamps = [
+                timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2),  // UTIME_OMIT: the access time stays
+                timespec(tv_sec: Int(time / 1_000_000_000), tv_nsec: Int(time % 1_000_000_000)),
+            ]
+            #expect(utimensat(AT_FDCWD, path, &stamps, 0) == 0)
+        }
+        let daemon = try await Daemon.start(root: library)
+        defer { _ = daemon.stop() }
+        let get = try await Binaries.run(
+            "ferry",
+            ["get", "small", "large", "--preserve-time", "--port", "\(daemon.port)"],
+            currentDirectory: work
+        )
+        #expect(get.status == 0, "\(get.stderr)")
+        for (name, time) in times {
+            var info = stat()
+            #expect(stat(work.appendingPathComponent(name).path, &info) == 0)
+            #expect(Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec) == time, "\(name)")
+        }
+        // Without the flag, the time is the download's.
+        let plain = try await Binaries.run(
+            "ferry",
+            ["get", "small", "-o", "now", "--port", "\(daemon.port)"],
+            currentDirectory: work
+        )
+        #expect(plain.status == 0)
+        var info = stat()
+        #expect(stat(work.appendingPathComponent("now").path, &info) == 0 && Int(info.st_mtim.tv_sec) > 1_700_000_000)
+    }
+
     @Test func aListingPastTheClientsLimitIsRefused() async throws {
         let batches = (0..<15).map { batch in
             RawConnection.encode(

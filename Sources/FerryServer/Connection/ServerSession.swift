@@ -103,7 +103,12 @@ struct ServerSession {
                         throw FerryProtocolError.unexpected(type, in: "in a version 1 session")
                     }
                     // The frame was intact; only the name is unacceptable.
-                    self.log(RequestRecord(operation: "request", name: nil), bytes: 0, result: error.detail)
+                    self.log(
+                        RequestRecord(operation: error.frameType.map { "\($0)" } ?? "request", name: nil),
+                        bytes: 0,
+                        result: error.detail,
+                        outcome: .refused(.invalidName)
+                    )
                     self.skippingRefusedUpload = error.frameType == .store
                     try await self.reply(.error(ErrorReply(code: .invalidName, message: error.detail)))
                     continue
@@ -778,11 +783,12 @@ struct ServerSession {
                 self.log(
                     record,
                     bytes: upload.transfer.receivedLength,
-                    result: "cut: \(error)" + (keptIt ? "; kept \(kept.record.kept) bytes to resume" : "")
+                    result: "cut: \(error)" + (keptIt ? "; kept \(kept.record.kept) bytes to resume" : ""),
+                    outcome: .cut
                 )
             } else {
                 await self.release(&upload)
-                self.log(record, bytes: upload.transfer.receivedLength, result: "failed: \(error)")
+                self.log(record, bytes: upload.transfer.receivedLength, result: "failed: \(error)", outcome: .cut)
             }
             throw error
         }
@@ -1109,7 +1115,7 @@ struct ServerSession {
 
     /// Answers a request with a request error: the connection stays usable.
     private mutating func refuse(_ code: ErrorCode, _ message: String, _ record: RequestRecord) async throws {
-        self.log(record, bytes: 0, result: "error \(code.rawValue): \(message)")
+        self.log(record, bytes: 0, result: "error \(code.rawValue): \(message)", outcome: .refused(code))
         try await self.reply(.error(ErrorReply(code: code, message: message)))
     }
 
@@ -1206,7 +1212,12 @@ struct ServerSession {
                 FrameSerializer.serialize(.ready(Ready(offset: 0)), into: &self.unsent)
             }
             if let failure {
-                self.log(entry.record, bytes: 0, result: "error \(failure.errorCode.rawValue): \(failure)")
+                self.log(
+                    entry.record,
+                    bytes: 0,
+                    result: "error \(failure.errorCode.rawValue): \(failure)",
+                    outcome: .refused(failure.errorCode)
+                )
                 FrameSerializer.serialize(
                     .error(ErrorReply(code: failure.errorCode, message: failure.description)),
                     into: &self.unsent
@@ -1256,10 +1267,11 @@ struct ServerSession {
     }
 
     /// The request's log line: peer (in the logger's metadata), operation, name, bytes, duration and result.
-    private func log(_ record: RequestRecord, bytes: UInt64, result: String) {
+    private func log(_ record: RequestRecord, bytes: UInt64, result: String, outcome: ServerMetrics.Outcome = .ok) {
+        let elapsed = ContinuousClock.now - record.started
+        ServerMetrics.record(operation: record.operation, outcome: outcome, bytes: bytes, duration: elapsed)
         // Building the metadata costs more than the rest of a small upload's bookkeeping: only when it is printed.
         guard self.logger.logLevel <= .info else { return }
-        let elapsed = ContinuousClock.now - record.started
         var metadata: Logger.Metadata = [
             "user": "\(self.user ?? "anonymous")",
             "operation": "\(record.operation)",

@@ -8,7 +8,8 @@ import Darwin
 /// terminal, at most ten times a second, so piped output stays clean and fast.
 final class ProgressBar {
     private static let longestEstimate: Double = 365 * 24 * 3600
-    private let label: String
+    /// What the line starts with: a file's name, or how many files of a batch are done.
+    var label: String
     private let enabled = Terminal.stderrIsTerminal
     private let started = ContinuousClock.now
     private var lastDrawn: ContinuousClock.Instant?

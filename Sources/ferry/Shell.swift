@@ -32,7 +32,7 @@ struct Shell: AsyncParsableCommand {
         let input = LineReader()
         // Check the server is there before asking the person for anything.
         do {
-            _ = try await client.withConnection { _ in }
+            try await self.rememberNames(client)
         } catch FerryClientError.untrustedServer(.unknownServer(let server, let fingerprint, let reason))
             where input.interactive
         {
@@ -56,7 +56,7 @@ struct Shell: AsyncParsableCommand {
                 guard case .known(let known, _)? = client.tls else { throw ExitCode.failure }
                 try known.remember(fingerprint, for: server)
                 print("Remembered in \(known.path).")
-                _ = try await client.withConnection { _ in }
+                try await self.rememberNames(client)
             } catch {
                 Failure.report(error)
                 throw ExitCode.failure
@@ -124,7 +124,17 @@ struct Shell: AsyncParsableCommand {
 
     private func list(_ client: FerryClient) async throws {
         let entries = try await client.withConnection { try await $0.list() }
+        ShellCompletion.remoteNames.withLock { $0 = entries.map(\.name) }
         print(ListingFormatter.table(entries), terminator: "")
+    }
+
+    /// Connects, which checks the server is there, and keeps its names for Tab (``ShellCompletion``): a listing
+    /// refused (no permission to list, say) leaves none, and is no failure.
+    private func rememberNames(_ client: FerryClient) async throws {
+        let names = try await client.withConnection { connection in
+            (try? await connection.list())?.map(\.name) ?? []
+        }
+        ShellCompletion.remoteNames.withLock { $0 = names }
     }
 
     private func get(_ name: String, force: Bool, _ client: FerryClient) async throws {
@@ -188,6 +198,9 @@ struct Shell: AsyncParsableCommand {
             )
         }
         progress.finish()
+        ShellCompletion.remoteNames.withLock { names in
+            if !names.contains(name) { names.append(name) }
+        }
         print("stored \(name) (\(Sizes.describe(bytes)), verified)")
     }
 
@@ -228,6 +241,7 @@ struct Shell: AsyncParsableCommand {
             throw ShellUsage()
         }
         try await client.withConnection { try await $0.delete(name) }
+        ShellCompletion.remoteNames.withLock { $0.removeAll { $0 == name } }
         print("deleted \(name)")
     }
 
@@ -237,6 +251,10 @@ struct Shell: AsyncParsableCommand {
             throw ShellUsage()
         }
         try await client.withConnection { try await $0.rename(from, to: to, overwrite: overwrite) }
+        ShellCompletion.remoteNames.withLock { names in
+            names.removeAll { $0 == from || $0 == to }
+            names.append(to)
+        }
         print("renamed \(from) → \(to)")
     }
 

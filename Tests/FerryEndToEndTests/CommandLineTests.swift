@@ -488,6 +488,55 @@ struct CommandLineTests {
         #expect(stat(work.appendingPathComponent("now").path, &info) == 0 && Int(info.st_mtim.tv_sec) > 1_700_000_000)
     }
 
+    static let hasLineEditing = ["/usr/lib/x86_64-linux-gnu/libedit.so.2", "/usr/lib/aarch64-linux-gnu/libedit.so.2"]
+        .contains { FileManager.default.fileExists(atPath: $0) }
+
+    /// Tab after get completes a remote name from the listing the shell keeps (libedit, on a terminal).
+    @Test(.enabled(if: Binaries.canProvideTerminal && Self.hasLineEditing, "needs script(1) and libedit"))
+    func theShellCompletesRemoteNamesWithTab() async throws {
+        let library = Scratch.makeDirectory("library")
+        let work = Scratch.makeDirectory("work")
+        try Data("quarterly".utf8).write(to: library.appendingPathComponent("report-2026.pdf"))
+        try Data("other".utf8).write(to: library.appendingPathComponent("notes.txt"))
+        let daemon = try await Daemon.start(root: library)
+        defer { _ = daemon.stop() }
+        let shell = try await Binaries.run(
+            "ferry",
+            ["--port", "\(daemon.port)"],
+            input: "get rep\t\nexit\n",
+            currentDirectory: work,
+            underTerminal: true
+        )
+        #expect(shell.stdout.contains("received report-2026.pdf"), "\(shell.stdout)")
+        #expect(try Data(contentsOf: work.appendingPathComponent("report-2026.pdf")) == Data("quarterly".utf8))
+    }
+
+    /// Several files show one overall progress line (files done of all, bytes of all), not a bar per file; the
+    /// result lines stay one per file.
+    @Test(.enabled(if: Binaries.canProvideTerminal, "needs script(1)"))
+    func severalFilesShowOneOverallProgressLine() async throws {
+        let library = Scratch.makeDirectory("library")
+        let work = Scratch.makeDirectory("work")
+        for name in ["a", "b", "c"] {
+            try Data(Scratch.randomBytes(300_000)).write(to: library.appendingPathComponent(name))
+        }
+        let daemon = try await Daemon.start(root: library)
+        defer { _ = daemon.stop() }
+        let get = try await Binaries.run(
+            "ferry",
+            ["get", "a", "b", "c", "--port", "\(daemon.port)"],
+            currentDirectory: work,
+            underTerminal: true
+        )
+        #expect(get.status == 0, "\(get.stdout)")
+        // On the terminal (stdout and stderr alike): the overall line, whose total grows as files announce theirs.
+        #expect(get.stdout.contains("/3 files ["), "\(get.stdout)")
+        #expect(!get.stdout.contains("\ra ["), "no bar of a file's own: \(get.stdout)")
+        for name in ["a", "b", "c"] {
+            #expect(get.stdout.contains("received \(name) → \(name) (293 KiB, verified)"), "\(get.stdout)")
+        }
+    }
+
     @Test func aListingPastTheClientsLimitIsRefused() async throws {
         let batches = (0..<15).map { batch in
             RawConnection.encode(

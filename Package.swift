@@ -8,6 +8,7 @@ let strictSettings: [SwiftSetting] = [
 
 let package = Package(
     name: "Ferry",
+    defaultLocalization: "en",
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "FerryProtocol", targets: ["FerryProtocol"]),
@@ -70,6 +71,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "_NIOFileSystem", package: "swift-nio"),
             ],
+            // What ferry and ferryd say to people, a strings table per language (see Localization.swift).
+            resources: [.process("Resources")],
             swiftSettings: strictSettings
         ),
 

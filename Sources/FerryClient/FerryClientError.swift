@@ -1,5 +1,6 @@
 public import FerryProtocol
 public import FerryTLS
+import FerryTransport
 
 /// Everything that can go wrong for a client, each with the sentence a person should read.
 public enum FerryClientError: Error, Hashable, Sendable, CustomStringConvertible {
@@ -44,44 +45,66 @@ public enum FerryClientError: Error, Hashable, Sendable, CustomStringConvertible
     public var description: String {
         switch self {
         case .unreachable(let server, let reason):
-            "server unreachable: cannot connect to \(server) (\(reason))"
+            localized("server unreachable: cannot connect to %@ (%@)", server, reason)
         case .notAFerryServer(let server):
-            "\(server) is not a Ferry server (it did not answer the Ferry handshake)"
+            localized("%@ is not a Ferry server (it did not answer the Ferry handshake)", server)
         case .refused(let reply):
-            reply.message.isEmpty ? reply.code.name : reply.message
+            Self.describe(reply)
         case .connectionLost(let detail):
-            "connection lost: \(detail)"
+            localized("connection lost: %@", detail)
         case .protocolViolation(let detail):
-            "the server broke the protocol: \(detail)"
+            localized("the server broke the protocol: %@", detail)
         case .invalidName(let name, let rule):
-            "invalid name '\(name)': \(rule)"
+            localized("invalid name '%@': %@", name, "\(rule)")
         case .localFile(let detail):
             detail
         case .verificationFailed(let detail):
-            "checksum mismatch: \(detail); nothing was kept"
+            localized("checksum mismatch: %@; nothing was kept", detail)
         case .unsupportedByServer(let detail):
             detail
         case .loginRequired(let server):
-            "\(server) requires a log-in: give --user NAME"
+            localized("%@ requires a log-in: give --user NAME", server)
         case .passwordInClear(let server):
-            "not sending a password to \(server) unencrypted, where anyone on the way can read it "
-                + "(--insecure-password sends it anyway)"
+            localized(
+                "not sending a password to %@ unencrypted, where anyone on the way can read it (--insecure-password sends it anyway)",
+                server
+            )
         case .keptPartMismatch(let name):
-            "checksum mismatch: the part of '\(name)' kept from an earlier attempt does not match the server's file; "
-                + "nothing was kept, and the next attempt starts from the beginning"
+            localized(
+                "checksum mismatch: the part of '%@' kept from an earlier attempt does not match the server's file; nothing was kept, and the next attempt starts from the beginning",
+                name
+            )
         case .keptUploadMismatch(let name):
-            "checksum mismatch: the part of '\(name)' the server kept from an earlier attempt does not match this "
-                + "file; nothing was stored, and the next attempt starts from the beginning"
+            localized(
+                "checksum mismatch: the part of '%@' the server kept from an earlier attempt does not match this file; nothing was stored, and the next attempt starts from the beginning",
+                name
+            )
         case .untrustedServer(let failure):
             failure.description
         case .tlsNotSpoken(let server):
-            "\(server) speaks Ferry without TLS: leave out --tls, --ca and --pin (or ask its operator for TLS)"
+            localized(
+                "%@ speaks Ferry without TLS: leave out --tls, --ca and --pin (or ask its operator for TLS)",
+                server
+            )
         case .tlsRequired(let server):
-            "\(server) speaks Ferry inside TLS only: connect with --tls"
+            localized("%@ speaks Ferry inside TLS only: connect with --tls", server)
         case .listingTooLarge(let limit):
-            "the listing is larger than this client takes (\(limit) entries, \(FerryConnection.maximumListingNameBytes >> 20) MiB of names; "
-                + "raise it with --max-entries): nothing was kept"
+            localized(
+                "the listing is larger than this client takes (%@ entries, %@ MiB of names; raise it with --max-entries): nothing was kept",
+                "\(limit)",
+                "\(FerryConnection.maximumListingNameBytes >> 20)"
+            )
         }
+    }
+
+    /// A server's refusal: its own message, which is English (SPEC.md §8: messages are for people, codes for
+    /// programs), after what the code means in the user's language when that is not English, as the teaching
+    /// example's client said "文件不存在".
+    private static func describe(_ reply: ErrorReply) -> String {
+        let message = reply.message.isEmpty ? reply.code.name : reply.message
+        guard Localization.language != "en" else { return message }
+        let meaning = localized(reply.code.name)
+        return meaning == reply.code.name ? message : localized("%@ (the server says: %@)", meaning, message)
     }
 
     /// The server's error code, when the server refused.

@@ -395,10 +395,15 @@ public final class FerryConnection {
                 kept[index] = partial
                 notice(
                     index,
-                    "resuming '\(downloads[index].name)' after \(partial.kept) of \(partial.version.size) bytes"
+                    localized(
+                        "resuming '%@' after %@ of %@ bytes",
+                        downloads[index].name,
+                        "\(partial.kept)",
+                        "\(partial.version.size)"
+                    )
                 )
             case .discarded(let reason):
-                notice(index, "starting '\(downloads[index].name)' again from the beginning: \(reason)")
+                notice(index, localized("starting '%@' again from the beginning: %@", downloads[index].name, reason))
             }
         }
         return kept
@@ -430,7 +435,12 @@ public final class FerryConnection {
             info = announced
         case .success(.fileInfo(let announced)) where kept != nil && announced.offset == 0:
             // RETR's condition failed: the server's file is not the one the kept part came from.
-            notice("'\(name)' changed on the server since the download was cut; downloading it again from the start")
+            notice(
+                localized(
+                    "'%@' changed on the server since the download was cut; downloading it again from the start",
+                    name
+                )
+            )
             info = announced
         case .success(.fileInfo(let announced)):
             // Only the tail would arrive, and be "verified" as if it were the file.
@@ -809,9 +819,15 @@ public final class FerryConnection {
         var request = StoreRequest(name: name, size: size, options: options, resumeToken: kept?.token)
         if let kept {
             if !resume.enabled {
-                notice("starting '\(name)' again from the beginning (--no-resume)")
+                notice(localized("starting '%@' again from the beginning (--no-resume)", name))
             } else if kept.source != identity {
-                notice("starting '\(name)' again from the beginning: '\(source)' changed since the upload was cut")
+                notice(
+                    localized(
+                        "starting '%@' again from the beginning: '%@' changed since the upload was cut",
+                        name,
+                        source
+                    )
+                )
             } else {
                 request.offset = size
             }
@@ -850,7 +866,7 @@ public final class FerryConnection {
         let start = ready.offset
         var keptCRC: UInt32 = 0
         if start > 0 {
-            notice("resuming '\(name)' after \(start) of \(size) bytes, kept by the server")
+            notice(localized("resuming '%@' after %@ of %@ bytes, kept by the server", name, "\(start)", "\(size)"))
             guard
                 let crc = try? await handle.withUnsafeDescriptor({
                     BlockingFileIO.checksum($0.rawValue, length: start)

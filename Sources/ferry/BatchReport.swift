@@ -1,4 +1,5 @@
 import FerryClient
+import FerryTransport
 
 /// What `get` and `put` show while they move files: on a terminal, a progress bar for a single file, or for several
 /// one overall line (files done of all, bytes, rate, time left, as `rsync --info=progress2` shows), then a line per
@@ -66,11 +67,11 @@ final class BatchReport {
 
     /// Throws unless every file went through: a single file's own error, or a count of the failures (each
     /// already reported on its line).
-    func finish(_ verb: String, single: Bool) throws {
+    func finish(_ outcome: Failure.Batch, single: Bool) throws {
         if let only = self.failures.first, single {
             throw only
         } else if !self.failures.isEmpty {
-            throw Failure.some(self.failures.count, of: self.labels.count, verb)
+            throw Failure.some(self.failures.count, of: self.labels.count, outcome)
         }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FerryClient
 import FerryProtocol
+import FerryTransport
 
 #if canImport(Glibc)
 import Glibc
@@ -23,9 +24,19 @@ enum Failure {
         )
     }
 
+    /// What a batch command did to its files.
+    enum Batch {
+        case downloaded, stored, deleted
+    }
+
     /// The summary error of a command that failed for some of its files (each already reported).
-    static func some(_ failed: Int, of total: Int, _ verb: String) -> FerryClientError {
-        .localFile("\(failed) of \(total) files not \(verb)")
+    static func some(_ failed: Int, of total: Int, _ outcome: Batch) -> FerryClientError {
+        let (failed, total) = ("\(failed)", "\(total)")
+        return switch outcome {
+        case .downloaded: .localFile(localized("%@ of %@ files not downloaded", failed, total))
+        case .stored: .localFile(localized("%@ of %@ files not stored", failed, total))
+        case .deleted: .localFile(localized("%@ of %@ files not deleted", failed, total))
+        }
     }
 
     /// Runs a one-shot command, turning any failure into a line on stderr and exit status 1.

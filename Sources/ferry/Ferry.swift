@@ -7,7 +7,7 @@ import FerryTransport
 struct Ferry: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ferry",
-        abstract: "List, download and upload files on a Ferry server.",
+        abstract: localized("List, download and upload files on a Ferry server."),
         discussion: """
             Without a subcommand, ferry opens an interactive shell that guides you with a menu and a prompt. \
             The subcommands are for scripts: they print results on stdout, one-line errors on stderr, and exit \

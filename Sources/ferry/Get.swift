@@ -1,10 +1,11 @@
 import ArgumentParser
 import FerryClient
+import FerryTransport
 
 struct Get: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "get",
-        abstract: "Download one or more files (or the whole library, with --all), over one connection.",
+        abstract: localized("Download one or more files (or the whole library, with --all), over one connection."),
         discussion: """
             Each file is written to a temporary file beside its target and renamed only once its length and CRC-32 \
             are verified. With several names or --all, --output names a folder.
@@ -132,7 +133,12 @@ struct Get: AsyncParsableCommand {
                             }
                             done.insert(index)
                             report.completed(index, result) { bytes in
-                                "received \(all[index]) → \(downloads[position].destination) (\(Sizes.describe(bytes)), verified)"
+                                localized(
+                                    "received %@ → %@ (%@, verified)",
+                                    all[index],
+                                    downloads[position].destination,
+                                    Sizes.describe(bytes)
+                                )
                             }
                         }
                     }
@@ -141,7 +147,7 @@ struct Get: AsyncParsableCommand {
                     try await retry.wait(after: error)
                 }
             }
-            try report?.finish("downloaded", single: !self.all && self.names.count == 1)
+            try report?.finish(.downloaded, single: !self.all && self.names.count == 1)
         }
     }
 
@@ -195,11 +201,28 @@ struct Retry {
         if self.progressed {
             self.next = self.first
         }
-        let place = self.position.map { " at \(Sizes.describe($0.bytes)) of \($0.name)" } ?? ""
-        Terminal.writeError(
-            "ferry: \(error.description.escapingControlCharacters)\(place.escapingControlCharacters); retrying in "
-                + "\(Self.describe(self.next)) (attempt \(self.attempt + 1) of \(self.limit + 1))\n"
-        )
+        let reason = error.description.escapingControlCharacters
+        let line =
+            if let position = self.position {
+                localized(
+                    "%@ at %@ of %@; retrying in %@ (attempt %@ of %@)",
+                    reason,
+                    Sizes.describe(position.bytes),
+                    position.name.escapingControlCharacters,
+                    Self.describe(self.next),
+                    "\(self.attempt + 1)",
+                    "\(self.limit + 1)"
+                )
+            } else {
+                localized(
+                    "%@; retrying in %@ (attempt %@ of %@)",
+                    reason,
+                    Self.describe(self.next),
+                    "\(self.attempt + 1)",
+                    "\(self.limit + 1)"
+                )
+            }
+        Terminal.writeError("ferry: \(line)\n")
         try await Task.sleep(for: self.next)
         self.next = min(self.next * 2, .seconds(30))
         self.attempt += 1

@@ -1,10 +1,11 @@
 import ArgumentParser
 import FerryClient
+import FerryTransport
 
 struct List: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list",
-        abstract: "List the files in the server's library."
+        abstract: localized("List the files in the server's library.")
     )
 
     @OptionGroup var connection: ConnectionOptions

@@ -1,4 +1,5 @@
 import FerryProtocol
+import FerryTransport
 
 #if canImport(Glibc)
 import Glibc
@@ -18,7 +19,7 @@ enum ListingFormatter {
     /// 10,000-file library then formats and prints it in a fraction of a millisecond, in memory it reuses.
     static func table(_ entries: [ListEntry], emit: (UnsafeRawBufferPointer) -> Void) {
         guard !entries.isEmpty else {
-            Array("(the library is empty)\n".utf8).withUnsafeBytes(emit)
+            Array((localized("(the library is empty)") + "\n").utf8).withUnsafeBytes(emit)
             return
         }
         let sizes = entries.map { Sizes.describe($0.size) }
@@ -49,7 +50,9 @@ enum ListingFormatter {
                 piece.removeAll(keepingCapacity: true)
             }
         }
-        piece.append(contentsOf: "\(entries.count) file\(entries.count == 1 ? "" : "s")\n".utf8)
+        let count = entries.count == 1 ? localized("1 file") : localized("%@ files", "\(entries.count)")
+        piece.append(contentsOf: count.utf8)
+        piece.append(UInt8(ascii: "\n"))
         piece.withUnsafeBytes(emit)
     }
 

@@ -1,11 +1,12 @@
 import ArgumentParser
 import FerryClient
 import FerryProtocol
+import FerryTransport
 
 struct Put: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "put",
-        abstract: "Upload one or more files (or the files of a folder), over one connection.",
+        abstract: localized("Upload one or more files (or the files of a folder), over one connection."),
         discussion: """
             The server stores each file only after verifying its length and CRC-32; an existing file is kept unless \
             --overwrite is given.
@@ -103,7 +104,12 @@ struct Put: AsyncParsableCommand {
                             done.insert(index)
                             report.completed(index, result.mapError { Self.hinting($0, uploads[index].name) }) {
                                 bytes in
-                                "stored \(uploads[index].source) → \(uploads[index].name) (\(Sizes.describe(bytes)), verified)"
+                                localized(
+                                    "stored %@ → %@ (%@, verified)",
+                                    uploads[index].source,
+                                    uploads[index].name,
+                                    Sizes.describe(bytes)
+                                )
                             }
                         }
                     }
@@ -116,7 +122,7 @@ struct Put: AsyncParsableCommand {
                     try await retry.wait(after: error)
                 }
             }
-            try report.finish("stored", single: uploads.count == 1 && uploads[0].source == self.paths.first)
+            try report.finish(.stored, single: uploads.count == 1 && uploads[0].source == self.paths.first)
         }
     }
 
@@ -126,7 +132,7 @@ struct Put: AsyncParsableCommand {
         return .refused(
             ErrorReply(
                 code: .fileExists,
-                message: "'\(name)' already exists on the server (add --overwrite to replace it)"
+                message: localized("'%@' already exists on the server (add --overwrite to replace it)", name)
             )
         )
     }

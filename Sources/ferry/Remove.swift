@@ -1,10 +1,11 @@
 import ArgumentParser
 import FerryClient
+import FerryTransport
 
 struct Remove: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rm",
-        abstract: "Delete one or more files from the server's library (needs full permission)."
+        abstract: localized("Delete one or more files from the server's library (needs full permission).")
     )
 
     @OptionGroup var connection: ConnectionOptions
@@ -29,10 +30,10 @@ struct Remove: AsyncParsableCommand {
                     } catch let error as FerryClientError {
                         result = .failure(error)
                     }
-                    report.completed(index, result) { _ in "deleted \(name)" }
+                    report.completed(index, result) { _ in localized("deleted %@", name) }
                 }
             }
-            try report.finish("deleted", single: self.names.count == 1)
+            try report.finish(.deleted, single: self.names.count == 1)
         }
     }
 }
@@ -40,7 +41,7 @@ struct Remove: AsyncParsableCommand {
 struct Move: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mv",
-        abstract: "Rename a file in the server's library (needs full permission).",
+        abstract: localized("Rename a file in the server's library (needs full permission)."),
         discussion: "An existing file of the new name is kept unless --overwrite is given."
     )
 
@@ -59,7 +60,7 @@ struct Move: AsyncParsableCommand {
         try await Failure.exitOnFailure {
             let client = try self.connection.client()
             try await client.withConnection { try await $0.rename(self.from, to: self.to, overwrite: self.overwrite) }
-            print("renamed \(self.from) → \(self.to)")
+            print(localized("renamed %@ → %@", self.from, self.to))
         }
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import FerryClient
 import FerryProtocol
 import FerryTLS
+import FerryTransport
 
 /// The interactive shell: a menu, a prompt, and one command per line (also from a pipe).
 ///
@@ -10,22 +11,26 @@ import FerryTLS
 struct Shell: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shell",
-        abstract: "Interactive shell (the default): list, get NAME, put PATH, delete NAME, rename OLD NEW, help, exit."
+        abstract: localized(
+            "Interactive shell (the default): list, get NAME, put PATH, delete NAME, rename OLD NEW, help, exit."
+        )
     )
 
     @OptionGroup var connection: ConnectionOptions
 
-    static let menu = """
-        Commands:
-          list          show the files in the library
-          get NAME      download NAME into the current folder (add --force to replace a local file)
-          put PATH      upload the local file PATH under its own name (add --overwrite to replace)
-          delete NAME   delete NAME from the library
-          rename OLD NEW  give OLD the name NEW (add --overwrite to replace a file named NEW;
-                        put a name with spaces in double quotes)
-          help          show this menu
-          exit          leave (Ctrl-D works too)
-        """
+    static var menu: String {
+        [
+            "Commands:",
+            "  list          show the files in the library",
+            "  get NAME      download NAME into the current folder (add --force to replace a local file)",
+            "  put PATH      upload the local file PATH under its own name (add --overwrite to replace)",
+            "  delete NAME   delete NAME from the library",
+            "  rename OLD NEW  give OLD the name NEW (add --overwrite to replace a file named NEW;",
+            "                put a name with spaces in double quotes)",
+            "  help          show this menu",
+            "  exit          leave (Ctrl-D works too)",
+        ].map { localized($0) }.joined(separator: "\n")
+    }
 
     func run() async throws {
         let client = try self.connection.client()
@@ -38,24 +43,27 @@ struct Shell: AsyncParsableCommand {
         {
             // Trust on first use, SSH's way: the person compares the fingerprint with the one ferryd printed.
             print(
-                """
-                \(server.escapingControlCharacters) is not a known server, and its certificate is not vouched for \
-                by an authority this machine trusts (\(String(reason.escapingControlCharacters.prefix(300)))).
-                Its certificate's SHA-256 fingerprint is
-                  \(fingerprint)
-                """
+                localized(
+                    "%@ is not a known server, and its certificate is not vouched for by an authority this machine trusts (%@).",
+                    server.escapingControlCharacters,
+                    String(reason.escapingControlCharacters.prefix(300))
+                )
             )
+            print(localized("Its certificate's SHA-256 fingerprint is"))
+            print("  \(fingerprint)")
             guard
-                let answer = input.next(prompt: "Is that the fingerprint ferryd printed? Trust it from now on? [y/N] "),
-                ["y", "yes"].contains(answer.trimmingWhitespace().lowercased())
+                let answer = input.next(
+                    prompt: localized("Is that the fingerprint ferryd printed? Trust it from now on? [y/N] ")
+                ),
+                ["y", "yes", "是"].contains(answer.trimmingWhitespace().lowercased())
             else {
-                print("Not connected: nothing was sent.")
+                print(localized("Not connected: nothing was sent."))
                 throw ExitCode.failure
             }
             do {
                 guard case .known(let known, _)? = client.tls else { throw ExitCode.failure }
                 try known.remember(fingerprint, for: server)
-                print("Remembered in \(known.path).")
+                print(localized("Remembered in %@.", known.path))
                 try await self.rememberNames(client)
             } catch {
                 Failure.report(error)
@@ -66,11 +74,12 @@ struct Shell: AsyncParsableCommand {
             throw ExitCode.failure
         }
         if input.interactive {
-            print("Connected to Ferry server \(self.connection.host):\(self.connection.port)")
+            print(localized("Connected to Ferry server %@", "\(self.connection.host):\(self.connection.port)"))
             print(Self.menu)
         }
         var failures = 0
-        while let line = input.next(prompt: "ferry> ") {
+        let prompt = localized("ferry> ")
+        while let line = input.next(prompt: prompt) {
             let trimmed = line.trimmingWhitespace()
             guard !trimmed.isEmpty else { continue }
             let (command, argument) = trimmed.splitCommand()
@@ -94,7 +103,7 @@ struct Shell: AsyncParsableCommand {
                 let (names, overwrite) = argument.strippingFlag("--overwrite")
                 failures += await self.attempt { try await self.rename(names, overwrite: overwrite, client) }
             default:
-                print("unknown command '\(command)'. Type 'help' for the list of commands.")
+                print(localized("unknown command '%@'. Type 'help' for the list of commands.", command))
                 failures += 1
             }
         }
@@ -139,7 +148,7 @@ struct Shell: AsyncParsableCommand {
 
     private func get(_ name: String, force: Bool, _ client: FerryClient) async throws {
         guard !name.isEmpty else {
-            print("usage: get NAME")
+            print(localized("usage: get NAME"))
             throw ShellUsage()
         }
         let progress = ProgressBar(label: name)
@@ -160,12 +169,12 @@ struct Shell: AsyncParsableCommand {
             }
         }
         progress.finish()
-        print("received \(name) (\(Sizes.describe(bytes)), verified)")
+        print(localized("received %@ (%@, verified)", name, Sizes.describe(bytes)))
     }
 
     private func put(_ path: String, overwrite: Bool, _ client: FerryClient) async throws {
         guard !path.isEmpty else {
-            print("usage: put PATH")
+            print(localized("usage: put PATH"))
             throw ShellUsage()
         }
         let name = Self.lastComponent(of: path)
@@ -193,7 +202,11 @@ struct Shell: AsyncParsableCommand {
             throw FerryClientError.refused(
                 ErrorReply(
                     code: .fileExists,
-                    message: "'\(name)' already exists on the server; type 'put \(path) --overwrite' to replace it"
+                    message: localized(
+                        "'%@' already exists on the server; type 'put %@ --overwrite' to replace it",
+                        name,
+                        path
+                    )
                 )
             )
         }
@@ -201,7 +214,7 @@ struct Shell: AsyncParsableCommand {
         ShellCompletion.remoteNames.withLock { names in
             if !names.contains(name) { names.append(name) }
         }
-        print("stored \(name) (\(Sizes.describe(bytes)), verified)")
+        print(localized("stored %@ (%@, verified)", name, Sizes.describe(bytes)))
     }
 
     /// Runs a transfer, trying again as `ferry get` and `ferry put` do (5 times, from 1 s doubling) when the connection
@@ -237,17 +250,17 @@ struct Shell: AsyncParsableCommand {
 
     private func delete(_ name: String, _ client: FerryClient) async throws {
         guard !name.isEmpty else {
-            print("usage: delete NAME")
+            print(localized("usage: delete NAME"))
             throw ShellUsage()
         }
         try await client.withConnection { try await $0.delete(name) }
         ShellCompletion.remoteNames.withLock { $0.removeAll { $0 == name } }
-        print("deleted \(name)")
+        print(localized("deleted %@", name))
     }
 
     private func rename(_ names: String, overwrite: Bool, _ client: FerryClient) async throws {
         guard let (from, to) = names.twoNames() else {
-            print("usage: rename OLD NEW (put a name with spaces in double quotes)")
+            print(localized("usage: rename OLD NEW (put a name with spaces in double quotes)"))
             throw ShellUsage()
         }
         try await client.withConnection { try await $0.rename(from, to: to, overwrite: overwrite) }
@@ -255,7 +268,7 @@ struct Shell: AsyncParsableCommand {
             names.removeAll { $0 == from || $0 == to }
             names.append(to)
         }
-        print("renamed \(from) → \(to)")
+        print(localized("renamed %@ → %@", from, to))
     }
 
     static func lastComponent(of path: String) -> String {

@@ -42,7 +42,7 @@ struct Ferryd: AsyncParsableCommand {
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Serve a folder to Ferry clients (the default command).",
+        abstract: localized("Serve a folder to Ferry clients (the default command)."),
         discussion: """
             Clients list, download and upload the files of one flat folder. Every transfer is verified with \
             CRC-32s; an upload becomes visible only once it is complete, verified and on disk. SIGINT, \
@@ -167,7 +167,9 @@ struct Serve: AsyncParsableCommand {
     static let shortestDuration: Double = 0.001
 
     func validate() throws {
-        guard (0...65_535).contains(self.port) else { throw ValidationError("--port must be between 0 and 65535") }
+        guard (0...65_535).contains(self.port) else {
+            throw ValidationError(localized("--port must be between 0 and 65535"))
+        }
         guard self.maxConnections > 0, self.maxConnectionsPerAddress > 0 else {
             throw ValidationError("--max-connections and --max-connections-per-address must be at least 1")
         }
@@ -183,20 +185,20 @@ struct Serve: AsyncParsableCommand {
         }
         if self.anonymous == nil, self.users == nil, !Serve.isLoopback(self.host) {
             throw ValidationError(
-                """
-                --host \(self.host) lets other machines connect: give --users FILE (accounts; see 'ferryd users \
-                add'), or say what anyone who reaches the port may do with --anonymous read or --anonymous write
-                """
+                localized(
+                    "--host %@ lets other machines connect: give --users FILE (accounts; see 'ferryd users add'), or say what anyone who reaches the port may do with --anonymous read or --anonymous write",
+                    self.host
+                )
             )
         }
         if self.anonymous == AnonymousAccess.none, self.users == nil {
-            throw ValidationError("--anonymous none without --users would let nobody do anything")
+            throw ValidationError(localized("--anonymous none without --users would let nobody do anything"))
         }
         if (self.tlsCert == nil) != (self.tlsKey == nil) {
-            throw ValidationError("--tls-cert and --tls-key go together")
+            throw ValidationError(localized("--tls-cert and --tls-key go together"))
         }
         if self.tlsSelfSigned, self.tlsCert != nil {
-            throw ValidationError("--tls-self-signed or --tls-cert and --tls-key: not both")
+            throw ValidationError(localized("--tls-self-signed or --tls-cert and --tls-key: not both"))
         }
         guard self.keptUploadHours >= 0, self.keptUploadHours * 3600 <= Self.longestDuration else {
             throw ValidationError("--kept-upload-hours must be 0 to \(Int(Self.longestDuration / 3600))")
@@ -272,10 +274,10 @@ struct Serve: AsyncParsableCommand {
         let root = library.root.string
         let server = FerryServer(configuration: configuration, library: library, logger: logger) { address in
             if let certificate {
-                print("ferryd: TLS certificate SHA-256 fingerprint \(certificate.fingerprint)")
+                print("ferryd: " + localized("TLS certificate SHA-256 fingerprint %@", "\(certificate.fingerprint)"))
             }
             let security = certificate == nil ? "" : " (TLS)"
-            print("ferryd: listening on \(address.displayString)\(security), serving \(root)")
+            print("ferryd: " + localized("listening on %@%@, serving %@", address.displayString, security, root))
             fflush(nil)  // stdout may be a pipe: the line must go out now, not at exit
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
@@ -285,7 +287,7 @@ struct Serve: AsyncParsableCommand {
             services.append(
                 .init(
                     service: MetricsEndpoint(host: host, port: port, registry: registry) { address in
-                        print("ferryd: metrics on http://\(address.displayString)/metrics")
+                        print("ferryd: " + localized("metrics on %@", "http://\(address.displayString)/metrics"))
                         fflush(nil)
                     }
                 )

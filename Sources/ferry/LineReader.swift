@@ -49,6 +49,11 @@ private struct LineEditor: @unchecked Sendable {
     private static let libraryNames = ["libedit.so.2", "libedit.so.0", "libedit.so", "libedit.3.dylib"]
 
     static func load() -> LineEditor? {
+        // libedit reads the prompt and the line as multibyte text in the C library's locale, which a Swift program
+        // leaves at "C": a Chinese prompt made it crash. The user's locale if the system has it, else C.UTF-8.
+        if setlocale(LC_CTYPE, "") == nil || String(cString: nl_langinfo(nl_item(CODESET))) != "UTF-8" {
+            setlocale(LC_CTYPE, "C.UTF-8")
+        }
         for name in Self.libraryNames {
             guard let library = dlopen(name, RTLD_NOW | RTLD_LOCAL) else { continue }
             // Never closed: the functions are used until the process ends.

@@ -125,4 +125,26 @@ struct LocalizationTests {
         let help = try await ferry(["--help"])
         #expect(help.stdout.contains("交互式命令行（默认）：list、get 名称"), "\(help.stdout)")
     }
+
+    /// On a terminal the shell edits lines with libedit, which crashed on the Chinese prompt until the shell set the C
+    /// library's locale for it.
+    @Test(.enabled(if: Binaries.canProvideTerminal && CommandLineTests.hasLineEditing, "needs script(1) and libedit"))
+    func theShellSpeaksChineseOnATerminal() async throws {
+        let library = Scratch.makeDirectory("library")
+        try Data("quarterly".utf8).write(to: library.appendingPathComponent("报告.txt"))
+        let daemon = try await CommandLineTests.Daemon.start(root: library)
+        defer { _ = daemon.stop() }
+        let shell = try await Binaries.run(
+            "ferry",
+            ["--port", "\(daemon.port)"],
+            environment: ["LANG": "zh_CN.UTF-8", "LC_ALL": "", "LC_MESSAGES": ""],
+            input: "list\nget 报\t\nexit\n",
+            currentDirectory: Scratch.makeDirectory("work"),
+            underTerminal: true
+        )
+        #expect(shell.status == 0, "\(shell.stdout)")
+        #expect(shell.stdout.contains("已连接到 Ferry 服务器"), "\(shell.stdout)")
+        #expect(shell.stdout.contains("请输入命令> "), "\(shell.stdout)")
+        #expect(shell.stdout.contains("已接收 报告.txt（9 B，已校验）"), "\(shell.stdout)")
+    }
 }

@@ -156,13 +156,14 @@ struct UploadResumeTests {
             recording: false
         )
         defer { relay.stop() }
-        let process = try Binaries.launch(
+        // Run to its end in the background (Binaries.run waits without holding a thread): the test goes on meanwhile.
+        let (state, work, relayPort) = (setup.state.path, setup.work, relay.port)
+        async let put = Binaries.run(
             "ferry",
-            ["put", "big.bin", "--port", "\(relay.port)", "--retry-wait", "0.5", "--retries", "8"],
+            ["put", "big.bin", "--port", "\(relayPort)", "--retry-wait", "0.5", "--retries", "8"],
             as: .ordinaryUser,
-            environment: ["XDG_STATE_HOME": setup.state.path],
-            currentDirectory: setup.work,
-            stderr: Pipe()
+            environment: ["XDG_STATE_HOME": state],
+            currentDirectory: work
         )
         let deadline = ContinuousClock.now + .seconds(30)
         while (setup.keptUploads().compactMap { Self.keptLength($0.record) }.max() ?? 0) < 32 << 20,
@@ -171,7 +172,9 @@ struct UploadResumeTests {
             try await Task.sleep(for: .milliseconds(20))
         }
         kill(setup.daemon.process.processIdentifier, SIGKILL)
-        setup.daemon.process.waitUntilExit()
+        while setup.daemon.process.isRunning {
+            try await Task.sleep(for: .milliseconds(10))
+        }
         let recorded = setup.keptUploads().compactMap { Self.keptLength($0.record) }.max() ?? 0
         #expect(recorded >= 32 << 20, "the last record before the kill")
         setup.daemon = try await Daemon.start(
@@ -180,10 +183,10 @@ struct UploadResumeTests {
             as: .ordinaryUser
         )
         #expect(setup.daemon.port == port)
-        let output = process.standardError as? Pipe
-        process.waitUntilExit()
-        let stderr = String(decoding: output?.fileHandleForReading.readDataToEndOfFile() ?? Data(), as: UTF8.self)
-        #expect(process.terminationStatus == 0, "\(stderr)")
+        let finished = try await put
+        let stderr = finished.stderr
+        let status = finished.status
+        #expect(status == 0, "\(stderr)")
         #expect(stderr.contains("resuming 'big.bin' after"), "\(stderr)")
         #expect(sameBytes(try setup.stored(), setup.original), "byte-identical")
         #expect(relay.bytesMoved.toServer <= (40 << 20) + size - recorded + 200_000)
@@ -192,7 +195,7 @@ struct UploadResumeTests {
             "server SIGKILLed after 40 MiB (record at \(recorded) B), restarted",
             moved: relay.bytesMoved.toServer,
             size: size,
-            outcome: try process.terminationStatus == 0 && sameBytes(setup.stored(), setup.original)
+            outcome: try status == 0 && sameBytes(setup.stored(), setup.original)
                 ? "verified" : "FAILED"
         )
         try setup.expectCommittedAlone()

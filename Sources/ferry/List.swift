@@ -21,7 +21,7 @@ struct List: AsyncParsableCommand {
             let client = try self.connection.client()
             let entries = try await client.withConnection { try await $0.list(maximumEntries: self.maxEntries) }
             if self.json {
-                print(ListingFormatter.json(entries), terminator: "")
+                ListingFormatter.json(entries, emit: Terminal.writeOutput)
             } else {
                 ListingFormatter.table(entries, emit: Terminal.writeOutput)
             }

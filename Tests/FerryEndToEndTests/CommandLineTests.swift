@@ -375,6 +375,31 @@ struct CommandLineTests {
         #expect(clean.status == 0, "end of input ends the shell; all commands worked")
     }
 
+    /// `list --json` writes bytes directly: names with a quote escaped, the rest copied; times to the nanosecond.
+    @Test func listJSONIsExactForQuotedNamesAndNanoseconds() async throws {
+        let listing = try await Self.scriptedServer(
+            answer: RawConnection.encode(
+                .listEntries([
+                    ListEntry(name: "a \"quoted\" é name", size: 5, modified: 1_700_000_000_123_456_789),
+                    ListEntry(name: "plain.txt", size: 0, modified: 1_700_000_000_000_000_000),
+                    ListEntry(name: "tenth.txt", size: 1 << 40, modified: 1_700_000_000_100_000_000),
+                ])
+            ) + RawConnection.encode(.listEnd(ListEnd(count: 3)))
+        )
+        defer { Task { await listing.stop() } }
+        let json = try await Binaries.run("ferry", ["list", "--json", "--port", "\(listing.port)"])
+        #expect(json.status == 0, "\(json.stderr)")
+        #expect(
+            json.stdout
+                == #"[{"name": "a \"quoted\" é name", "size": 5, "modified": "2023-11-14T22:13:20.123456789Z"},"#
+                + "\n " + #"{"name": "plain.txt", "size": 0, "modified": "2023-11-14T22:13:20Z"},"#
+                + "\n "
+                + #"{"name": "tenth.txt", "size": 1099511627776, "modified": "2023-11-14T22:13:20.100000000Z"}]"#
+                + "\n",
+            "\(json.stdout)"
+        )
+    }
+
     /// What a server sends is data, never an instruction: timestamps at the ends of their range, a size of 16 EiB and
     /// an error message full of terminal escape sequences must neither stop `ferry` nor reach the terminal as they are.
     @Test func aHostileServersBytesNeitherCrashFerryNorDriveTheTerminal() async throws {

@@ -15,18 +15,13 @@ struct ToolsTests {
     /// Tools/wireshark/check.py writes a capture of every message type, cut across TCP segments, and of a corrupted
     /// frame on another port, runs tshark with the dissector, and checks every frame's fields and the CRC error.
     @Test(.enabled(if: Self.executable("/usr/bin/tshark"), "needs tshark (Debian: apt-get install tshark)"))
-    func theWiresharkDissectorDecodesEverySessionAndFlagsACorruptedFrame() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = [Self.repository.appendingPathComponent("Tools/wireshark/check.py").path]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(text)")
-        #expect(text.contains("dissector ok: 32 frames decoded"), "\(text)")
+    func theWiresharkDissectorDecodesEverySessionAndFlagsACorruptedFrame() async throws {
+        let check = try await Binaries.run(
+            program: "/usr/bin/python3",
+            [Self.repository.appendingPathComponent("Tools/wireshark/check.py").path]
+        )
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+        #expect(check.stdout.contains("dissector ok: 32 frames decoded"), "\(check.stdout)")
     }
 
     /// systemd-analyze finds nothing to say of the unit (it only warns of a bad value), which has the hardening the
@@ -48,16 +43,9 @@ struct ToolsTests {
         let installed = folder.appendingPathComponent("ferryd.service")
         try unit.replacingOccurrences(of: "/usr/local/bin/ferryd", with: ferryd)
             .write(to: installed, atomically: true, encoding: .utf8)
-        let verify = Process()
-        verify.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-analyze")
-        verify.arguments = ["verify", installed.path]
-        let output = Pipe()
-        verify.standardOutput = output
-        verify.standardError = output
-        try verify.run()
-        let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        verify.waitUntilExit()
-        #expect(verify.terminationStatus == 0 && said.isEmpty, "systemd-analyze verify: \(said)")
+        let verify = try await Binaries.run(program: "/usr/bin/systemd-analyze", ["verify", installed.path])
+        let said = verify.stdout + verify.stderr
+        #expect(verify.status == 0 && said.isEmpty, "systemd-analyze verify: \(said)")
 
         // The unit's ExecStart, with a scratch library and a free port: ferryd takes it and serves.
         let line = try #require(unit.split(separator: "\n").first { $0.hasPrefix("ExecStart=") })

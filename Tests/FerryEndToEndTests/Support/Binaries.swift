@@ -92,6 +92,51 @@ enum Binaries {
         }
     }
 
+    /// Runs any program (tshark, systemd-analyze, python3) to completion, as ``run(_:_:as:environment:input:currentDirectory:underTerminal:timeout:)``
+    /// runs the package's: its output read on threads of their own, and its end awaited without holding one of the
+    /// cooperative threads the in-process servers and other tests share.
+    static func run(
+        program path: String,
+        _ arguments: [String],
+        timeout: Duration = .seconds(60)
+    ) async throws -> Outcome {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        let stdout = Pipe()
+        let stderr = Pipe()
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = stdout
+        process.standardError = stderr
+        try process.run()
+        return try await Self.finish(process, stdout: stdout, stderr: stderr, timeout: timeout, "\(path) \(arguments)")
+    }
+
+    /// Reads a running process's output on threads of its own and awaits its end, polling (killing it after `timeout`).
+    private static func finish(
+        _ process: Process,
+        stdout: Pipe,
+        stderr: Pipe,
+        timeout: Duration,
+        _ what: String
+    ) async throws -> Outcome {
+        async let out = Self.readToEnd(stdout.fileHandleForReading)
+        async let err = Self.readToEnd(stderr.fileHandleForReading)
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now > deadline {
+                process.terminate()
+                throw TestFailure("\(what) did not finish within \(timeout)")
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return Outcome(
+            status: process.terminationStatus,
+            stdout: String(decoding: await out, as: UTF8.self),
+            stderr: String(decoding: await err, as: UTF8.self)
+        )
+    }
+
     /// Runs a command to completion (killing it after `timeout`), feeding it `input`.
     static func run(
         _ name: String,
@@ -121,21 +166,7 @@ enum Binaries {
             stdin.fileHandleForWriting.write(Data(input.utf8))
         }
         try stdin.fileHandleForWriting.close()
-        async let out = Self.readToEnd(stdout.fileHandleForReading)
-        async let err = Self.readToEnd(stderr.fileHandleForReading)
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning {
-            if ContinuousClock.now > deadline {
-                process.terminate()
-                throw TestFailure("\(name) \(arguments) did not finish within \(timeout)")
-            }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        return Outcome(
-            status: process.terminationStatus,
-            stdout: String(decoding: await out, as: UTF8.self),
-            stderr: String(decoding: await err, as: UTF8.self)
-        )
+        return try await Self.finish(process, stdout: stdout, stderr: stderr, timeout: timeout, "\(name) \(arguments)")
     }
 }
 

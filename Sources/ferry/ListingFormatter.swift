@@ -77,7 +77,8 @@ enum ListingFormatter {
             }
             piece.append(contentsOf: #"{"name": "#.utf8)
             let name = entry.name.utf8
-            if name.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 == 0xC2 }) {
+            if name.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 == 0xC2 })
+            {
                 piece.append(contentsOf: self.jsonString(entry.name).utf8)
             } else {
                 piece.append(UInt8(ascii: "\""))

@@ -2,6 +2,7 @@ import FerryClient
 import FerryProtocol
 import Foundation
 import NIOCore
+import Synchronization
 import Testing
 
 @testable import FerryServer
@@ -343,21 +344,37 @@ struct SupervisedDaemonTests {
             currentDirectory: scratch
         )
         #expect(put.status == 0, "\(put.stderr)")
+        // SIGTERM once the slow reader has read its first 256 KiB and paused (3 s: the download is still in flight
+        // when the grace period ends). Both are watched from threads of their own, not from this test's tasks, which
+        // a loaded test run may hold up for seconds (a stop was measured at 10 s that way).
+        let reading = ReadingFlag()
         async let slow = SlowReader.download(
             "big",
             port: daemon.port,
             chunk: 16 << 10,
-            every: .milliseconds(20)
+            every: .milliseconds(20),
+            stoppingAfter: 256 << 10,
+            pause: .seconds(3),
+            whilePaused: { reading.set() }
         )
-        try await Task.sleep(for: .milliseconds(500))
-        let stopped = ContinuousClock.now
-        daemon.process.terminate()
-        while daemon.process.isRunning, ContinuousClock.now - stopped < .seconds(15) {
-            try await Task.sleep(for: .milliseconds(20))
+        for _ in 0..<1000 where !reading.isSet {
+            try await Task.sleep(for: .milliseconds(10))
         }
-        #expect(!daemon.process.isRunning, "ferryd still runs 15 s after SIGTERM")
-        #expect(ContinuousClock.now - stopped < .seconds(5), "stopped within the grace period and a little")
-        if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }
+        #expect(reading.isSet, "the slow download began")
+        let process = daemon.process
+        let stopTime: Duration = await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                let stopped = ContinuousClock.now
+                process.terminate()
+                // Killed if it is still there after 15 s, so that this thread ends either way.
+                let watchdog = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+                DispatchQueue.global().asyncAfter(deadline: .now() + 15, execute: watchdog)
+                process.waitUntilExit()
+                watchdog.cancel()
+                continuation.resume(returning: ContinuousClock.now - stopped)
+            }
+        }
+        #expect(stopTime < .seconds(5), "stopped within the grace period and a little: \(stopTime)")
         let outcome = try await slow
         #expect(!outcome.messages.contains { if case .end = $0 { true } else { false } })
     }
@@ -417,5 +434,18 @@ struct SupervisedDaemonTests {
             fields[String(key), default: []].append(value)
         }
         return fields
+    }
+}
+
+/// Set once, from any thread.
+private final class ReadingFlag: Sendable {
+    private let value = Mutex(false)
+
+    func set() {
+        self.value.withLock { $0 = true }
+    }
+
+    var isSet: Bool {
+        self.value.withLock { $0 }
     }
 }

@@ -215,4 +215,19 @@ struct KeptUploadProtocolTests {
             #expect(try server.folderContents() == [], "a cut version 3 upload keeps nothing")
         }
     }
+
+    @Test func anUploadCutBeforeOneFramesWorthIsNotKept() async throws {
+        try await TestServer.run { server in
+            let connection = try await Self.connect(server)
+            try await connection.send(.store(StoreRequest(name: "short", size: UInt64(Self.size))))
+            guard case .ready(let ready)? = try await connection.next() else { throw TestFailure("no READY") }
+            #expect(ready.token != nil)
+            try await connection.send(.data(DataChunk(ByteBuffer(bytes: Self.bytes[..<100_000]))))
+            await connection.close()
+            for _ in 0..<200 where try !server.folderContents().isEmpty {
+                try await Task.sleep(for: .milliseconds(25))
+            }
+            #expect(try server.folderContents() == [], "100,000 bytes are not worth keeping (nor a flood of them)")
+        }
+    }
 }

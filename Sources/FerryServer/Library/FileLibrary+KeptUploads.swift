@@ -186,7 +186,8 @@ extension FileLibrary {
     }
 
     /// Keeps an upload that was cut short: its verified bytes flushed, its record written, its lock released. One
-    /// that alone is larger than the limit on kept bytes is removed instead, and older ones go to make room.
+    /// with fewer than ``KeptUploads/minimumKept`` verified bytes, or alone larger than the limit on kept bytes, is
+    /// removed instead; older ones go to make room.
     ///
     /// - Returns: whether it was kept.
     @discardableResult
@@ -194,7 +195,7 @@ extension FileLibrary {
         let kept = self.keptUploads
         let record = upload.record
         let written = try? await staging.handle.withUnsafeDescriptor { descriptor -> Bool in
-            guard record.kept > 0, record.kept <= kept.byteLimit,
+            guard record.kept >= KeptUploads.minimumKept, record.kept <= kept.byteLimit,
                 ftruncate(descriptor.rawValue, off_t(record.kept)) == 0
             else { return false }
             return KeptUploads.checkpoint(descriptor.rawValue, record, upload.fileName, in: upload.folder) == nil

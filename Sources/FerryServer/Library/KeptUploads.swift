@@ -22,13 +22,20 @@ import Glibc
 /// behind; the bytes after it are cut off when the upload resumes.
 ///
 /// Kept uploads expire ``lifetime`` after their record was last written, and all of them together may hold at most
-/// ``byteLimit`` bytes: keeping one more removes the oldest first, and one larger than the limit is not kept at all.
+/// ``byteLimit`` bytes and be at most ``maximumCount``: keeping one more removes the oldest first, and one larger than
+/// the limit is not kept at all. An upload cut before ``minimumKept`` bytes is not kept either: resuming it would save
+/// little, and without that floor a client could leave millions of one-byte uploads (two files each) within the byte
+/// limit.
 /// An upload that is committed leaves a record that says so (no bytes) for as long, so that a client that lost OK
 /// on the way learns that its upload was stored instead of trying again into "file exists".
 final class KeptUploads: Sendable {
     /// Inside ``StagingArea/sharedFolderName``; a dot-name, so no server takes it for an abandoned staging area.
     static let folderName = ".kept"
     static let recordSuffix = ".upload"
+    /// The fewest verified bytes worth keeping: one DATA frame of the size clients send files in.
+    static let minimumKept = UInt64(ProtocolLimits.defaultDataChunkLength)
+    /// The most uploads, kept or recorded as committed, the folder holds; the oldest go first.
+    static let maximumCount = 4096
 
     let lifetime: Duration
     let byteLimit: UInt64
@@ -182,10 +189,31 @@ final class KeptUploads: Sendable {
             }
         }
         var total = kept.reduce(0) { $0 + $1.size }
+        var evicted: Set<String> = []
         for upload in kept.sorted(by: { $0.written < $1.written }) where total > self.byteLimit {
             Self.remove(upload.name, in: folder)
+            evicted.insert(upload.name)
             total -= upload.size
             removed += 1
+        }
+        // Then the count, records of committed uploads included (uploads being received hold no record yet, or are
+        // locked, and are not counted).
+        var recorded: [(name: String, written: Int64)] = []
+        for name in records where !evicted.contains(name) {
+            var info = stat()
+            guard fstatat(folder.descriptor, name + Self.recordSuffix, &info, AT_SYMLINK_NOFOLLOW) == 0 else {
+                continue
+            }
+            recorded.append((name, Int64(info.st_mtim.tv_sec)))
+        }
+        if recorded.count > Self.maximumCount {
+            for upload in recorded.sorted(by: { $0.written < $1.written }).prefix(recorded.count - Self.maximumCount) {
+                let descriptor = openat(folder.descriptor, upload.name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+                defer { if descriptor >= 0 { close(descriptor) } }
+                if descriptor >= 0, !Self.lock(descriptor) { continue }  // being received
+                Self.remove(upload.name, in: folder)
+                removed += 1
+            }
         }
         return removed
     }

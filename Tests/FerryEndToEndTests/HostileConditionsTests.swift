@@ -347,7 +347,7 @@ struct SupervisedDaemonTests {
         // SIGTERM once the slow reader has read its first 256 KiB and paused (3 s: the download is still in flight
         // when the grace period ends). Both are watched from threads of their own, not from this test's tasks, which
         // a loaded test run may hold up for seconds (a stop was measured at 10 s that way).
-        let reading = ReadingFlag()
+        let reading = Flag()
         async let slow = SlowReader.download(
             "big",
             port: daemon.port,
@@ -434,18 +434,5 @@ struct SupervisedDaemonTests {
             fields[String(key), default: []].append(value)
         }
         return fields
-    }
-}
-
-/// Set once, from any thread.
-private final class ReadingFlag: Sendable {
-    private let value = Mutex(false)
-
-    func set() {
-        self.value.withLock { $0 = true }
-    }
-
-    var isSet: Bool {
-        self.value.withLock { $0 }
     }
 }

@@ -81,14 +81,21 @@ struct MetricsTests {
         )
         #expect(again.status == 1, "the name is taken: 101")
 
-        // A slow download: scraped while it runs, and after.
+        // A slow download, scraped while it is paused after 256 KiB (the reader says so from its own thread: a
+        // fixed sleep here once scraped before a loaded test run had even started the reader), and after.
+        let paused = Flag()
         async let download = SlowReader.download(
             "big.bin",
             port: serverPort,
-            chunk: 256 << 10,
-            every: .milliseconds(20)
+            chunk: 64 << 10,
+            every: .milliseconds(5),
+            stoppingAfter: 256 << 10,
+            pause: .seconds(2),
+            whilePaused: { paused.set() }
         )
-        try await Task.sleep(for: .milliseconds(300))
+        for _ in 0..<1000 where !paused.isSet {
+            try await Task.sleep(for: .milliseconds(10))
+        }
         let during = try Self.get("/metrics", port: metricsPort)
         #expect(Self.value("ferry_connections_open", in: during) == 1, "\(during)")
         #expect(Self.value(#"ferry_requests_total{operation="STOR",result="ok"}"#, in: during) == 1, "\(during)")

@@ -78,7 +78,7 @@ struct KeptPartial: Hashable, Sendable {
         )
     }
 
-    /// Writes the record beside the partial: whole or not at all (``BlockingFileIO/writeWhole(_:to:mode:exactMode:replacing:)``).
+    /// Writes the record beside the partial: whole or not at all (``BlockingFileIO/writeWhole(_:to:mode:exactMode:replacing:flushing:)``).
     /// Blocking. Returns whether it was written.
     @discardableResult
     func write(to path: String) -> Bool {

@@ -130,11 +130,7 @@ public struct KeptUpload: Hashable, Sendable {
     /// was written.
     @discardableResult
     func write(in folder: String) -> Bool {
-        var path = ""
-        for component in folder.split(separator: "/") {
-            path += "/" + component
-            if mkdir(path, 0o700) != 0, errno != EEXIST { return false }
-        }
+        guard BlockingFileIO.makeFolders(folder, mode: 0o700) == nil else { return false }
         let file = Self.path(in: folder, server: self.server, user: self.user, name: self.name)
         return BlockingFileIO.writeWhole(ByteBuffer(string: self.encoded), to: file, mode: 0o600) == nil
     }

@@ -44,7 +44,7 @@ public struct KnownServers: Sendable {
         return nil
     }
 
-    /// Records `fingerprint` as `server`'s, replacing what was there: written whole (``BlockingFileIO/writeWhole(_:to:mode:exactMode:replacing:)``),
+    /// Records `fingerprint` as `server`'s, replacing what was there: written whole (``BlockingFileIO/writeWhole(_:to:mode:exactMode:replacing:flushing:)``),
     /// mode 0600, in a folder made with mode 0700 if missing.
     public func remember(_ fingerprint: CertificateFingerprint, for server: String) throws(TLSSetupError) {
         var kept = try self.lines().filter { line in
@@ -83,13 +83,9 @@ public struct KnownServers: Sendable {
 
     /// Creates the folders above `path` that are missing, private to the user (0700).
     private static func makeFolders(for path: String) throws(TLSSetupError) {
-        var prefix = path.hasPrefix("/") ? "" : "."
-        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropLast()
-        for part in parts where !part.isEmpty {
-            prefix += "/" + part
-            if mkdir(prefix, 0o700) != 0, errno != EEXIST {
-                throw TLSSetupError("cannot create the folder '\(prefix)': \(SystemCallError(code: errno))")
-            }
+        guard let slash = path.lastIndex(of: "/") else { return }
+        if let (folder, error) = BlockingFileIO.makeFolders(String(path[..<slash]), mode: 0o700) {
+            throw TLSSetupError("cannot create the folder '\(folder)': \(error)")
         }
     }
 

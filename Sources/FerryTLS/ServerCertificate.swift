@@ -43,7 +43,7 @@ public struct ServerCertificate: Sendable {
     ///
     /// It is made once and kept, so that its fingerprint, which clients pin and remember, survives restarts. The
     /// file (key and certificate, mode 0600) appears whole or not at all, and never replaces one
-    /// (``BlockingFileIO/writeWhole(_:to:mode:exactMode:replacing:)``), so that when several servers share the folder
+    /// (``BlockingFileIO/writeWhole(_:to:mode:exactMode:replacing:flushing:)``), so that when several servers share the folder
     /// and start at once, the first one's is everyone's. A file that anyone but this user owns or may read or write is refused, as SSH refuses a
     /// private key others may read: whoever could plant or read it could pose as the server.
     ///

@@ -119,6 +119,8 @@ public enum BlockingFileIO {
     ///   - mode: the file's permissions, less the umask's; with `exactMode`, exactly these (a secret's 0600).
     ///   - replacing: whether an existing file of that name is replaced; without it, one is left as it is and the
     ///     result is `EEXIST`.
+    ///   - flushing: `false` skips both flushes, for a file whose loss in a crash costs only a convenience: it is
+    ///     still whole or absent, never torn, to a reader while the system runs.
     /// - Returns: `nil`, or what stopped it (the temporary file is gone either way).
     ///
     /// The temporary name is `path` and at most ``writeWholeSuffixLength`` more bytes.
@@ -127,14 +129,15 @@ public enum BlockingFileIO {
         to path: String,
         mode: UInt32,
         exactMode: Bool = false,
-        replacing: Bool = true
+        replacing: Bool = true,
+        flushing: Bool = true
     ) -> SystemCallError? {
         var random = SystemRandomNumberGenerator()
         let temporary = "\(path)\(Self.writeWholeSuffix)\(String(random.next(), radix: 16))"
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode_t(mode))
         guard descriptor >= 0 else { return SystemCallError(code: errno) }
         var failure = self.writeAll(descriptor, bytes)
-        if failure == nil, exactMode && fchmod(descriptor, mode_t(mode)) != 0 || fsync(descriptor) != 0 {
+        if failure == nil, exactMode && fchmod(descriptor, mode_t(mode)) != 0 || flushing && fsync(descriptor) != 0 {
             failure = SystemCallError(code: errno)
         }
         close(descriptor)
@@ -144,6 +147,7 @@ public enum BlockingFileIO {
         }
         let published = publishFile(temporary, as: path, replacing: replacing)
         guard published == 0 else { return SystemCallError(code: published) }
+        guard flushing else { return nil }
         let slash = path.lastIndex(of: "/")
         let folder = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
         let directory = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -156,7 +160,7 @@ public enum BlockingFileIO {
 
     private static let writeWholeSuffix = ".tmp-"
 
-    /// How much longer than its file's name the temporary name of ``writeWhole(_:to:mode:exactMode:replacing:)`` may
+    /// How much longer than its file's name the temporary name of ``writeWhole(_:to:mode:exactMode:replacing:flushing:)`` may
     /// be: its suffix and 16 hex digits.
     public static let writeWholeSuffixLength = Self.writeWholeSuffix.utf8.count + 16
 
@@ -175,6 +179,20 @@ public enum BlockingFileIO {
             position += UInt64(count)
         }
         return crc.value
+    }
+
+    /// Creates every folder of `path` that is missing, with `mode`, following links on the way (the user named the
+    /// path). Returns the folder that could not be made and why, or `nil`.
+    public static func makeFolders(_ path: String, mode: UInt32) -> (folder: String, error: SystemCallError)? {
+        var prefix = path.hasPrefix("/") ? "/" : ""
+        for component in path.split(separator: "/") {
+            prefix += component
+            if mkdir(prefix, mode_t(mode)) != 0, errno != EEXIST {
+                return (prefix, SystemCallError(code: errno))
+            }
+            prefix += "/"
+        }
+        return nil
     }
 
     /// Writes all of `bytes` to an open file.

@@ -1,3 +1,5 @@
+import FerryTransport
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -67,15 +69,8 @@ enum LocalFolder {
     /// Makes the folder at `path` and any missing folders above it (as `mkdir -p` does), before anything is
     /// downloaded into it; a file in the way is one error, not one per download.
     static func make(_ path: String) throws {
-        var prefix = path.hasPrefix("/") ? "/" : ""
-        for component in path.split(separator: "/") {
-            prefix += component
-            if mkdir(prefix, 0o777) != 0, errno != EEXIST {
-                throw ExpansionError(
-                    message: "cannot create the folder '\(prefix)': \(String(cString: strerror(errno)))"
-                )
-            }
-            prefix += "/"
+        if let (folder, error) = BlockingFileIO.makeFolders(path, mode: 0o777) {
+            throw ExpansionError(message: "cannot create the folder '\(folder)': \(error)")
         }
         var info = stat()
         guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {

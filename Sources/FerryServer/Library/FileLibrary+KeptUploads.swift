@@ -254,13 +254,7 @@ extension FileLibrary {
         let folder = upload.folder
         let committed = record
         _ = try? await self.threadPool.runIfActive {
-            let path = folder.path(of: fileName + KeptUploads.recordSuffix)
-            let temporary = folder.path(of: "." + fileName + KeptUploads.recordSuffix)
-            let descriptor = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
-            guard descriptor >= 0 else { return }
-            let failed = BlockingFileIO.writeAll(descriptor, ByteBuffer(string: committed.encoded)) != nil
-            close(descriptor)
-            if failed || Glibc.rename(temporary, path) != 0 { unlink(temporary) }
+            KeptUploads.writeRecord(committed, fileName, in: folder, flushing: false)
         }
     }
 }

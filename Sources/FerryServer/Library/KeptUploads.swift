@@ -103,12 +103,19 @@ final class KeptUploads: Sendable {
         return KeptUploadRecord(parsing: String(decoding: bytes.readableBytesView, as: UTF8.self))
     }
 
-    /// Writes the record of `name`, whole, flushed with its folder. Blocking.
-    static func writeRecord(_ record: KeptUploadRecord, _ name: String, in folder: PinnedFolder) -> SystemCallError? {
+    /// Writes the record of `name`, whole, and unless told otherwise flushed with its folder. Blocking.
+    @discardableResult
+    static func writeRecord(
+        _ record: KeptUploadRecord,
+        _ name: String,
+        in folder: PinnedFolder,
+        flushing: Bool = true
+    ) -> SystemCallError? {
         BlockingFileIO.writeWhole(
             ByteBuffer(string: record.encoded),
             to: folder.path(of: name + Self.recordSuffix),
-            mode: 0o600
+            mode: 0o600,
+            flushing: flushing
         )
     }
 

@@ -136,6 +136,7 @@ let package = Package(
                 "FerryTransport",
                 "FerryTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),

@@ -383,8 +383,12 @@ struct CommandLineTests {
                     ListEntry(name: "a \"quoted\" é name", size: 5, modified: 1_700_000_000_123_456_789),
                     ListEntry(name: "plain.txt", size: 0, modified: 1_700_000_000_000_000_000),
                     ListEntry(name: "tenth.txt", size: 1 << 40, modified: 1_700_000_000_100_000_000),
+                    ListEntry(name: "leap", size: 10, modified: 951_782_400_000_000_000),
+                    ListEntry(name: "before", size: 9, modified: -1),
+                    ListEntry(name: "epoch", size: 99, modified: 0),
+                    ListEntry(name: "1900", size: 100, modified: -2_208_988_799_999_999_999),
                 ])
-            ) + RawConnection.encode(.listEnd(ListEnd(count: 3)))
+            ) + RawConnection.encode(.listEnd(ListEnd(count: 7)))
         )
         defer { Task { await listing.stop() } }
         let json = try await Binaries.run("ferry", ["list", "--json", "--port", "\(listing.port)"])
@@ -394,7 +398,11 @@ struct CommandLineTests {
                 == #"[{"name": "a \"quoted\" é name", "size": 5, "modified": "2023-11-14T22:13:20.123456789Z"},"#
                 + "\n " + #"{"name": "plain.txt", "size": 0, "modified": "2023-11-14T22:13:20Z"},"#
                 + "\n "
-                + #"{"name": "tenth.txt", "size": 1099511627776, "modified": "2023-11-14T22:13:20.100000000Z"}]"#
+                + #"{"name": "tenth.txt", "size": 1099511627776, "modified": "2023-11-14T22:13:20.100000000Z"},"#
+                + "\n " + #"{"name": "leap", "size": 10, "modified": "2000-02-29T00:00:00Z"},"#
+                + "\n " + #"{"name": "before", "size": 9, "modified": "1969-12-31T23:59:59.999999999Z"},"#
+                + "\n " + #"{"name": "epoch", "size": 99, "modified": "1970-01-01T00:00:00Z"},"#
+                + "\n " + #"{"name": "1900", "size": 100, "modified": "1900-01-01T00:00:00.000000001Z"}]"#
                 + "\n",
             "\(json.stdout)"
         )
@@ -422,6 +430,10 @@ struct CommandLineTests {
         #expect(json.status == 0, "\(json.stderr)")
         let entries = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]]
         #expect(entries?.count == 2)
+        // The times are spelled from the day count, not by gmtime: exact at both ends of the wire's range.
+        #expect(entries?.first?["modified"] as? String == "1677-09-21T00:12:43.145224192Z")
+        #expect(entries?.last?["modified"] as? String == "2262-04-11T23:47:16.854775807Z")
+        #expect(entries?.first?["size"] as? UInt64 == .max)
 
         let escapes = "gone\u{1B}[2J\u{1B}]52;c;aGk=\u{07}\u{9B}31m"
         let refusal = try await Self.scriptedServer(

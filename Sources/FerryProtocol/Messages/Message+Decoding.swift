@@ -133,8 +133,13 @@ extension Message {
         for _ in 0..<count {
             let size = try payload.read(UInt64.self, in: frame)
             let modified = try payload.read(Int64.self, in: frame)
-            let bytes = try payload.readStringBytes(in: frame)
-            switch FileName.validate(bytes) {
+            // Validated where it lies in the frame: no array per name.
+            guard let length = payload.readInteger(as: UInt16.self),
+                let bytes = payload.readSlice(length: Int(length))
+            else {
+                throw .malformed(frame.type, "ends inside a string field")
+            }
+            switch bytes.withUnsafeReadableBytes({ FileName.validate($0) }) {
             case .success(let name):
                 entries.append(ListEntry(name: name, size: size, modified: modified))
             case .failure(let violation):

@@ -50,6 +50,31 @@ public struct FerryClient: Sendable {
     public func withConnection<Result>(
         _ body: (FerryConnection) async throws -> Result
     ) async throws -> Result {
+        try await self.withConnection(sendingEarly: nil, body)
+    }
+
+    /// A request a session of one request may send with its greeting, before the server's HELLO arrives (SPEC.md
+    /// §6.1): its answer then comes a round trip sooner. Only when no log-in comes first.
+    public enum EarlyRequest: Sendable {
+        /// LIST, read by ``FerryConnection/list(maximumEntries:alreadyRequested:)`` with `alreadyRequested` set to
+        /// the `Bool` `body` is given.
+        case list
+    }
+
+    /// ``withConnection(_:)`` with `early` sent with the greeting when it can be (no credentials to log in with
+    /// first); `body` is told whether it was.
+    public func withConnection<Result>(
+        sendingEarly early: EarlyRequest,
+        _ body: (FerryConnection, _ sent: Bool) async throws -> Result
+    ) async throws -> Result {
+        let sent = self.credentials == nil
+        return try await self.withConnection(sendingEarly: sent ? early : nil) { try await body($0, sent) }
+    }
+
+    private func withConnection<Result>(
+        sendingEarly early: EarlyRequest?,
+        _ body: (FerryConnection) async throws -> Result
+    ) async throws -> Result {
         let idle = TimeAmount(self.idleTimeout)
         let inputWait = InputWait()
         let channel: NIOAsyncChannel<ByteBuffer, IOData>
@@ -103,8 +128,18 @@ public struct FerryClient: Sendable {
         let credentials = self.credentials
         let allowsPasswordInClear = self.allowsPasswordInClear || self.tls != nil
         do {
-            return try await Self.withConnection(over: channel, server: self.serverDescription, inputWait: inputWait) {
-                connection in
+            let greeting: [Message] =
+                early.map { request in
+                    switch request {
+                    case .list: [.list]
+                    }
+                } ?? []
+            return try await Self.withConnection(
+                over: channel,
+                server: self.serverDescription,
+                inputWait: inputWait,
+                early: greeting
+            ) { connection in
                 if let credentials {
                     guard allowsPasswordInClear || Self.isLoopback(channel.channel.remoteAddress) else {
                         throw FerryClientError.passwordInClear(server: connection.server)
@@ -159,6 +194,7 @@ public struct FerryClient: Sendable {
         over channel: NIOAsyncChannel<ByteBuffer, IOData>,
         server: String,
         inputWait: InputWait?,
+        early: [Message] = [],
         _ body: (FerryConnection) async throws -> Result
     ) async throws -> Result {
         try await channel.executeThenClose { inbound, outbound in
@@ -167,7 +203,7 @@ public struct FerryClient: Sendable {
                 writer: MessageWriter(outbound, allocator: channel.channel.allocator),
                 server: server
             )
-            try await connection.handshake()
+            try await connection.handshake(early: early)
             let result: Result
             do {
                 result = try await body(connection)

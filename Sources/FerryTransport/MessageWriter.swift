@@ -37,9 +37,16 @@ public struct MessageWriter: Sendable {
     public static let crowdedDataChunkLength = 64 * 1024
 
     public func writeMagic(then message: Message) async throws {
+        try await self.writeMagic(then: [message])
+    }
+
+    /// The magic, then `messages`, in one write: a greeting and the requests pipelined behind it.
+    public func writeMagic(then messages: [Message]) async throws {
         var buffer = self.allocator.buffer(capacity: 64)
         buffer.writeBytes(Handshake.magic)
-        FrameSerializer.serialize(message, into: &buffer)
+        for message in messages {
+            FrameSerializer.serialize(message, into: &buffer)
+        }
         try await self.outbound.write(.byteBuffer(buffer))
     }
 

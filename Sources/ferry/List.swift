@@ -19,7 +19,10 @@ struct List: AsyncParsableCommand {
     func run() async throws {
         try await Failure.exitOnFailure {
             let client = try self.connection.client()
-            let entries = try await client.withConnection { try await $0.list(maximumEntries: self.maxEntries) }
+            // LIST goes out with the greeting: a round trip less.
+            let entries = try await client.withConnection(sendingEarly: .list) { connection, sent in
+                try await connection.list(maximumEntries: self.maxEntries, alreadyRequested: sent)
+            }
             if self.json {
                 ListingFormatter.json(entries, emit: Terminal.writeOutput)
             } else {

@@ -1,0 +1,135 @@
+import FerryClient
+import FerryProtocol
+import Foundation
+import NIOCore
+import Testing
+
+/// What a session costs in round trips (issue #18's latency benchmark): each test's server withholds its answers
+/// until the client has sent what it may send without waiting, so a client that waited instead would stall.
+@Suite("Round trips")
+struct RoundTripTests {
+    /// The client's greeting: magic and HELLO, as ``FerryConnection`` sends it.
+    private static let greetingLength =
+        Handshake.magic.count
+        + RawConnection.encode(
+            .hello(
+                Hello(
+                    minimumVersion: Handshake.supportedVersions.lowerBound,
+                    maximumVersion: Handshake.supportedVersions.upperBound,
+                    maximumFramePayload: UInt64(ProtocolLimits.defaultMaximumFramePayload),
+                    maximumFileSize: .max
+                )
+            )
+        ).count
+
+    private static let serverGreeting = Handshake.magic + RawConnection.encode(.hello(FerryConnectionDefaults.hello))
+
+    /// `body`, or a failure after `limit` (a client waiting for an answer that is withheld would wait for its idle
+    /// timeout, a minute).
+    private static func within<Result: Sendable>(
+        _ limit: Duration,
+        _ body: @escaping @Sendable () async throws -> Result
+    ) async throws -> Result {
+        try await withThrowingTaskGroup(of: Result?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let result = try await group.next() ?? nil else {
+                throw TestFailure("still waiting after \(limit)")
+            }
+            return result
+        }
+    }
+
+    /// `ferry list`'s LIST goes out with the greeting (SPEC.md §6.1): the server's HELLO and the listing can then come
+    /// back together, one round trip after the connection.
+    @Test func listIsSentWithTheGreeting() async throws {
+        let listing =
+            RawConnection.encode(.listEntries([ListEntry(name: "a.txt", size: 3, modified: 0)]))
+            + RawConnection.encode(.listEnd(ListEnd(count: 1)))
+        let server = try await TextListener.start(
+            script: [
+                (
+                    after: Self.greetingLength + RawConnection.encode(.list).count,
+                    reply: ByteBuffer(bytes: Self.serverGreeting + listing)
+                )
+            ],
+            closing: false
+        )
+        defer { Task { await server.stop() } }
+        let port = server.port
+        let entries = try await Self.within(.seconds(20)) {
+            try await FerryClient(port: port).withConnection(sendingEarly: .list) { connection, sent in
+                #expect(sent)
+                return try await connection.list(alreadyRequested: sent)
+            }
+        }
+        #expect(entries.map(\.name) == ["a.txt"])
+        // The same through the command, whose session also ends without waiting for an OK to its EXIT.
+        let list = try await Binaries.run("ferry", ["list", "--port", "\(port)"])
+        #expect(list.status == 0, "\(list.stderr)")
+        #expect(list.stdout.contains("a.txt"), "\(list.stdout)")
+    }
+
+    /// A session ends once its last answer is in: the OK to EXIT is not waited for (SPEC.md §7.4 lets a client close
+    /// between requests), so a server that never sends it costs nothing.
+    @Test func aSessionEndsWithoutWaitingForTheOKToItsExit() async throws {
+        let server = try await TextListener.start(
+            script: [
+                (after: 0, reply: ByteBuffer(bytes: Self.serverGreeting)),
+                (
+                    after: Self.greetingLength + 1,
+                    reply: ByteBuffer(bytes: RawConnection.encode(.listEnd(ListEnd(count: 0))))
+                ),
+            ],
+            closing: false
+        )
+        defer { Task { await server.stop() } }
+        let port = server.port
+        let started = ContinuousClock.now
+        let entries = try await Self.within(.seconds(20)) {
+            try await FerryClient(port: port).withConnection { try await $0.list() }
+        }
+        #expect(entries.isEmpty)
+        #expect(ContinuousClock.now - started < .seconds(10))
+    }
+
+    /// `get` of many files keeps far more than 32 RETRs in flight (it kept 32 before issue #18): here the server
+    /// answers none of 300 until all 300 have arrived.
+    @Test func getKeepsHundredsOfRequestsInFlight() async throws {
+        let names = (0..<300).map { "file-\($0).txt" }
+        let requests = names.reduce(0) { $0 + RawConnection.encode(.retrieve(RetrieveRequest(name: $1))).count }
+        let refusals = names.flatMap { name in
+            RawConnection.encode(.error(ErrorReply(code: .noSuchFile, message: "no such file: '\(name)'")))
+        }
+        let server = try await TextListener.start(
+            script: [
+                (after: 0, reply: ByteBuffer(bytes: Self.serverGreeting)),
+                (after: Self.greetingLength + requests, reply: ByteBuffer(bytes: refusals)),
+            ],
+            closing: false
+        )
+        defer { Task { await server.stop() } }
+        let port = server.port
+        let folder = Scratch.makeDirectory("round-trips")
+        let downloads = names.map {
+            FerryConnection.Download(name: $0, destination: folder.appendingPathComponent($0).path)
+        }
+        let outcomes = try await Self.within(.seconds(20)) {
+            try await FerryClient(port: port).withConnection { connection in
+                var outcomes: [Int: Result<UInt64, FerryClientError>] = [:]
+                try await connection.get(downloads) { outcomes[$0] = $1 }
+                return outcomes
+            }
+        }
+        #expect(outcomes.count == names.count)
+        #expect(
+            outcomes.values.allSatisfy {
+                if case .failure(.refused(let reply)) = $0 { reply.code == .noSuchFile } else { false }
+            }
+        )
+    }
+}

@@ -50,7 +50,7 @@ public struct FerryClient: Sendable {
     public func withConnection<Result>(
         _ body: (FerryConnection) async throws -> Result
     ) async throws -> Result {
-        try await self.withConnection(sendingEarly: nil, body)
+        try await self.withConnection(greeting: nil, body)
     }
 
     /// A request a session of one request may send with its greeting, before the server's HELLO arrives (SPEC.md
@@ -61,18 +61,18 @@ public struct FerryClient: Sendable {
         case list
     }
 
-    /// ``withConnection(_:)`` with `early` sent with the greeting when it can be (no credentials to log in with
-    /// first); `body` is told whether it was.
+    /// ``withConnection(_:)`` with `early` sent with the greeting when it can be (a request given, and no credentials
+    /// to log in with first); `body` is told whether it was.
     public func withConnection<Result>(
-        sendingEarly early: EarlyRequest,
+        sendingEarly early: EarlyRequest?,
         _ body: (FerryConnection, _ sent: Bool) async throws -> Result
     ) async throws -> Result {
-        let sent = self.credentials == nil
-        return try await self.withConnection(sendingEarly: sent ? early : nil) { try await body($0, sent) }
+        let sent = early != nil && self.credentials == nil
+        return try await self.withConnection(greeting: sent ? early : nil) { try await body($0, sent) }
     }
 
     private func withConnection<Result>(
-        sendingEarly early: EarlyRequest?,
+        greeting early: EarlyRequest?,
         _ body: (FerryConnection) async throws -> Result
     ) async throws -> Result {
         let idle = TimeAmount(self.idleTimeout)

@@ -86,12 +86,15 @@ struct Get: AsyncParsableCommand {
             var retry = Retry(limit: self.retries, firstWait: self.retryWait)
             while report == nil || !pending.isEmpty {
                 do {
-                    try await client.withConnection { connection in
+                    // With --all, the first attempt's LIST goes out with the greeting: a round trip less.
+                    let listing = names == nil
+                    try await client.withConnection(sendingEarly: listing ? .list : nil) { connection, listed in
                         let all: [String]
                         if let known = names {
                             all = known
                         } else {
-                            all = try await connection.list(maximumEntries: self.maxEntries).map(\.name)
+                            all = try await connection.list(maximumEntries: self.maxEntries, alreadyRequested: listed)
+                                .map(\.name)
                         }
                         names = all
                         if report == nil {

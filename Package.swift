@@ -138,7 +138,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
-            swiftSettings: strictSettings
+            swiftSettings: strictSettings,
+            // Swift links executables with every symbol exported for dynamic lookup (29,000 in a static `ferry`),
+            // which only `dladdr` reads; the runtime's start-up makes one such lookup, a linear walk of them all.
+            // Exporting none took `ferry list --json` of 10,000 entries from 8.1 to 7.6 ms (hyperfine, 80 runs).
+            linkerSettings: [.unsafeFlags(["-Xlinker", "--no-export-dynamic"], .when(platforms: [.linux]))]
         ),
 
         // MARK: - Benchmarks

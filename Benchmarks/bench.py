@@ -5,7 +5,7 @@ Run through Benchmarks/run.sh, which installs the peers and builds Ferry. Each m
 turn (A B C D, A B C D, ...) `--rounds` times and reports medians; only ratios from one run mean anything on a
 shared machine. Every client writes what it downloads to a file on the same filesystem as the server's library.
 """
-import argparse, hashlib, json, mmap, os, platform, shutil, signal, socket, statistics, struct, subprocess, sys
+import argparse, hashlib, json, mmap, os, platform, resource, shutil, signal, socket, statistics, struct, subprocess, sys
 import tempfile, threading, time, zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -19,11 +19,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for_port(port, timeout=10):
+def wait_for_port(port, timeout=10, host="127.0.0.1"):
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            socket.create_connection((host, port), timeout=0.2).close()
             return
         except OSError:
             time.sleep(0.05)
@@ -37,20 +37,31 @@ def run(args, cwd=None, stdin=None, check=True):
     return result
 
 
-def tree_rss_kib(pid):
-    """Resident memory of a process and all its descendants (vsftpd forks one per session)."""
-    children = {}
+def process_tree(pid):
+    """A process and all its descendants (vsftpd forks one per session), each with the fields of its /proc stat."""
+    children, stats = {}, {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
                 children.setdefault(int(fields[1]), []).append(int(entry))
+                stats[int(entry)] = fields
             except OSError:
                 pass
-    total, stack = 0, [pid]
+    tree, stack = {}, [pid]
     while stack:
         current = stack.pop()
+        if current in stats:
+            tree[current] = stats[current]
+        stack += children.get(current, [])
+    return tree
+
+
+def tree_rss_kib(pid):
+    """Resident memory of a process and all its descendants."""
+    total = 0
+    for current in process_tree(pid):
         try:
             with open(f"/proc/{current}/status") as f:
                 for line in f:
@@ -58,8 +69,20 @@ def tree_rss_kib(pid):
                         total += int(line.split()[1])
         except OSError:
             pass
-        stack += children.get(current, [])
     return total
+
+
+def tree_cpu_seconds(pid):
+    """User + system CPU of a process and all its descendants, including those already exited and reaped (their time
+    is in their parent's cutime/cstime): a forking server's sessions count, whenever they end."""
+    ticks = sum(sum(int(value) for value in fields[11:15]) for fields in process_tree(pid).values())
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def client_cpu_seconds():
+    """User + system CPU of every child process this benchmark has waited for so far (the clients it ran)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class PeakSampler:
@@ -183,6 +206,38 @@ class FTPPeer(System):
         return FTPSession(self.port, name, self.client)
 
 
+def vsftpd_config(address, port, library, pasv_address, pasv_min, pasv_max, empty):
+    """vsftpd serving `library` to anonymous users who may upload, in the foreground, as the launching user: its
+    passive sockets bound on the control connection's address, at ports pasv_min to pasv_max, announced as
+    `pasv_address`."""
+    return f"""listen=YES
+listen_ipv6=NO
+listen_address={address}
+listen_port={port}
+background=NO
+anonymous_enable=YES
+local_enable=NO
+no_anon_password=YES
+anon_root={library}
+write_enable=YES
+anon_upload_enable=YES
+anon_mkdir_write_enable=YES
+anon_other_write_enable=YES
+anon_world_readable_only=NO
+anon_umask=022
+pasv_enable=YES
+pasv_address={pasv_address}
+pasv_min_port={pasv_min}
+pasv_max_port={pasv_max}
+max_clients=5000
+max_per_ip=5000
+seccomp_sandbox=NO
+run_as_launching_user=YES
+xferlog_enable=NO
+secure_chroot_dir={empty}
+"""
+
+
 class Vsftpd(FTPPeer):
     name = "vsftpd"
 
@@ -193,32 +248,7 @@ class Vsftpd(FTPPeer):
         config = os.path.join(work, "vsftpd.conf")
         pasv = 30000 + (self.port % 20) * 1000
         with open(config, "w") as f:
-            f.write(f"""listen=YES
-listen_ipv6=NO
-listen_address=127.0.0.1
-listen_port={self.port}
-background=NO
-anonymous_enable=YES
-local_enable=NO
-no_anon_password=YES
-anon_root={self.library}
-write_enable=YES
-anon_upload_enable=YES
-anon_mkdir_write_enable=YES
-anon_other_write_enable=YES
-anon_world_readable_only=NO
-anon_umask=022
-pasv_enable=YES
-pasv_address=127.0.0.1
-pasv_min_port={pasv}
-pasv_max_port={pasv + 999}
-max_clients=5000
-max_per_ip=5000
-seccomp_sandbox=NO
-run_as_launching_user=YES
-xferlog_enable=NO
-secure_chroot_dir={empty}
-""")
+            f.write(vsftpd_config("127.0.0.1", self.port, self.library, "127.0.0.1", pasv, pasv + 999, empty))
         self.process = subprocess.Popen(["vsftpd", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
 
@@ -575,12 +605,23 @@ def measure(systems, work, args):
 def measure_bulk(systems, source, args, record):
     bulk = os.path.join(source, "bulk.bin")
     make_file(bulk, args.bulk_mib * MiB)
+    gib = args.bulk_mib * MiB / (1 << 30)
+
+    def transfer(system, kind, action):
+        """Times one transfer and records its speed and the CPU per GiB both ends spent on it: on two shared cores,
+        CPU is what carries over to a bigger machine, where wall time would not."""
+        warm_free_memory(args.bulk_mib * MiB * 3 // 2)
+        server, client = tree_cpu_seconds(system.pid), client_cpu_seconds()
+        seconds = timed(action)
+        time.sleep(0.2)  # a forking server's session process ends and is reaped
+        record(f"bulk {kind} MB/s", system, args.bulk_mib * MiB / seconds / 1e6)
+        record(f"bulk {kind} server CPU s/GiB", system, (tree_cpu_seconds(system.pid) - server) / gib)
+        record(f"bulk {kind} client CPU s/GiB", system, (client_cpu_seconds() - client) / gib)
+
     for _ in range(args.rounds):
         for system in systems:
-            warm_free_memory(args.bulk_mib * MiB * 3 // 2)
-            record("bulk STOR MB/s", system, args.bulk_mib * MiB / timed(lambda: system.stor(bulk)) / 1e6)
-            warm_free_memory(args.bulk_mib * MiB * 3 // 2)
-            record("bulk RETR MB/s", system, args.bulk_mib * MiB / timed(lambda: system.retr("bulk.bin")) / 1e6)
+            transfer(system, "STOR", lambda: system.stor(bulk))
+            transfer(system, "RETR", lambda: system.retr("bulk.bin"))
             system.clear_client()
             os.remove(os.path.join(system.library, "bulk.bin"))
     os.remove(bulk)
@@ -689,7 +730,7 @@ def report(results):
     print("|---|" + "---:|" * (len(systems) + 1))
     for measurement, values in raw.items():
         medians = {name: statistics.median(v) for name, v in values.items()}
-        lower_is_better = any(word in measurement for word in [" ms", "wall_s", "failures", "stalls", "rss", "RSS"])
+        lower_is_better = any(word in measurement for word in [" ms", "wall_s", "failures", "stalls", "rss", "RSS", "CPU"])
         peers = [v for name, v in medians.items() if name != "ferry" and did_the_work(raw, measurement, name)]
         ratio = ""
         if "ferry" in medians and not peers and did_the_work(raw, measurement, "ferry"):
@@ -702,7 +743,8 @@ def report(results):
                 ratio = f"{medians['ferry'] / best:.2f}×"
             elif lower_is_better and medians["ferry"] <= best:
                 ratio = "best"
-        cells = [f"{medians[name]:.1f}" if name in medians else "—" for name in systems]
+        digits = 2 if "CPU" in measurement else 1
+        cells = [f"{medians[name]:.{digits}f}" if name in medians else "—" for name in systems]
         print(f"| {measurement} | " + " | ".join(cells) + f" | {ratio} |")
     for note in results.get("notes", []):
         print(f"\nnote: {note}", end="")

@@ -47,7 +47,10 @@ def write_random(path, size):
 
 
 class Sshd:
-    def __init__(self, base):
+    """sshd for one run: its own host key, a client key it accepts, sftp served by internal-sftp; on `address`, at
+    `port` (a free one if not given)."""
+
+    def __init__(self, base, address="127.0.0.1", port=None):
         self.folder = os.path.join(base, "ssh")
         os.makedirs(self.folder, mode=0o700)
         os.makedirs("/run/sshd", exist_ok=True)
@@ -56,11 +59,11 @@ class Sshd:
         for key in (self.host_key, self.client_key):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
         shutil.copy(self.client_key + ".pub", os.path.join(self.folder, "authorized_keys"))
-        self.port = free_port()
+        self.port = port or free_port()
         config = os.path.join(self.folder, "sshd_config")
         with open(config, "w") as f:
             f.write(f"""Port {self.port}
-ListenAddress 127.0.0.1
+ListenAddress {address}
 HostKey {self.host_key}
 AuthorizedKeysFile {self.folder}/authorized_keys
 PubkeyAuthentication yes
@@ -74,13 +77,14 @@ Subsystem sftp internal-sftp
 """)
         self.process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", config],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
+        wait_for_port(self.port, host=address)
         self.pid = self.process.pid
 
-    def command(self):
+    def command(self, host="127.0.0.1"):
+        """sftp reading its commands from standard input (`-b -`), to `host` at this server's port."""
         return ["sftp", "-q", "-b", "-", "-i", self.client_key, "-P", str(self.port),
                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                f"{os.environ.get('USER', 'root')}@127.0.0.1"]
+                f"{os.environ.get('USER', 'root')}@{host}"]
 
     def cipher(self):
         result = subprocess.run(["ssh", "-G", "127.0.0.1"], stdout=subprocess.PIPE, text=True)

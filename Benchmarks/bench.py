@@ -27,7 +27,7 @@ def wait_for_port(port, timeout=10, host="127.0.0.1"):
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
+    raise RuntimeError(f"nothing listens on {host}:{port}")
 
 
 def run(args, cwd=None, stdin=None, check=True):
@@ -561,13 +561,22 @@ def main():
         systems.append(Pyftpdlib(work))
         results = measure(systems, work, args)
     finally:
-        for system in systems:
-            system.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(os.path.dirname(args.raw), exist_ok=True)
-    with open(args.raw, "w") as f:
-        json.dump(results, f, indent=1)
+        stop_all(systems, work)
+    save(results, args.raw)
     report(results)
+
+
+def stop_all(systems, work):
+    """Stops every server a run started and removes its work folder."""
+    for system in systems:
+        system.stop()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def save(results, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
 
 
 def measure(systems, work, args):

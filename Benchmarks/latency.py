@@ -33,7 +33,7 @@ import argparse, json, os, platform, random, select, shutil, signal, socket, sta
 import tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import MiB, System, make_file, vsftpd_config, warm_free_memory  # noqa: E402
+from bench import MiB, System, make_file, save, stop_all, vsftpd_config, wait_for_port, warm_free_memory  # noqa: E402,E501
 from secure import Sshd  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -81,15 +81,8 @@ def free_ports(count):
     raise RuntimeError(f"no {count} consecutive free ports between 20000 and 30000")
 
 
-def wait_for_server(port, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection((SERVER_HOST, port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {SERVER_HOST}:{port}")
+def wait_for_server(port):
+    wait_for_port(port, host=SERVER_HOST)
 
 
 def same_contents(a, b):
@@ -605,12 +598,8 @@ def main():
     finally:
         if proxy:
             proxy.stop()
-        for system in systems:
-            system.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(os.path.dirname(args.raw), exist_ok=True)
-    with open(args.raw, "w") as f:
-        json.dump(results, f, indent=1)
+        stop_all(systems, work)
+    save(results, args.raw)
     report(results, [s.name for s in systems], args.check_proxy)
 
 

@@ -136,7 +136,6 @@ let package = Package(
                 "FerryTransport",
                 "FerryTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSettings,
             // Swift links executables with every symbol exported for dynamic lookup (29,000 in a static `ferry`),

@@ -53,8 +53,8 @@ public struct FerryClient: Sendable {
         try await self.withConnection(greeting: nil, body)
     }
 
-    /// A request a session of one request may send with its greeting, before the server's HELLO arrives (SPEC.md
-    /// §6.1): its answer then comes a round trip sooner. Only when no log-in comes first.
+    /// A session's first request, sent with its greeting before the server's HELLO arrives (SPEC.md §4 allows frames
+    /// of at most 64 KiB there): its answer then comes a round trip sooner. Only when no log-in comes first.
     public enum EarlyRequest: Sendable {
         /// LIST, read by ``FerryConnection/list(maximumEntries:alreadyRequested:)`` with `alreadyRequested` set to
         /// the `Bool` `body` is given.
@@ -84,7 +84,7 @@ public struct FerryClient: Sendable {
         do {
             let bootstrap = ClientBootstrap(group: self.eventLoopGroup)
                 .channelOption(.tcpOption(.tcp_nodelay), value: 1)  // not .socketOption: that is SO_DEBUG
-                .channelOption(.writeBufferWaterMark, value: ChannelTuning.writeBufferWaterMark)
+                .channelOption(.writeBufferWaterMark, value: ChannelTuning.clientWriteBufferWaterMark)
                 // TLS hands on what it decrypted once per wake-up, in one buffer: with four reads of up to 2 MiB per
                 // wake-up, that buffer grew past the allocator's mmap threshold, and every wake-up mapped fresh
                 // pages (130,000 page faults in a 256 MiB download). One read of up to 1 MiB, as the server does,

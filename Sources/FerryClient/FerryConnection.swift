@@ -40,7 +40,7 @@ public final class FerryConnection {
     /// Greets the server and reads its HELLO.
     ///
     /// - Parameter early: requests sent right after the client's HELLO, in the same write, before the server's HELLO
-    ///   arrives (SPEC.md §6.1 allows frames of at most 64 KiB there): a session of one request saves a round trip.
+    ///   arrives (SPEC.md §4 allows frames of at most 64 KiB there): a session of one request saves a round trip.
     ///   Only requests that every version spells alike (LIST) and that need no log-in; the caller then reads their
     ///   answers as usual (``list(maximumEntries:alreadyRequested:)``). If the handshake fails the server answers none.
     func handshake(early: [Message] = []) async throws {
@@ -234,14 +234,20 @@ public final class FerryConnection {
 
     /// How many RETRs `get` keeps in flight. On a link with a round trip of `r`, a window of `w` small files moves
     /// at most `w / r` files a second: 32 (the first window) allowed 1,600 a second at 20 ms, where ferryd serves
-    /// about 20,000; 1,024 keeps a 50 ms round trip busy. Each request is a few dozen bytes, and the answers are read
-    /// as they come, so the window costs neither side memory.
+    /// about 20,000; 1,024 keeps a 50 ms round trip busy. A full window of requests (at most 300 KB, names of 255
+    /// bytes) is below the channel's high watermark, so writing it never waits for the server, and the answers are
+    /// read as they come: the window costs neither side memory.
     public static let downloadWindow = 1024
 
-    /// How many small uploads `put` sends before their answers (READY and OK, 36 bytes each) have come back: as
-    /// ``downloadWindow``, 1,024 (it was 96). The answers to a full window fit in the smallest receive buffer Linux
-    /// gives a socket (128 KiB), so the server never waits for this side to read them while it still sends.
+    /// How many small uploads `put` sends before their answers have come back: as ``downloadWindow``, 1,024 (it was
+    /// 96), and at most ``unansweredUploadLength`` bytes of them.
     public static let uploadWindow = 1024
+
+    /// The most bytes of small uploads `put` keeps written and unanswered: below the client's high watermark
+    /// (``ChannelTuning/clientWriteBufferWaterMark``) by more than the largest write, so its writes never wait for
+    /// the server to read. A server that stops reading while its own answers wait to be read (a refusal may take a
+    /// kilobyte) then still gets them read, and neither side waits for the other.
+    static let unansweredUploadLength = 4 << 20
 
     /// The most bytes of requests `get` writes at once, and the frame bytes a RETR adds to its name.
     static let requestBatchLength = 256 * 1024
@@ -702,9 +708,10 @@ public final class FerryConnection {
             // may be as low as 64 KiB.
             let chunk = min(ProtocolLimits.defaultDataChunkLength, self.writer.peerMaximumPayloadLength)
             var readAhead: (start: Int, files: [LocalSource.Peek]) = (0, [])
-            // Small uploads sent and not yet answered, oldest first.
-            var awaiting: [(index: Int, size: UInt64)] = []
+            // Small uploads sent and not yet answered, oldest first, with the bytes of their frames.
+            var awaiting: [(index: Int, size: UInt64, frames: Int)] = []
             var first = 0
+            var unansweredBytes = 0
             // Their frames, written together once they reach a DATA frame's size or when an answer awaited is
             // still among them. A full window is not a reason to write: the server holds the files already
             // written, and writing each further file alone would cost both sides a system call per file.
@@ -717,13 +724,19 @@ public final class FerryConnection {
                 outgoing.clear()
                 written = awaiting.count
             }
+            // Answers are read down to `limit` uploads and ``unansweredUploadLength`` bytes: what was written and not
+            // answered stays below the channel's high watermark (``ChannelTuning/clientWriteBufferWaterMark``), so a
+            // write never waits for the server while this side is not reading its answers, however long they are.
             func collect(downTo limit: Int) async throws {
-                while awaiting.count - first > limit {
+                while awaiting.count - first > limit
+                    || (awaiting.count > first && unansweredBytes > Self.unansweredUploadLength)
+                {
                     if first >= written {
                         try await send()
                     }
-                    let (index, size) = awaiting[first]
+                    let (index, size, frames) = awaiting[first]
                     first += 1
+                    unansweredBytes -= frames
                     completed(index, try await self.storeAnswer(size: size))
                 }
             }
@@ -751,6 +764,7 @@ public final class FerryConnection {
                     let size = UInt64(bytes.readableBytes)
                     var transfer = OutgoingTransfer()
                     let store = StoreRequest(name: upload.name, size: size, options: options)
+                    let before = outgoing.readableBytes
                     FrameSerializer.serialize(.store(store), into: &outgoing)
                     if size > 0 {
                         let chunk = DataChunk(bytes)
@@ -759,7 +773,8 @@ public final class FerryConnection {
                     }
                     FrameSerializer.serialize(.end(transfer.end), into: &outgoing)
                     progress(index, 0, size)
-                    awaiting.append((index, size))
+                    awaiting.append((index, size, outgoing.readableBytes - before))
+                    unansweredBytes += outgoing.readableBytes - before
                     if outgoing.readableBytes >= ProtocolLimits.defaultDataChunkLength {
                         try await send()
                     }
@@ -970,10 +985,10 @@ public final class FerryConnection {
 
     // MARK: - EXIT
 
-    /// Says goodbye, without waiting for the server's OK: every answer this session needed has arrived, and a
-    /// client may close between requests (SPEC.md §7.4), so the round trip to the OK would only delay the end of
-    /// every command (one round trip of four for `ferry list`). EXIT still goes out first, so that the server logs a
-    /// session that ended as it should. Failures are ignored: the session is over either way.
+    /// Says goodbye, without waiting for the server's OK: a client may close between requests (SPEC.md §7.4), so the
+    /// round trip to the OK would only delay the end of every command (one round trip of four for `ferry list`).
+    /// After a failure, answers still on their way are dropped with the connection. EXIT still goes out first, so
+    /// that the server logs a session that ended as it should. Failures are ignored: the session is over either way.
     func exitQuietly() async {
         guard self.broken == nil else { return }
         self.broken = "the session has ended"

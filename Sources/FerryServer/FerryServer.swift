@@ -98,11 +98,12 @@ public struct FerryServer: Service {
                 }
             }
         try await Self.keepAccepting(serverChannel.channel, logger: self.logger)
+        // Before "listening" is announced: a scrape right after it finds every series at 0, not missing.
+        ServerMetrics.register()
         if let address = serverChannel.channel.localAddress {
             self.onListening(address)
         }
         let connections = ConnectionCounter()
-        ServerMetrics.register()
         // Kept uploads expire whether or not anything else happens on the server.
         let library = self.library
         let sweeper = Task {

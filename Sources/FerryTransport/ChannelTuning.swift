@@ -11,6 +11,17 @@ public enum ChannelTuning {
         high: 2 * ProtocolLimits.defaultDataChunkLength
     )
 
+    /// The client's: as ``writeBufferWaterMark``, but up to 8 MiB queued before a write waits. `put` keeps at most
+    /// 4 MiB of small uploads written and unanswered (`FerryConnection.unansweredUploadLength`) and writes at most
+    /// 512 KiB at a time, so none of those writes waits for the server to read: the client never waits for the
+    /// server while the server's answers wait for it. (At 512 KiB, answers of a kilobyte to a few hundred refused
+    /// uploads could fill both sides' buffers against a server that stops reading while it cannot write.) A bulk
+    /// upload may so queue up to 8 MiB of its file; one client has one connection.
+    public static let clientWriteBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(
+        low: ProtocolLimits.defaultDataChunkLength,
+        high: 8 << 20
+    )
+
     /// Reads grow up to one bulk DATA frame (four ordinary ones) at a time when data streams in (NIO's adaptive
     /// default stops at 64 KiB), and start small: each connection keeps its last read buffer, and requests are a
     /// few hundred bytes. Starting at 2 KiB instead of 16 KiB, 200 connected clients cost ferryd 3.5 MiB less

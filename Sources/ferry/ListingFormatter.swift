@@ -62,12 +62,6 @@ enum ListingFormatter {
         Array((count + "\n").utf8).withUnsafeBytes(emit)
     }
 
-    static func json(_ entries: [ListEntry]) -> String {
-        var text: [UInt8] = []
-        self.json(entries) { text.append(contentsOf: $0) }
-        return String(decoding: text, as: UTF8.self)
-    }
-
     /// The JSON array in pieces of about 64 KiB, written as bytes: a name is copied as it is unless it holds a
     /// character JSON must escape, and numbers and times are spelled digit by digit into the piece. (Built from
     /// `String`s, `ferry list --json` of 10,000 entries took 1.8 times as long as the table; appending `String`s'
@@ -109,28 +103,6 @@ enum ListingFormatter {
             piece.write("]\n")
             emit(piece.written)
         }
-    }
-
-    /// RFC 3339 in UTC, with nanoseconds when the time has them: `2023-11-14T22:13:20Z`.
-    static func rfc3339(_ nanoseconds: Int64) -> String {
-        let (seconds, fraction) = self.split(nanoseconds)
-        var text = self.rfc3339(second: seconds)
-        if fraction > 0 {
-            let digits = String(fraction)
-            text += "." + String(repeating: "0", count: 9 - digits.count) + digits
-        }
-        return text + "Z"
-    }
-
-    /// `2023-11-14T22:13:20`: a second in UTC, without its fraction or zone.
-    private static func rfc3339(second: Int64) -> String {
-        var time = time_t(second)
-        var parts = tm()
-        gmtime_r(&time, &parts)
-        let year = String(Int(parts.tm_year) + 1900)
-        return String(repeating: "0", count: Swift.max(0, 4 - year.count)) + year
-            + "-\(self.two(Int(parts.tm_mon) + 1))-\(self.two(Int(parts.tm_mday)))"
-            + "T\(self.two(Int(parts.tm_hour))):\(self.two(Int(parts.tm_min))):\(self.two(Int(parts.tm_sec)))"
     }
 
     /// `2026-11-27 05:37`: the local time of that second since the epoch, to the minute.
@@ -234,10 +206,9 @@ private struct ByteWriter {
         self.count += count
     }
 
-    /// A time from the wire (nanoseconds since 1970, any `Int64`) in RFC 3339, UTC, exactly as
-    /// ``ListingFormatter/rfc3339(_:)`` spells it with `gmtime` (`2023-11-14T22:13:20.123456789Z`, no fraction when
-    /// it is zero), with no `String` and no lookup: the calendar date comes from the day count in integer arithmetic
-    /// (the proleptic Gregorian calendar, as `gmtime`'s).
+    /// A time from the wire (nanoseconds since 1970, any `Int64`) in RFC 3339, UTC, as `gmtime` gives its date
+    /// (`2023-11-14T22:13:20.123456789Z`, no fraction when it is zero), with no `String` and no lookup: the calendar
+    /// date comes from the day count in integer arithmetic (the proleptic Gregorian calendar, as `gmtime`'s).
     mutating func writeRFC3339(_ nanoseconds: Int64) {
         let (quotient, remainder) = nanoseconds.quotientAndRemainder(dividingBy: 1_000_000_000)
         let (seconds, fraction) = remainder < 0 ? (quotient - 1, remainder + 1_000_000_000) : (quotient, remainder)

@@ -408,6 +408,60 @@ struct CommandLineTests {
         )
     }
 
+    /// The dates `list --json` spells from the day count are `gmtime`'s, all over the wire's range: random
+    /// nanoseconds, random whole seconds from 1843 to 2096, and the edges.
+    @Test func listJSONDatesAreGmtimesAcrossTheRange() async throws {
+        var random = SystemRandomNumberGenerator()
+        var times: [Int64] = [.min, .max, -1, 0, 1, -86_400_000_000_000, 951_782_400_000_000_000]
+        for _ in 0..<300 {
+            times.append(Int64.random(in: .min ... .max, using: &random))
+        }
+        for _ in 0..<100 {
+            times.append(Int64.random(in: -4_000_000_000...4_000_000_000, using: &random) * 1_000_000_000)
+        }
+        let entries = times.enumerated().map { ListEntry(name: "t\($0.offset)", size: 0, modified: $0.element) }
+        let listing = try await Self.scriptedServer(
+            answer: RawConnection.encode(.listEntries(entries))
+                + RawConnection.encode(.listEnd(ListEnd(count: UInt64(entries.count))))
+        )
+        defer { Task { await listing.stop() } }
+        let json = try await Binaries.run("ferry", ["list", "--json", "--port", "\(listing.port)"])
+        #expect(json.status == 0, "\(json.stderr)")
+        let parsed = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]] ?? []
+        var shown: [String: String] = [:]
+        for entry in parsed {
+            if let name = entry["name"] as? String, let modified = entry["modified"] as? String {
+                shown[name] = modified
+            }
+        }
+        #expect(shown.count == times.count)
+        for (index, time) in times.enumerated() {
+            #expect(shown["t\(index)"] == Self.gmtimeRFC3339(time), "\(time)")
+        }
+    }
+
+    /// RFC 3339 as `gmtime` gives it, with the nanoseconds when there are any.
+    private static func gmtimeRFC3339(_ nanoseconds: Int64) -> String {
+        let (quotient, remainder) = nanoseconds.quotientAndRemainder(dividingBy: 1_000_000_000)
+        let (seconds, fraction) = remainder < 0 ? (quotient - 1, remainder + 1_000_000_000) : (quotient, remainder)
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        var text = String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d",
+            parts.tm_year + 1900,
+            parts.tm_mon + 1,
+            parts.tm_mday,
+            parts.tm_hour,
+            parts.tm_min,
+            parts.tm_sec
+        )
+        if fraction > 0 {
+            text += String(format: ".%09lld", fraction)
+        }
+        return text + "Z"
+    }
+
     /// What a server sends is data, never an instruction: timestamps at the ends of their range, a size of 16 EiB and
     /// an error message full of terminal escape sequences must neither stop `ferry` nor reach the terminal as they are.
     @Test func aHostileServersBytesNeitherCrashFerryNorDriveTheTerminal() async throws {

@@ -44,7 +44,7 @@ struct RoundTripTests {
         }
     }
 
-    /// `ferry list`'s LIST goes out with the greeting (SPEC.md §6.1): the server's HELLO and the listing can then come
+    /// `ferry list`'s LIST goes out with the greeting (SPEC.md §4): the server's HELLO and the listing can then come
     /// back together, one round trip after the connection.
     @Test func listIsSentWithTheGreeting() async throws {
         let listing =
@@ -69,9 +69,11 @@ struct RoundTripTests {
         }
         #expect(entries.map(\.name) == ["a.txt"])
         // The same through the command, whose session also ends without waiting for an OK to its EXIT.
+        let started = ContinuousClock.now
         let list = try await Binaries.run("ferry", ["list", "--port", "\(port)"])
         #expect(list.status == 0, "\(list.stderr)")
         #expect(list.stdout.contains("a.txt"), "\(list.stdout)")
+        #expect(ContinuousClock.now - started < .seconds(10))
     }
 
     /// A session ends once its last answer is in: the OK to EXIT is not waited for (SPEC.md §7.4 lets a client close
@@ -131,5 +133,46 @@ struct RoundTripTests {
                 if case .failure(.refused(let reply)) = $0 { reply.code == .noSuchFile } else { false }
             }
         )
+    }
+
+    /// `put` of many small files keeps far more than 96 uploads unanswered (it kept 96 before issue #18): here the
+    /// server answers none of 300 until all 300 have arrived.
+    @Test func putKeepsHundredsOfUploadsUnanswered() async throws {
+        let folder = Scratch.makeDirectory("round-trip-uploads")
+        let names = (0..<300).map { "up-\($0).txt" }
+        var uploads: [UInt8] = []
+        for name in names {
+            let bytes = Array("\(name)\n".utf8)
+            try Data(bytes).write(to: folder.appendingPathComponent(name))
+            let chunk = DataChunk(ByteBuffer(bytes: bytes))
+            var transfer = OutgoingTransfer()
+            transfer.record(chunk)
+            uploads += RawConnection.encode(.store(StoreRequest(name: name, size: UInt64(bytes.count))))
+            uploads += RawConnection.encode(.data(chunk)) + RawConnection.encode(.end(transfer.end))
+        }
+        let answers = names.flatMap { _ in
+            RawConnection.encode(.ready(Ready(offset: 0))) + RawConnection.encode(.ok)
+        }
+        let server = try await TextListener.start(
+            script: [
+                (after: 0, reply: ByteBuffer(bytes: Self.serverGreeting)),
+                (after: Self.greetingLength + uploads.count, reply: ByteBuffer(bytes: answers)),
+            ],
+            closing: false
+        )
+        defer { Task { await server.stop() } }
+        let port = server.port
+        let files = names.map {
+            FerryConnection.Upload(source: folder.appendingPathComponent($0).path, name: $0)
+        }
+        let outcomes = try await Self.within(.seconds(20)) {
+            try await FerryClient(port: port).withConnection { connection in
+                var outcomes: [Int: Result<UInt64, FerryClientError>] = [:]
+                try await connection.put(files) { outcomes[$0] = $1 }
+                return outcomes
+            }
+        }
+        #expect(outcomes.count == names.count)
+        #expect(outcomes.values.allSatisfy { (try? $0.get()) != nil })
     }
 }

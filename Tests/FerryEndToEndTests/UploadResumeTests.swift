@@ -87,9 +87,10 @@ struct UploadResumeTests {
         defer { _ = setup.daemon.stop() }
         // Ten cuts of the client's bytes: inside the handshake, inside the first DATA frame's header (after the
         // magic, HELLO and STOR: 8 + 34 + 40 bytes), and at random places in the data, each connection after the one
-        // before resumed. The random cuts come after the first two DATA frames (1 MiB each), so that every one of
-        // them leaves something kept: from 100 KB, two cuts in a row inside the first frame kept nothing, and about
-        // one run in 80 saw one resume too few.
+        // before resumed. The random cuts come after 2 MiB of the connection's bytes, more than a whole DATA frame
+        // (1 MiB, 256 KiB for the last 16 MiB) and the 256 KiB a server keeps at least, so that every one of them
+        // leaves something kept: from 100 KB, two cuts in a row inside the first frame kept nothing, and about one
+        // run in 80 saw one resume too few.
         var random = SystemRandomNumberGenerator()
         var cuts: [RecordingRelay.Fault] = [.cutToServer(after: 5), .cutToServer(after: 8 + 34 + 40 + 5)]
         for _ in 0..<8 {

@@ -52,8 +52,9 @@ struct ServerSession {
     /// Small files read for the RETRs in ``requestsTakenEarly`` (and the one being handled), in order: a run of
     /// pipelined downloads costs one thread-pool job per group instead of one per file.
     private var readAhead: [(name: String, read: Result<WholeFile?, LibraryError>)] = []
-    /// As many files as a client's download window (32) and then some, within one small file's worth of memory
-    /// (at most 256 KiB plus the last file read) per session, however many sessions there are.
+    /// 64 files of a client's download window (the reference client keeps up to 1,024 RETRs in flight), within one
+    /// small file's worth of memory (at most 256 KiB plus the last file read) per session, however many sessions
+    /// there are.
     private static let readAheadLimit = (requests: 64, bytes: ProtocolLimits.defaultDataChunkLength)
 
     init(

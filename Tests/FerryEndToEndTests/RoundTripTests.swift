@@ -44,6 +44,23 @@ struct RoundTripTests {
         }
     }
 
+    /// What a batch `operation` on a connection to `port` reports for each file, within 20 s.
+    private static func outcomes(
+        port: Int,
+        _ operation:
+            @escaping @Sendable (
+                FerryConnection, _ completed: (Int, Result<UInt64, FerryClientError>) -> Void
+            ) async throws -> Void
+    ) async throws -> [Int: Result<UInt64, FerryClientError>] {
+        try await Self.within(.seconds(20)) {
+            try await FerryClient(port: port).withConnection { connection in
+                var outcomes: [Int: Result<UInt64, FerryClientError>] = [:]
+                try await operation(connection) { outcomes[$0] = $1 }
+                return outcomes
+            }
+        }
+    }
+
     /// `ferry list`'s LIST goes out with the greeting (SPEC.md §4): the server's HELLO and the listing can then come
     /// back together, one round trip after the connection.
     @Test func listIsSentWithTheGreeting() async throws {
@@ -120,12 +137,8 @@ struct RoundTripTests {
         let downloads = names.map {
             FerryConnection.Download(name: $0, destination: folder.appendingPathComponent($0).path)
         }
-        let outcomes = try await Self.within(.seconds(20)) {
-            try await FerryClient(port: port).withConnection { connection in
-                var outcomes: [Int: Result<UInt64, FerryClientError>] = [:]
-                try await connection.get(downloads) { outcomes[$0] = $1 }
-                return outcomes
-            }
+        let outcomes = try await Self.outcomes(port: port) { connection, completed in
+            try await connection.get(downloads, completed: completed)
         }
         #expect(outcomes.count == names.count)
         #expect(
@@ -165,12 +178,8 @@ struct RoundTripTests {
         let files = names.map {
             FerryConnection.Upload(source: folder.appendingPathComponent($0).path, name: $0)
         }
-        let outcomes = try await Self.within(.seconds(20)) {
-            try await FerryClient(port: port).withConnection { connection in
-                var outcomes: [Int: Result<UInt64, FerryClientError>] = [:]
-                try await connection.put(files) { outcomes[$0] = $1 }
-                return outcomes
-            }
+        let outcomes = try await Self.outcomes(port: port) { connection, completed in
+            try await connection.put(files, completed: completed)
         }
         #expect(outcomes.count == names.count)
         #expect(outcomes.values.allSatisfy { (try? $0.get()) != nil })

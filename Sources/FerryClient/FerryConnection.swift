@@ -40,7 +40,7 @@ public final class FerryConnection {
     /// Greets the server and reads its HELLO.
     ///
     /// - Parameter early: requests sent right after the client's HELLO, in the same write, before the server's HELLO
-    ///   arrives (SPEC.md §4 allows frames of at most 64 KiB there): a session of one request saves a round trip.
+    ///   arrives (SPEC.md §4 allows frames of at most 64 KiB there): the first answer comes a round trip sooner.
     ///   Only requests that every version spells alike (LIST) and that need no log-in; the caller then reads their
     ///   answers as usual (``list(maximumEntries:alreadyRequested:)``). If the handshake fails the server answers none.
     func handshake(early: [Message] = []) async throws {
@@ -773,8 +773,9 @@ public final class FerryConnection {
                     }
                     FrameSerializer.serialize(.end(transfer.end), into: &outgoing)
                     progress(index, 0, size)
-                    awaiting.append((index, size, outgoing.readableBytes - before))
-                    unansweredBytes += outgoing.readableBytes - before
+                    let frames = outgoing.readableBytes - before
+                    awaiting.append((index, size, frames))
+                    unansweredBytes += frames
                     if outgoing.readableBytes >= ProtocolLimits.defaultDataChunkLength {
                         try await send()
                     }

@@ -26,11 +26,8 @@ enum ListingFormatter {
         let sizeWidth = sizes.map(\.utf8.count).max() ?? 0
         // Files of one folder are often written within the same few seconds: each second is formatted once.
         var times: [Int64: String] = [:]
-        let pieceLength = 64 * 1024
         // The longest line: the widest size, a name of 255 bytes, and a local time of a few dozen bytes.
-        let lineRoom = sizeWidth + ProtocolLimits.maximumNameLength + 256
-        withUnsafeTemporaryAllocation(byteCount: pieceLength + lineRoom, alignment: 1) { memory in
-            var piece = ByteWriter(memory)
+        ByteWriter.inPieces(room: sizeWidth + ProtocolLimits.maximumNameLength + 256, emit: emit) { piece in
             for (entry, size) in zip(entries, sizes) {
                 let second = self.split(entry.modified).seconds
                 var time: String
@@ -51,12 +48,8 @@ enum ListingFormatter {
                 piece.write("  ")
                 name.withUTF8 { piece.write(UnsafeRawBufferPointer($0)) }
                 piece.write(UInt8(ascii: "\n"))
-                if piece.count >= pieceLength {
-                    emit(piece.written)
-                    piece.count = 0
-                }
+                piece.emitIfFull(emit)
             }
-            emit(piece.written)
         }
         let count = entries.count == 1 ? localized("1 file") : localized("%@ files", "\(entries.count)")
         Array((count + "\n").utf8).withUnsafeBytes(emit)
@@ -68,11 +61,8 @@ enum ListingFormatter {
     /// bytes to an array, formatting was still a third of the client's instructions, 2,000 per entry, against
     /// about 250 now.)
     static func json(_ entries: [ListEntry], emit: (UnsafeRawBufferPointer) -> Void) {
-        let pieceLength = 64 * 1024
         // The longest entry: a name of 255 bytes, each escaped as `\u00XX`, and less than 200 bytes besides.
-        let entryRoom = 6 * ProtocolLimits.maximumNameLength + 256
-        withUnsafeTemporaryAllocation(byteCount: pieceLength + entryRoom, alignment: 1) { memory in
-            var piece = ByteWriter(memory)
+        ByteWriter.inPieces(room: 6 * ProtocolLimits.maximumNameLength + 256, emit: emit) { piece in
             piece.write("[")
             for (index, entry) in entries.enumerated() {
                 piece.write(index > 0 ? ",\n {\"name\": " : "{\"name\": ")
@@ -95,13 +85,9 @@ enum ListingFormatter {
                 piece.write(", \"modified\": \"")
                 piece.writeRFC3339(entry.modified)
                 piece.write("\"}")
-                if piece.count >= pieceLength {
-                    emit(piece.written)
-                    piece.count = 0
-                }
+                piece.emitIfFull(emit)
             }
             piece.write("]\n")
-            emit(piece.written)
         }
     }
 
@@ -116,7 +102,7 @@ enum ListingFormatter {
 
     /// Whole seconds (rounded down, also before 1970) and the nanoseconds after them; any `Int64` from the wire,
     /// `Int64.min` included, without overflow.
-    private static func split(_ nanoseconds: Int64) -> (seconds: Int64, fraction: Int64) {
+    fileprivate static func split(_ nanoseconds: Int64) -> (seconds: Int64, fraction: Int64) {
         let (seconds, fraction) = nanoseconds.quotientAndRemainder(dividingBy: 1_000_000_000)
         return fraction < 0 ? (seconds - 1, fraction + 1_000_000_000) : (seconds, fraction)
     }
@@ -151,15 +137,40 @@ enum ListingFormatter {
 /// rather than write past it (the callers size the memory so that none does).
 private struct ByteWriter {
     private let memory: UnsafeMutableRawBufferPointer
-    /// How many bytes are written; set to 0 to start again.
-    var count = 0
+    /// How many bytes are written.
+    private(set) var count = 0
 
-    init(_ memory: UnsafeMutableRawBufferPointer) {
+    private init(_ memory: UnsafeMutableRawBufferPointer) {
         self.memory = memory
     }
 
+    /// What a piece holds before ``emitIfFull(_:)`` hands it on.
+    static let pieceLength = 64 * 1024
+
+    /// Runs `body` with a writer over memory for one piece and `room` more (what `body` may write after the piece
+    /// is full and before it calls ``emitIfFull(_:)``), then emits what is left: output in pieces of about 64 KiB,
+    /// in memory reused for each.
+    static func inPieces(
+        room: Int,
+        emit: (UnsafeRawBufferPointer) -> Void,
+        _ body: (inout ByteWriter) -> Void
+    ) {
+        withUnsafeTemporaryAllocation(byteCount: Self.pieceLength + room, alignment: 1) { memory in
+            var writer = ByteWriter(memory)
+            body(&writer)
+            emit(writer.written)
+        }
+    }
+
+    /// Emits what is written and starts again, once it is a piece's worth.
+    mutating func emitIfFull(_ emit: (UnsafeRawBufferPointer) -> Void) {
+        guard self.count >= Self.pieceLength else { return }
+        emit(self.written)
+        self.count = 0
+    }
+
     /// What is written so far.
-    var written: UnsafeRawBufferPointer {
+    private var written: UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: self.memory[..<self.count])
     }
 
@@ -210,8 +221,7 @@ private struct ByteWriter {
     /// (`2023-11-14T22:13:20.123456789Z`, no fraction when it is zero), with no `String` and no lookup: the calendar
     /// date comes from the day count in integer arithmetic (the proleptic Gregorian calendar, as `gmtime`'s).
     mutating func writeRFC3339(_ nanoseconds: Int64) {
-        let (quotient, remainder) = nanoseconds.quotientAndRemainder(dividingBy: 1_000_000_000)
-        let (seconds, fraction) = remainder < 0 ? (quotient - 1, remainder + 1_000_000_000) : (quotient, remainder)
+        let (seconds, fraction) = ListingFormatter.split(nanoseconds)
         // Floor division into days and the second of the day; |seconds| < 9.3e9, so nothing here overflows.
         let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
         let secondOfDay = seconds - days * 86_400

@@ -357,9 +357,7 @@ struct SupervisedDaemonTests {
             pause: .seconds(3),
             whilePaused: { reading.set() }
         )
-        for _ in 0..<1000 where !reading.isSet {
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        try await reading.wait()
         #expect(reading.isSet, "the slow download began")
         let process = daemon.process
         let stopTime: Duration = await withCheckedContinuation { continuation in

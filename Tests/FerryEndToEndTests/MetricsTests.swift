@@ -93,9 +93,7 @@ struct MetricsTests {
             pause: .seconds(2),
             whilePaused: { paused.set() }
         )
-        for _ in 0..<1000 where !paused.isSet {
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        try await paused.wait()
         let during = try Self.get("/metrics", port: metricsPort)
         #expect(Self.value("ferry_connections_open", in: during) == 1, "\(during)")
         #expect(Self.value(#"ferry_requests_total{operation="STOR",result="ok"}"#, in: during) == 1, "\(during)")

@@ -11,4 +11,13 @@ final class Flag: Sendable {
     var isSet: Bool {
         self.value.withLock { $0 }
     }
+
+    /// Returns once the flag is set, or after `limit`: the caller checks ``isSet`` where it matters. Polls every
+    /// 10 ms, so the task that waits never blocks a thread the setter may need.
+    func wait(upTo limit: Duration = .seconds(10)) async throws {
+        let deadline = ContinuousClock.now + limit
+        while !self.isSet, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
 }

@@ -17,6 +17,8 @@ public struct FerryClient: Sendable {
     public var port: Int
     /// How long the connection may go without any byte moving before the client gives up on the server.
     public var idleTimeout: Duration
+    /// Where connections run, their session tasks included (``FerryTransport/EventLoopTaskExecutor``): it must not be
+    /// shut down while a connection is open.
     public var eventLoopGroup: any EventLoopGroup
     /// Who to log in as (AUTH, protocol version 2) once connected; `nil` to stay anonymous.
     public var credentials: Credentials?
@@ -134,21 +136,25 @@ public struct FerryClient: Sendable {
                     case .list: [.list]
                     }
                 } ?? []
-            return try await Self.withConnection(
-                over: channel,
-                server: self.serverDescription,
-                inputWait: inputWait,
-                early: greeting
-            ) { connection in
-                if let credentials {
-                    guard allowsPasswordInClear || Self.isLoopback(channel.channel.remoteAddress) else {
-                        throw FerryClientError.passwordInClear(server: connection.server)
+            // The session runs on the loop that reads its socket (``EventLoopTaskExecutor``): each frame is parsed
+            // and checked where it landed, with no hand-off between threads per read.
+            return try await withTaskExecutorPreference(EventLoopTaskExecutor(channel.channel.eventLoop)) {
+                try await Self.withConnection(
+                    over: channel,
+                    server: self.serverDescription,
+                    inputWait: inputWait,
+                    early: greeting
+                ) { connection in
+                    if let credentials {
+                        guard allowsPasswordInClear || Self.isLoopback(channel.channel.remoteAddress) else {
+                            throw FerryClientError.passwordInClear(server: connection.server)
+                        }
+                        try await connection.logIn(credentials)
+                    } else if connection.serverLogin == .required {
+                        throw FerryClientError.loginRequired(server: connection.server)
                     }
-                    try await connection.logIn(credentials)
-                } else if connection.serverLogin == .required {
-                    throw FerryClientError.loginRequired(server: connection.server)
+                    return try await body(connection)
                 }
-                return try await body(connection)
             }
         } catch {
             // TLS reports only that its handshake failed; the verifier knows why.

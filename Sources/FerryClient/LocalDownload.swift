@@ -162,28 +162,43 @@ final class LocalDownload {
         self.path = path
     }
 
-    /// The write of the next `bytes`, to be run (by a child task, while the next chunk arrives) before the
-    /// following one is started.
-    func nextWrite(_ bytes: ByteBuffer, crc32: UInt32) -> @Sendable () async throws -> Void {
+    /// The write of the next `chunks`, in order, in one thread-pool job, to be run (by a child task, while the next
+    /// chunks arrive and are checked) before the following one is started. Each chunk counts as kept once it is
+    /// written, so a cut transfer resumes after the last whole one.
+    func nextWrite(_ chunks: [DataChunk]) -> @Sendable () async throws -> Void {
         let handle = self.handle
         let path = self.path
-        let offset = self.offset
+        let start = self.offset
         let kept = self.recordPath != nil
-        self.offset += Int64(bytes.readableBytes)
+        for chunk in chunks {
+            self.offset += Int64(chunk.bytes.readableBytes)
+        }
         return {
             let failure: SystemCallError?
             do {
                 failure = try await handle.withUnsafeDescriptor { descriptor in
-                    BlockingFileIO.writeHandingToDisk(descriptor.rawValue, bytes, at: offset)
+                    var offset = start
+                    for chunk in chunks {
+                        if let failure = BlockingFileIO.writeHandingToDisk(descriptor.rawValue, chunk.bytes, at: offset)
+                        {
+                            return failure
+                        }
+                        offset += Int64(chunk.bytes.readableBytes)
+                        if kept {
+                            PartialDownloads.advance(
+                                path.string,
+                                by: UInt64(chunk.bytes.readableBytes),
+                                crc32: chunk.crc32
+                            )
+                        }
+                    }
+                    return nil
                 }
             } catch {
                 throw FerryClientError.localFile("writing '\(path)' failed: \(FerryConnection.describe(error))")
             }
             if let failure {
                 throw FerryClientError.localFile("writing '\(path)' failed: \(failure)")
-            }
-            if kept {
-                PartialDownloads.advance(path.string, by: UInt64(bytes.readableBytes), crc32: crc32)
             }
         }
     }

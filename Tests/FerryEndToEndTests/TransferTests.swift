@@ -2,6 +2,7 @@ import FerryClient
 import FerryProtocol
 import FerryServer
 import Foundation
+import NIOPosix
 import Testing
 
 @Suite("Uploads and downloads, byte for byte")
@@ -27,6 +28,30 @@ struct TransferTests {
             try await self.roundTrip(Scratch.randomBytes(64 << 20, seed: 64), name: "random-64MiB.bin", server: server)
             #expect(try server.folderContents() == ["empty", "one", "random-64MiB.bin"], "no staging left behind")
         }
+    }
+
+    /// A session runs on the event loop that reads its socket, before and after the thread pool has written a large
+    /// download's chunks behind it (several writes of several 1 MiB chunks, and a last one shorter than the rest).
+    @Test func aSessionRunsOnItsEventLoopWhileItsDownloadIsWrittenBehindIt() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        try await TestServer.run { server in
+            let bytes = Scratch.randomBytes((17 << 20) + 12_345, seed: 17)
+            try server.write("large.bin", bytes)
+            var client = server.client
+            client.eventLoopGroup = group
+            let copy = Scratch.makeDirectory("client").appendingPathComponent("copy").path
+            let (before, received, after) = try await client.withConnection { connection in
+                let before = loop.inEventLoop
+                let received = try await connection.get("large.bin", to: copy)
+                return (before, received, loop.inEventLoop)
+            }
+            #expect(before, "the session starts on its channel's loop")
+            #expect(after, "and stays there once its writes are done")
+            #expect(received == UInt64(bytes.count))
+            #expect(try sameBytes([UInt8](Data(contentsOf: URL(fileURLWithPath: copy))), bytes))
+        }
+        try await group.shutdownGracefully()
     }
 
     @Test func theOldEndMarkerAtEveryPositionAroundChunkBoundaries() async throws {

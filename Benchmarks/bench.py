@@ -133,6 +133,9 @@ class System:
     def pid(self):
         return self.process.pid
 
+    def settle(self):
+        """Called after each measured transfer, outside its timing: leaves the server as the next one should find it."""
+
     def clear_client(self):
         shutil.rmtree(self.client)
         os.makedirs(self.client)
@@ -271,10 +274,22 @@ class Seed(System):
     def __init__(self, work, seed_dir):
         super().__init__(work)
         self.seed_dir = seed_dir
+        self.start()
+
+    def start(self):
         self.process = subprocess.Popen(
-            [sys.executable, os.path.join(seed_dir, "seed_server.py"), str(self.port), self.library + "/"],
+            [sys.executable, os.path.join(self.seed_dir, "seed_server.py"), str(self.port), self.library + "/"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
+
+    def settle(self):
+        """A new server on a new port. An upload whose `##` arrived joined to other bytes, or never, leaves the seed's
+        thread calling `recv` on the closed connection for ever: one busy core for the rest of the run, which made every
+        later transfer of every system slower (Ferry's bulk RETR fell from about 1,900 MB/s in a run's first round to
+        1,100–1,400 in the next ones, and the seed's own CPU per GiB counted its earlier uploads' spinning)."""
+        self.stop()
+        self.port = free_port()
+        self.start()
 
     def client_run(self, commands):
         run([sys.executable, os.path.join(self.seed_dir, "seed_client.py"), str(self.port)], cwd=self.client,
@@ -626,6 +641,7 @@ def measure_bulk(systems, source, args, record):
         record(f"bulk {kind} MB/s", system, args.bulk_mib * MiB / seconds / 1e6)
         record(f"bulk {kind} server CPU s/GiB", system, (tree_cpu_seconds(system.pid) - server) / gib)
         record(f"bulk {kind} client CPU s/GiB", system, (client_cpu_seconds() - client) / gib)
+        system.settle()
 
     for _ in range(args.rounds):
         for system in systems:
@@ -698,6 +714,7 @@ def measure_memory(systems, source, args, record):
             system.stor(big)
             system.retr("big.bin")
         record(f"RSS growth moving {args.memory_gib} GiB MiB", system, (sampler.peak - idle) / 1024)
+        system.settle()
         system.clear_client()
         os.remove(os.path.join(system.library, "big.bin"))
     os.remove(big)

@@ -31,25 +31,35 @@ struct TransferTests {
     }
 
     /// A session runs on the event loop that reads its socket, before and after the thread pool has written a large
-    /// download's chunks behind it (several writes of several 1 MiB chunks, and a last one shorter than the rest).
+    /// download's chunks behind it (several writes of several 1 MiB chunks, and a last one shorter than the rest);
+    /// with `runsSessionsOnEventLoop` cleared, it does not.
     @Test func aSessionRunsOnItsEventLoopWhileItsDownloadIsWrittenBehindIt() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
-        try await TestServer.run { server in
-            let bytes = Scratch.randomBytes((17 << 20) + 12_345, seed: 17)
-            try server.write("large.bin", bytes)
-            var client = server.client
-            client.eventLoopGroup = group
-            let copy = Scratch.makeDirectory("client").appendingPathComponent("copy").path
-            let (before, received, after) = try await client.withConnection { connection in
-                let before = loop.inEventLoop
-                let received = try await connection.get("large.bin", to: copy)
-                return (before, received, loop.inEventLoop)
+        do {
+            try await TestServer.run { server in
+                let bytes = Scratch.randomBytes((17 << 20) + 12_345, seed: 17)
+                try server.write("large.bin", bytes)
+                var client = server.client
+                client.eventLoopGroup = group
+                let copy = Scratch.makeDirectory("client").appendingPathComponent("copy").path
+                let (before, received, after) = try await client.withConnection { connection in
+                    let before = loop.inEventLoop
+                    let received = try await connection.get("large.bin", to: copy)
+                    return (before, received, loop.inEventLoop)
+                }
+                #expect(before, "the session starts on its channel's loop")
+                #expect(after, "and stays there once its writes are done")
+                #expect(received == UInt64(bytes.count))
+                #expect(try sameBytes([UInt8](Data(contentsOf: URL(fileURLWithPath: copy))), bytes))
+
+                client.runsSessionsOnEventLoop = false
+                let elsewhere = try await client.withConnection { _ in !loop.inEventLoop }
+                #expect(elsewhere, "cleared, the session runs on the global executor")
             }
-            #expect(before, "the session starts on its channel's loop")
-            #expect(after, "and stays there once its writes are done")
-            #expect(received == UInt64(bytes.count))
-            #expect(try sameBytes([UInt8](Data(contentsOf: URL(fileURLWithPath: copy))), bytes))
+        } catch {
+            try await group.shutdownGracefully()
+            throw error
         }
         try await group.shutdownGracefully()
     }

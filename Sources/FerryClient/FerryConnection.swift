@@ -400,11 +400,12 @@ public final class FerryConnection {
     /// The most verified DATA a download gathers before it hands it to a write. A write usually comes sooner: once
     /// the chunks of one socket read have been checked and no whole frame is left
     /// (``FerryTransport/MessageReader/hasBufferedFrame()``), what waits is written, so a write carries one read's
-    /// worth (up to 2 MiB) and a stalled transfer holds back nothing it verified. One write is in flight at a time, so a download holds about two reads' worth of chunks,
-    /// besides its reads. `ferry get` of 1 GiB on tmpfs, with ``FerryTransport/EventLoopTaskExecutor`` (medians of
-    /// 5–8 interleaved rounds): one chunk per write, each waited for before the next, 0.56 s; up to four such writes at
-    /// once, 0.51 s, as they spin on the file's lock; gathering up to 4 MiB before each write, 0.49 s; and one write
-    /// per read as now, the same within the noise (0.522 against 0.526 s).
+    /// worth (up to 2 MiB) and a stalled transfer holds back nothing it verified. One write is in flight at a time,
+    /// so a download holds about two reads' worth of chunks, besides its reads. `ferry get` of 1 GiB on tmpfs, with
+    /// ``FerryTransport/EventLoopTaskExecutor`` (medians of 5–8 interleaved rounds): one chunk per write, each
+    /// waited for before the next, 0.56 s; up to four such writes at once, 0.51 s, as they spin on the file's lock;
+    /// gathering up to 4 MiB before each write, 0.49 s; and one write per read as now, the same within the noise
+    /// (0.522 against 0.526 s).
     static let writeBehindLength = 4 << 20
 
     /// The END of the last download, for version 3's whole-file CRC.

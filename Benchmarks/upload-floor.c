@@ -1,22 +1,28 @@
-// The floor of a Ferry upload on this machine: the least CPU any implementation can spend moving a file as DATA
+// The floors of a Ferry transfer on this machine: the least any implementation can spend moving a file as DATA
 // frames (SPEC.md §4: type, flags, length, payload, CRC-32 of all of it by zlib), with no protocol around it, no
-// event loop, no tasks and no thread hand-offs: one sending process, one receiving process, one thread each.
+// event loop and no tasks: one sending process, one receiving process.
 //
-//     gcc -O2 -o upload-floor Benchmarks/upload-floor.c -lz
-//     upload-floor receive PORT DESTINATION          writes the payloads to DESTINATION, checking every frame
-//     upload-floor send PORT SOURCE CHUNK MODE       MODE: read | mmap | sendfile
+//     gcc -O2 -o upload-floor Benchmarks/upload-floor.c -lz -lpthread
+//     upload-floor RECEIVER PORT DESTINATION         writes the payloads to DESTINATION, checking every frame
+//     upload-floor send PORT SOURCE CHUNK MODE       MODE: read | mmap | sendfile | cached
 //
 // Senders: `read` reads a chunk, checksums it and writes header, chunk and trailer with one writev (the copies
 // Ferry's client makes); `mmap` checksums the mapped file and writes from the mapping (no read copy); `sendfile`
 // reads the chunk to checksum it and then sends the same bytes again from the page cache with sendfile (no write
-// copy). The receiver reads each header and trailer apart from the payload, with the payload read straight into
-// one reused buffer, checksums it there and writes it to the file: no reassembly copy. Each prints the CPU seconds
-// (user + system) it used and its wall time. Run by Benchmarks/upload-floor.sh.
+// copy); `cached` only sends with sendfile, its CRCs computed before the clock starts, as ferryd sends a download.
+// Receivers: `receive` (one thread) reads each header and trailer apart from the payload, with the payload read
+// straight into one reused buffer, checksums it there and writes it to the file: no reassembly copy.
+// `receive-threaded` does the same with the writes on a second thread (four payload buffers between them), as
+// `ferry get` splits its work; `receive-ring` reads as much as has arrived into a ring mapped twice (every frame
+// contiguous wherever it wraps), checks frames where they landed and writes them from there on the second thread;
+// `receive-ring-split` also moves half of each payload's CRC to the writing thread (crc32_combine). Each prints the
+// CPU seconds (user + system) it used and its wall time. Run by Benchmarks/upload-floor.sh.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,19 +132,248 @@ static int receive(int port, const char *destination) {
     return 0;
 }
 
+// The two-thread receiver: one thread reads and checks frames, another writes their payloads, as `ferry get` splits the
+// work. Payloads go straight into one of `SLOTS` buffers of one frame each, handed to the writer through a ring.
+#define SLOTS 4
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    unsigned char *buffer[SLOTS];
+    uint64_t length[SLOTS], offset[SLOTS];
+    unsigned filled, emptied;  // slots handed to the writer, and given back by it
+    int finished;
+    int file;
+} ring = {.lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER};
+
+static void *write_slots(void *unused) {
+    (void)unused;
+    for (;;) {
+        pthread_mutex_lock(&ring.lock);
+        while (ring.emptied == ring.filled && !ring.finished) pthread_cond_wait(&ring.changed, &ring.lock);
+        if (ring.emptied == ring.filled) {
+            pthread_mutex_unlock(&ring.lock);
+            return NULL;
+        }
+        unsigned slot = ring.emptied % SLOTS;
+        pthread_mutex_unlock(&ring.lock);
+        for (uint64_t done = 0; done < ring.length[slot];) {
+            ssize_t n = pwrite(ring.file, ring.buffer[slot] + done, ring.length[slot] - done,
+                               (off_t)(ring.offset[slot] + done));
+            if (n <= 0) fail("pwrite");
+            done += (uint64_t)n;
+        }
+        pthread_mutex_lock(&ring.lock);
+        ring.emptied++;
+        pthread_cond_signal(&ring.changed);
+        pthread_mutex_unlock(&ring.lock);
+    }
+}
+
+static int receive_threaded(int port, const char *destination) {
+    int listener = socket(AF_INET, SOCK_STREAM, 0);
+    int on = 1;
+    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(0x7f000001)};
+    if (bind(listener, (struct sockaddr *)&address, sizeof address) != 0 || listen(listener, 1) != 0) fail("listen");
+    int connection = accept(listener, NULL, NULL);
+    if (connection < 0) fail("accept");
+    ring.file = open(destination, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (ring.file < 0) fail("open");
+    size_t capacity = 16 << 20;
+    for (int i = 0; i < SLOTS; i++) ring.buffer[i] = malloc(capacity);
+    pthread_t writer;
+    pthread_create(&writer, NULL, write_slots, NULL);
+    double started = now();
+    uint64_t offset = 0;
+    for (;;) {
+        pthread_mutex_lock(&ring.lock);
+        while (ring.filled - ring.emptied == SLOTS) pthread_cond_wait(&ring.changed, &ring.lock);
+        unsigned slot = ring.filled % SLOTS;
+        pthread_mutex_unlock(&ring.lock);
+        unsigned char head[10], tail[4];
+        int got = read_exactly(connection, head, sizeof head);
+        if (got == 0) break;
+        if (got < 0) fail("header");
+        uint64_t length = 0;
+        for (int i = 0; i < 8; i++) length = length << 8 | head[2 + i];
+        if (length > capacity) {
+            fprintf(stderr, "frame too large\n");
+            return 1;
+        }
+        unsigned char *payload = ring.buffer[slot];
+        if (read_exactly(connection, payload, length) != 1 || read_exactly(connection, tail, 4) != 1) fail("payload");
+        uint32_t crc = crc32(crc32(0, head, sizeof head), payload, (uInt)length);
+        uint32_t carried = (uint32_t)tail[0] << 24 | tail[1] << 16 | tail[2] << 8 | tail[3];
+        if (crc != carried) {
+            fprintf(stderr, "bad CRC at %llu\n", (unsigned long long)offset);
+            return 1;
+        }
+        ring.length[slot] = length;
+        ring.offset[slot] = offset;
+        pthread_mutex_lock(&ring.lock);
+        ring.filled++;
+        pthread_cond_signal(&ring.changed);
+        pthread_mutex_unlock(&ring.lock);
+        offset += length;
+    }
+    pthread_mutex_lock(&ring.lock);
+    ring.finished = 1;
+    pthread_cond_signal(&ring.changed);
+    pthread_mutex_unlock(&ring.lock);
+    pthread_join(writer, NULL);
+    close(ring.file);
+    report("threaded receiver", started, offset);
+    return 0;
+}
+
+// The ring receiver: the least a two-thread receiver can do. Reads of up to `RING_READ` go straight into a ring of
+// `RING` bytes, mapped twice back to back so that every frame lies contiguous in memory wherever it wraps; frames are
+// checked where they landed, and their payloads written from there by the second thread: no copy but the kernel's
+// two (socket to ring, ring to page cache) and one CRC pass.
+#define RING (16u << 20)
+#define RING_READ (2u << 20)
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    unsigned char *base;
+    uint64_t queued[64][5];  // payload position in the ring stream, length, end of the frame, [split: CRC so far, carried]
+    unsigned pushed, popped;
+    uint64_t released;  // ring stream position up to which the writer is done
+    int finished, file, split;
+} ring2 = {.lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER};
+
+static void *write_ring(void *unused) {
+    (void)unused;
+    uint64_t offset = 0;
+    for (;;) {
+        pthread_mutex_lock(&ring2.lock);
+        while (ring2.popped == ring2.pushed && !ring2.finished) pthread_cond_wait(&ring2.changed, &ring2.lock);
+        if (ring2.popped == ring2.pushed) {
+            pthread_mutex_unlock(&ring2.lock);
+            return NULL;
+        }
+        uint64_t *entry = ring2.queued[ring2.popped % 64];
+        uint64_t at = entry[0], length = entry[1], end = entry[2];
+        pthread_mutex_unlock(&ring2.lock);
+        if (ring2.split) {
+            uint64_t half = length / 2;
+            uint32_t rest = (uint32_t)crc32(0, ring2.base + (at + half) % RING, (uInt)(length - half));
+            if ((uint32_t)crc32_combine((uLong)entry[3], rest, (z_off_t)(length - half)) != (uint32_t)entry[4]) {
+                fprintf(stderr, "bad CRC\n");
+                exit(1);
+            }
+        }
+        for (uint64_t done = 0; done < length;) {
+            ssize_t n = pwrite(ring2.file, ring2.base + (at + done) % RING, length - done, (off_t)(offset + done));
+            if (n <= 0) fail("pwrite");
+            done += (uint64_t)n;
+        }
+        offset += length;
+        pthread_mutex_lock(&ring2.lock);
+        ring2.popped++;
+        ring2.released = end;
+        pthread_cond_signal(&ring2.changed);
+        pthread_mutex_unlock(&ring2.lock);
+    }
+}
+
+static int receive_ring(int port, const char *destination) {
+    int listener = socket(AF_INET, SOCK_STREAM, 0);
+    int on = 1;
+    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(0x7f000001)};
+    if (bind(listener, (struct sockaddr *)&address, sizeof address) != 0 || listen(listener, 1) != 0) fail("listen");
+    int connection = accept(listener, NULL, NULL);
+    if (connection < 0) fail("accept");
+    ring2.file = open(destination, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (ring2.file < 0) fail("open");
+    int memory = memfd_create("ring", 0);
+    if (memory < 0 || ftruncate(memory, RING) != 0) fail("memfd");
+    unsigned char *base = mmap(NULL, 2 * (size_t)RING, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED || mmap(base, RING, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, memory, 0) == MAP_FAILED ||
+        mmap(base + RING, RING, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, memory, 0) == MAP_FAILED)
+        fail("mmap");
+    ring2.base = base;
+    pthread_t writer;
+    pthread_create(&writer, NULL, write_ring, NULL);
+    double started = now();
+    uint64_t received = 0, parsed = 0, total = 0;
+    for (;;) {
+        pthread_mutex_lock(&ring2.lock);
+        while (received - ring2.released + RING_READ > RING || ring2.pushed - ring2.popped == 64)
+            pthread_cond_wait(&ring2.changed, &ring2.lock);
+        pthread_mutex_unlock(&ring2.lock);
+        ssize_t n = recv(connection, base + received % RING, RING_READ, 0);
+        if (n < 0) fail("recv");
+        if (n == 0) break;
+        received += (uint64_t)n;
+        while (received - parsed >= 10) {
+            unsigned char *frame = base + parsed % RING;
+            uint64_t length = 0;
+            for (int i = 0; i < 8; i++) length = length << 8 | frame[2 + i];
+            if (length > RING - RING_READ - 14) {
+                fprintf(stderr, "frame too large\n");
+                return 1;
+            }
+            if (received - parsed < 14 + length) break;
+            unsigned char *tail = frame + 10 + length;
+            uint32_t carried = (uint32_t)tail[0] << 24 | tail[1] << 16 | tail[2] << 8 | tail[3];
+            uint32_t crc = crc32(0, frame, (uInt)(10 + (ring2.split ? length / 2 : length)));
+            if (!ring2.split && crc != carried) {
+                fprintf(stderr, "bad CRC\n");
+                return 1;
+            }
+            pthread_mutex_lock(&ring2.lock);
+            uint64_t *entry = ring2.queued[ring2.pushed % 64];
+            entry[0] = parsed + 10;
+            entry[1] = length;
+            entry[2] = parsed + 14 + length;
+            entry[3] = crc;
+            entry[4] = carried;
+            ring2.pushed++;
+            pthread_cond_signal(&ring2.changed);
+            pthread_mutex_unlock(&ring2.lock);
+            parsed += 14 + length;
+            total += length;
+        }
+    }
+    pthread_mutex_lock(&ring2.lock);
+    ring2.finished = 1;
+    pthread_cond_signal(&ring2.changed);
+    pthread_mutex_unlock(&ring2.lock);
+    pthread_join(writer, NULL);
+    close(ring2.file);
+    report("ring receiver", started, total);
+    return 0;
+}
+
 static int send_file(int port, const char *source, size_t chunk, const char *mode) {
     int file = open(source, O_RDONLY);
     if (file < 0) fail("open");
     struct stat info;
     fstat(file, &info);
     uint64_t size = (uint64_t)info.st_size;
+    unsigned char *buffer = malloc(chunk);
+    // `cached` sends as ferryd does for a file it has sent before: the chunks' CRCs known (ChunkChecksums), only
+    // `sendfile` left. They are computed here, before the clock starts.
+    int cached = strcmp(mode, "cached") == 0;
+    uint32_t *crcs = NULL;
+    if (cached) {
+        crcs = malloc(sizeof *crcs * (size / chunk + 1));
+        for (uint64_t offset = 0, i = 0; offset < size; offset += chunk, i++) {
+            size_t length = size - offset < chunk ? (size_t)(size - offset) : chunk;
+            unsigned char head[10];
+            header(head, length);
+            if (pread(file, buffer, length, (off_t)offset) != (ssize_t)length) fail("pread");
+            crcs[i] = (uint32_t)crc32(crc32(0, head, sizeof head), buffer, (uInt)length);
+        }
+    }
     int connection = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(0x7f000001)};
     for (int attempt = 0; connect(connection, (struct sockaddr *)&address, sizeof address) != 0; attempt++) {
         if (attempt > 200) fail("connect");
         usleep(10000);
     }
-    unsigned char *buffer = malloc(chunk);
     unsigned char *mapped = NULL;
     if (strcmp(mode, "mmap") == 0) {
         mapped = mmap(NULL, size, PROT_READ, MAP_SHARED, file, 0);
@@ -150,13 +385,15 @@ static int send_file(int port, const char *source, size_t chunk, const char *mod
         unsigned char head[10], tail[4];
         header(head, length);
         const unsigned char *bytes = buffer;
-        if (mapped) {
+        if (cached) {
+            trailer(tail, crcs[offset / chunk]);
+        } else if (mapped) {
             bytes = mapped + offset;
         } else if (pread(file, buffer, length, (off_t)offset) != (ssize_t)length) {
             fail("pread");
         }
-        trailer(tail, (uint32_t)crc32(crc32(0, head, sizeof head), bytes, (uInt)length));
-        if (strcmp(mode, "sendfile") == 0) {
+        if (!cached) trailer(tail, (uint32_t)crc32(crc32(0, head, sizeof head), bytes, (uInt)length));
+        if (cached || strcmp(mode, "sendfile") == 0) {
             write_all(connection, head, sizeof head);
             off_t at = (off_t)offset;
             for (size_t sent = 0; sent < length;) {
@@ -191,6 +428,12 @@ static int send_file(int port, const char *source, size_t chunk, const char *mod
 
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "receive") == 0) return receive(atoi(argv[2]), argv[3]);
+    if (argc == 4 && strcmp(argv[1], "receive-threaded") == 0) return receive_threaded(atoi(argv[2]), argv[3]);
+    if (argc == 4 && strcmp(argv[1], "receive-ring") == 0) return receive_ring(atoi(argv[2]), argv[3]);
+    if (argc == 4 && strcmp(argv[1], "receive-ring-split") == 0) {
+        ring2.split = 1;
+        return receive_ring(atoi(argv[2]), argv[3]);
+    }
     if (argc == 6 && strcmp(argv[1], "send") == 0) return send_file(atoi(argv[2]), argv[3], (size_t)atol(argv[4]), argv[5]);
     fprintf(stderr, "usage: upload-floor receive PORT DESTINATION | send PORT SOURCE CHUNK read|mmap|sendfile\n");
     return 2;

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The floor of an upload's CPU on this machine (see upload-floor.c): DATA frames of 1 MiB over loopback, checked with
-# zlib's CRC-32 on both sides, by a C sender and receiver with no protocol, event loop or thread around them.
+# The floors of a transfer on this machine (see upload-floor.c): DATA frames of 1 MiB over loopback, checked with
+# zlib's CRC-32, by a C sender and receiver with no protocol, event loop or task around them.
 #
 #   Benchmarks/upload-floor.sh [ROUNDS] [MiB]      (default 3 rounds of 1024 MiB, on /dev/shm)
 #
-# Prints each sender mode's wall time and CPU per GiB, and the receiver's. Compare with `bulk STOR` in bench.py.
+# Uploads: each sender mode against the one-thread receiver (compare with `bulk STOR` in bench.py). Downloads: the
+# sender as ferryd sends (CRCs known, `sendfile`) against each receiver: one thread; two threads (read and check, then
+# write); two threads reading into a ring (no copy at all but the kernel's); the same with the CRC split between the
+# threads. Compare with `bulk RETR`. Prints wall time and CPU per GiB for each side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -16,7 +19,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-gcc -O2 -Wall -Wextra -o "$work/upload-floor" Benchmarks/upload-floor.c -lz
+gcc -O2 -Wall -Wextra -o "$work/upload-floor" Benchmarks/upload-floor.c -lz -lpthread
 head -c $((mib << 20)) /dev/urandom > "$work/source"
 port=$((20000 + RANDOM % 20000))
 for _ in $(seq "$rounds"); do
@@ -24,6 +27,17 @@ for _ in $(seq "$rounds"); do
         "$work/upload-floor" receive "$port" "$work/destination" &
         receiver=$!
         "$work/upload-floor" send "$port" "$work/source" $((1048576 - 14)) "$mode"
+        wait "$receiver"
+        receiver=""
+        cmp -s "$work/source" "$work/destination" || { echo "the copy differs"; exit 1; }
+        rm -f "$work/destination"
+    done
+done
+for _ in $(seq "$rounds"); do
+    for mode in receive receive-threaded receive-ring receive-ring-split; do
+        "$work/upload-floor" "$mode" "$port" "$work/destination" &
+        receiver=$!
+        "$work/upload-floor" send "$port" "$work/source" $((1048576 - 14)) cached > /dev/null
         wait "$receiver"
         receiver=""
         cmp -s "$work/source" "$work/destination" || { echo "the copy differs"; exit 1; }

@@ -539,7 +539,7 @@ public final class FerryConnection {
         if resumed == nil, info.size <= UInt64(ProtocolLimits.defaultDataChunkLength) {
             var bytes = ByteBuffer()
             let outcome = try await self.receiveData(&transfer, progress: progress) { chunk in
-                bytes.writeImmutableBuffer(chunk.bytes)
+                chunk.forEachPiece { bytes.writeImmutableBuffer($0) }
             }
             guard case .success = outcome else { return .finished(outcome) }
             if kept != nil {
@@ -591,7 +591,7 @@ public final class FerryConnection {
                     let outcome = try await self.receiveData(&transfer, progress: progress) { chunk in
                         guard failure == nil else { return }
                         waiting.append(chunk)
-                        waitingLength += chunk.bytes.readableBytes
+                        waitingLength += chunk.length
                         // Written before the transfer waits for more bytes, too: a stalled transfer holds back
                         // nothing a resume would need (what `ferry get` keeps when it is interrupted).
                         if waitingLength >= Self.writeBehindLength || !self.reader.hasBufferedFrame() {

@@ -171,7 +171,7 @@ final class LocalDownload {
         let start = self.offset
         let kept = self.recordPath != nil
         for chunk in chunks {
-            self.offset += Int64(chunk.bytes.readableBytes)
+            self.offset += Int64(chunk.length)
         }
         return {
             let failure: SystemCallError?
@@ -179,15 +179,24 @@ final class LocalDownload {
                 failure = try await handle.withUnsafeDescriptor { descriptor in
                     var offset = start
                     for chunk in chunks {
-                        if let failure = BlockingFileIO.writeHandingToDisk(descriptor.rawValue, chunk.bytes, at: offset)
-                        {
-                            return failure
+                        do throws(SystemCallError) {
+                            try chunk.forEachPiece { (piece) throws(SystemCallError) in
+                                if let failure = BlockingFileIO.writeHandingToDisk(
+                                    descriptor.rawValue,
+                                    piece,
+                                    at: offset
+                                ) {
+                                    throw failure
+                                }
+                                offset += Int64(piece.readableBytes)
+                            }
+                        } catch {
+                            return error
                         }
-                        offset += Int64(chunk.bytes.readableBytes)
                         if kept {
                             PartialDownloads.advance(
                                 path.string,
-                                by: UInt64(chunk.bytes.readableBytes),
+                                by: UInt64(chunk.length),
                                 crc32: chunk.crc32
                             )
                         }

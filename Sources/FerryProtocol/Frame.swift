@@ -13,10 +13,16 @@ public import NIOCore
 ///
 /// The payload's own CRC-32 travels with it, so a receiver can fold DATA payloads into a whole-file checksum
 /// without reading the bytes a second time (see ``DataChunk``).
+///
+/// A large DATA frame that straddled two reads keeps its payload in the two pieces it arrived in (see
+/// ``FrameParser``): ``payload`` then copies them together, and ``Message/init(decoding:)`` does not.
 public struct Frame: Hashable, Sendable {
     public var type: FrameType
     public var flags: UInt8
-    public private(set) var payload: ByteBuffer
+    /// The payload, or its first piece.
+    private var head: ByteBuffer
+    /// The rest of a payload that arrived in two pieces.
+    private var continuation: ByteBuffer?
     /// The zlib CRC-32 of ``payload`` alone.
     public private(set) var payloadCRC32: UInt32
 
@@ -25,11 +31,42 @@ public struct Frame: Hashable, Sendable {
     }
 
     /// For callers that have just computed the payload's checksum themselves.
-    init(type: FrameType, flags: UInt8, payload: ByteBuffer, payloadCRC32: UInt32) {
+    init(type: FrameType, flags: UInt8, payload: ByteBuffer, continuation: ByteBuffer? = nil, payloadCRC32: UInt32) {
         self.type = type
         self.flags = flags
-        self.payload = payload
+        self.head = payload
+        self.continuation = continuation
         self.payloadCRC32 = payloadCRC32
+    }
+
+    /// The payload whole.
+    public var payload: ByteBuffer {
+        guard var continuation = self.continuation else { return self.head }
+        var whole = ByteBufferAllocator().buffer(capacity: self.payloadLength)
+        whole.writeImmutableBuffer(self.head)
+        whole.writeBuffer(&continuation)
+        return whole
+    }
+
+    public var payloadLength: Int {
+        self.head.readableBytes + (self.continuation?.readableBytes ?? 0)
+    }
+
+    /// A DATA frame's payload as it arrived, in one piece or two.
+    var dataChunk: DataChunk {
+        DataChunk(head: self.head, continuation: self.continuation, crc32: self.payloadCRC32)
+    }
+
+    public static func == (lhs: Frame, rhs: Frame) -> Bool {
+        lhs.type == rhs.type && lhs.flags == rhs.flags && lhs.payloadCRC32 == rhs.payloadCRC32
+            && lhs.payload == rhs.payload
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(self.type)
+        hasher.combine(self.flags)
+        hasher.combine(self.payloadCRC32)
+        hasher.combine(self.payload)
     }
 }
 

@@ -10,10 +10,10 @@ public enum FrameSerializer {
     /// Appends `message` as one complete frame. A DATA payload is copied once, into `buffer`.
     public static func serialize(_ message: Message, into buffer: inout ByteBuffer) {
         if case .data(let chunk) = message {
-            Self.writeHeader(type: .data, payloadLength: chunk.bytes.readableBytes, into: &buffer)
+            Self.writeHeader(type: .data, payloadLength: chunk.length, into: &buffer)
             let headerCRC = Self.headerCRC(buffer)
-            buffer.writeImmutableBuffer(chunk.bytes)
-            let payloadLength = UInt64(chunk.bytes.readableBytes)
+            chunk.forEachPiece { buffer.writeImmutableBuffer($0) }
+            let payloadLength = UInt64(chunk.length)
             buffer.writeInteger(CRC32.combine(headerCRC, chunk.crc32, secondLength: payloadLength))
             return
         }
@@ -36,12 +36,12 @@ public enum FrameSerializer {
         Self.writeHeader(
             type: frame.type,
             flags: frame.flags,
-            payloadLength: frame.payload.readableBytes,
+            payloadLength: frame.payloadLength,
             into: &buffer
         )
         let headerCRC = Self.headerCRC(buffer)
         buffer.writeImmutableBuffer(frame.payload)
-        let crc = CRC32.combine(headerCRC, frame.payloadCRC32, secondLength: UInt64(frame.payload.readableBytes))
+        let crc = CRC32.combine(headerCRC, frame.payloadCRC32, secondLength: UInt64(frame.payloadLength))
         buffer.writeInteger(crc)
     }
 
@@ -52,7 +52,7 @@ public enum FrameSerializer {
         allocator: ByteBufferAllocator
     ) -> (header: ByteBuffer, trailer: ByteBuffer) {
         Self.dataFrameEnvelope(
-            payloadLength: chunk.bytes.readableBytes,
+            payloadLength: chunk.length,
             payloadCRC32: chunk.crc32,
             allocator: allocator
         )

@@ -40,7 +40,7 @@ public struct IncomingTransfer: Hashable, Sendable {
 
     /// Counts and checksums one DATA payload; refuses it if it would exceed what was announced.
     public mutating func receive(_ chunk: DataChunk) throws(Failure) {
-        let length = UInt64(chunk.bytes.readableBytes)
+        let length = UInt64(chunk.length)
         guard length <= self.expectedLength - self.receivedLength else {
             throw .overflow(expected: self.expectedLength)
         }
@@ -74,7 +74,7 @@ public struct OutgoingTransfer: Hashable, Sendable {
     public init() {}
 
     public mutating func record(_ chunk: DataChunk) {
-        self.record(length: chunk.bytes.readableBytes, crc32: chunk.crc32)
+        self.record(length: chunk.length, crc32: chunk.crc32)
     }
 
     /// Records a payload sent without passing through memory, known by its length and CRC-32.

@@ -25,15 +25,15 @@ public enum ChannelTuning {
     /// Reads grow up to one bulk DATA frame (four ordinary ones) at a time when data streams in (NIO's adaptive
     /// default stops at 64 KiB), and start small: each connection keeps its last read buffer, and requests are a
     /// few hundred bytes. Starting at 2 KiB instead of 16 KiB, 200 connected clients cost ferryd 3.5 MiB less
-    /// (19.2 against 22.8 MiB); a transfer's reads grow to full size within a few reads. A frame that straddles
-    /// two reads is copied once to be made whole; most frames of a stream arrive whole and are used where they
-    /// landed.
+    /// (19.2 against 22.8 MiB); a transfer's reads grow to full size within a few reads. Frames are used where they
+    /// landed: a bulk DATA frame that straddles two full reads in two pieces (``FerryProtocol/FrameParser``).
     public static var receiveAllocator: AdaptiveRecvByteBufferAllocator {
         Self.receiveAllocator(growingTo: ProtocolLimits.defaultMaximumFramePayload)
     }
 
     /// The client's reads grow to two bulk DATA frames: the fewer reads a download takes, the fewer frames straddle
-    /// two of them and are copied to be made whole (5 % of `ferry get`'s time in `perf` with reads of one frame). A
+    /// two of them (which were then copied to be made whole: 5 % of `ferry get`'s time in `perf` with reads of one
+    /// frame, before ``FerryProtocol/FrameParser`` kept such frames in two pieces). A
     /// client has one connection, so the larger reads cost it about 8 MiB (peak RSS of `ferry get` of 1 GiB: 30 to
     /// 38 MiB) and gained about 6 % in download time (eight interleaved rounds: 0.95 to 0.90 s for 1 GiB on tmpfs,
     /// client CPU 1.10 to 1.03 s). Reads of four frames were no faster and took 46 MiB. The server keeps

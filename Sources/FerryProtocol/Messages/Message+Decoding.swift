@@ -6,6 +6,11 @@ extension Message {
     /// Bytes after the fields a type defines are ignored, so a later version can append fields that older
     /// receivers skip (SPEC.md §5.1). Missing bytes are an error: a frame is never half-read.
     public init(decoding frame: Frame) throws(FerryProtocolError) {
+        if frame.type == .data {
+            // Taken as it arrived, perhaps in two pieces: never copied whole.
+            self = .data(frame.dataChunk)
+            return
+        }
         var payload = frame.payload
         switch frame.type {
         case .hello:
@@ -100,7 +105,7 @@ extension Message {
             }
             self = .ready(ready)
         case .data:
-            self = .data(DataChunk(bytes: frame.payload, crc32: frame.payloadCRC32))
+            self = .data(frame.dataChunk)
         case .end:
             var end = EndOfData(
                 length: try payload.read(UInt64.self, in: frame),

@@ -354,17 +354,55 @@ public struct EndOfData: Hashable, Sendable {
 
 /// The payload of one DATA frame with its CRC-32, computed once and used twice: for the frame's own check
 /// and, through ``CRC32/combine(_:_:secondLength:)``, for the whole file's.
+///
+/// A received chunk may be in two pieces, where a frame straddled two reads (``FrameParser``): file data is written
+/// from them as they are (``forEachPiece(_:)``); ``bytes`` copies them together.
 public struct DataChunk: Hashable, Sendable {
-    public let bytes: ByteBuffer
+    private let head: ByteBuffer
+    private let continuation: ByteBuffer?
     public let crc32: UInt32
 
     public init(_ bytes: ByteBuffer) {
-        self.bytes = bytes
-        self.crc32 = CRC32.checksum(bytes)
+        self.init(bytes: bytes, crc32: CRC32.checksum(bytes))
     }
 
     init(bytes: ByteBuffer, crc32: UInt32) {
-        self.bytes = bytes
+        self.init(head: bytes, continuation: nil, crc32: crc32)
+    }
+
+    init(head: ByteBuffer, continuation: ByteBuffer?, crc32: UInt32) {
+        self.head = head
+        self.continuation = continuation
         self.crc32 = crc32
+    }
+
+    /// The payload whole.
+    public var bytes: ByteBuffer {
+        guard var continuation = self.continuation else { return self.head }
+        var whole = ByteBufferAllocator().buffer(capacity: self.length)
+        whole.writeImmutableBuffer(self.head)
+        whole.writeBuffer(&continuation)
+        return whole
+    }
+
+    public var length: Int {
+        self.head.readableBytes + (self.continuation?.readableBytes ?? 0)
+    }
+
+    /// Calls `body` with each piece of the payload, in order: one, or two for a frame that straddled two reads.
+    public func forEachPiece<Failure: Error>(_ body: (ByteBuffer) throws(Failure) -> Void) throws(Failure) {
+        try body(self.head)
+        if let continuation = self.continuation {
+            try body(continuation)
+        }
+    }
+
+    public static func == (lhs: DataChunk, rhs: DataChunk) -> Bool {
+        lhs.crc32 == rhs.crc32 && lhs.bytes == rhs.bytes
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(self.crc32)
+        hasher.combine(self.bytes)
     }
 }

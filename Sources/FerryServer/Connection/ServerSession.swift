@@ -918,14 +918,12 @@ struct ServerSession {
                 switch upload.destination {
                 case .memory(var bytes):
                     upload.destination = .released
-                    var payload = chunk.bytes
-                    bytes.writeBuffer(&payload)
+                    chunk.forEachPiece { bytes.writeImmutableBuffer($0) }
                     upload.destination = .memory(bytes)
                 case .staging(let staging, let offset):
                     guard try await self.finishWrites(&writes, &upload, record) else { continue }
                     let handle = staging.handle
-                    let bytes = chunk.bytes
-                    let length = UInt64(bytes.readableBytes)
+                    let length = UInt64(chunk.length)
                     upload.unconfirmed = (length, chunk.crc32)
                     // Every so often a resumable upload's record is brought up to date, this chunk included, in the
                     // same job that writes it (after flushing it): the record never names a byte not on disk.
@@ -942,8 +940,12 @@ struct ServerSession {
                     let due = checkpoint
                     writes.addTask {
                         try await handle.withUnsafeDescriptor { descriptor in
-                            if let failure = BlockingFileIO.writeHandingToDisk(descriptor.rawValue, bytes, at: offset) {
-                                throw failure
+                            var at = offset
+                            try chunk.forEachPiece { (piece) throws(SystemCallError) in
+                                if let failure = BlockingFileIO.writeHandingToDisk(descriptor.rawValue, piece, at: at) {
+                                    throw failure
+                                }
+                                at += Int64(piece.readableBytes)
                             }
                             if let checkpoint = due,
                                 let failure = KeptUploads.checkpoint(
@@ -957,8 +959,8 @@ struct ServerSession {
                             }
                         }
                     }
-                    upload.checksums.append(length: bytes.readableBytes, crc32: chunk.crc32)
-                    upload.destination = .staging(staging, offset: offset + Int64(bytes.readableBytes))
+                    upload.checksums.append(length: chunk.length, crc32: chunk.crc32)
+                    upload.destination = .staging(staging, offset: offset + Int64(chunk.length))
                 case .committed, .released:
                     break
                 }

@@ -1,0 +1,137 @@
+import FerryProtocol
+import NIOCore
+import Testing
+
+/// A large DATA frame that straddles two reads comes out in two pieces where they landed, not copied together; any
+/// other way of arriving is copied whole as before, and every byte is checked either way.
+@Suite("DATA frames across reads")
+struct SplitDataFrameTests {
+    static let payload = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9) }
+    /// OK, a 300,000-byte DATA frame, EXIT: the DATA frame starts at `dataStart` and ends at `dataEnd`.
+    static let stream = Array(
+        SampleMessages.encoded([.ok, .data(DataChunk(ByteBuffer(bytes: payload))), .exit]).readableBytesView
+    )
+    static let dataStart = SampleMessages.encoded(.ok).count
+    static let dataEnd = dataStart + FrameLayout.overhead + payload.count
+
+    /// `bytes` in storage of exactly `capacity` bytes, as a socket read hands it over.
+    static func read(_ bytes: ArraySlice<UInt8>, capacity: Int? = nil) -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: capacity ?? bytes.count)
+        buffer.writeBytes(bytes)
+        return buffer
+    }
+
+    static func address(_ buffer: ByteBuffer) -> UnsafeRawPointer? {
+        buffer.withUnsafeReadableBytes { UnsafeRawPointer($0.baseAddress) }
+    }
+
+    /// Feeds `reads` and returns the messages with the DATA chunk's pieces.
+    static func decode(_ reads: [ByteBuffer]) throws -> (messages: [Message], pieces: [ByteBuffer]) {
+        var parser = FrameParser.permissive()
+        var messages: [Message] = []
+        for read in reads {
+            parser.append(bytes: read)
+            while let frame = try parser.nextFrame() {
+                messages.append(try Message(decoding: frame))
+            }
+        }
+        #expect(parser.bufferedByteCount == 0)
+        var pieces: [ByteBuffer] = []
+        for case .data(let chunk) in messages {
+            chunk.forEachPiece { pieces.append($0) }
+            #expect(chunk.length == Self.payload.count)
+        }
+        return (messages, pieces)
+    }
+
+    static let expected: [Message] = [.ok, .data(DataChunk(ByteBuffer(bytes: payload))), .exit]
+
+    /// Cut in the header's last byte, anywhere in the payload, and at every byte of the trailer.
+    @Test(arguments: [10, 11, 5_000, 150_000, 299_999, 300_009, 300_010, 300_011, 300_012, 300_013])
+    func twoReadsGiveTwoPiecesWhereTheyLanded(cutIntoFrame: Int) throws {
+        let cut = Self.dataStart + cutIntoFrame
+        let first = Self.read(Self.stream[..<cut])
+        let second = Self.read(Self.stream[cut...])
+        let (messages, pieces) = try Self.decode([first, second])
+        #expect(messages == Self.expected)
+        let payloadInFirst = min(cutIntoFrame, FrameLayout.headerLength + Self.payload.count) - FrameLayout.headerLength
+        if cutIntoFrame == FrameLayout.headerLength {
+            // Only the header in the first read: the payload is all in the second, where it landed.
+            #expect(pieces.count == 1)
+            #expect(Self.address(pieces[0]) == Self.address(second))
+        } else {
+            let landed = try #require(Self.address(first)) + Self.dataStart + 10
+            #expect(Self.address(pieces[0]) == landed, "held where it landed")
+            #expect(pieces.first?.readableBytes == payloadInFirst)
+            if payloadInFirst < Self.payload.count {
+                #expect(pieces.count == 2)
+                #expect(Self.address(pieces[1]) == Self.address(second))
+            } else {
+                #expect(pieces.count == 1, "the trailer alone was cut")
+            }
+        }
+    }
+
+    @Test(arguments: [100, 200_000, 300_011])
+    func aCorruptedByteInTheSecondReadIsABadChecksum(cutIntoFrame: Int) {
+        let cut = Self.dataStart + cutIntoFrame
+        for corrupted in [cut, cut + 1, Self.dataEnd - 1] {
+            var bytes = Self.stream
+            bytes[corrupted] ^= 0x01
+            var parser = FrameParser.permissive()
+            #expect(throws: FerryProtocolError.self) {
+                parser.append(bytes: Self.read(bytes[..<cut]))
+                while try parser.nextFrame() != nil {}
+                parser.append(bytes: Self.read(bytes[cut...]))
+                while try parser.nextFrame() != nil {}
+            }
+        }
+    }
+
+    @Test func threeReadsAreCopiedWhole() throws {
+        let cuts = [Self.dataStart + 1_000, Self.dataStart + 200_000]
+        let reads = [
+            Self.read(Self.stream[..<cuts[0]]), Self.read(Self.stream[cuts[0]..<cuts[1]]),
+            Self.read(Self.stream[cuts[1]...]),
+        ]
+        let (messages, pieces) = try Self.decode(reads)
+        #expect(messages == Self.expected)
+        #expect(pieces.count == 2, "copied together up to the read that completes it, that read's part held")
+        #expect(Self.address(pieces[1]) == Self.address(reads[2]))
+        #expect(pieces[0].readableBytes == 200_000 - FrameLayout.headerLength)
+    }
+
+    /// A frame that starts at the end of a read whose storage is more than twice the frame is copied out of it, so
+    /// that a small frame never holds a large read's storage; the read that completes it is still held as it is.
+    @Test func aFrameStartingInAMuchLargerReadIsCopiedOutOfIt() throws {
+        let cut = Self.dataStart + 100
+        let first = Self.read(Self.stream[..<cut], capacity: 4 << 20)
+        let second = Self.read(Self.stream[cut...])
+        let (messages, pieces) = try Self.decode([first, second])
+        #expect(messages == Self.expected)
+        #expect(pieces.count == 2)
+        let landed = try #require(Self.address(first)) + Self.dataStart + 10
+        #expect(Self.address(pieces[0]) != landed, "copied out of the large read")
+        #expect(pieces[0].readableBytes == 90)
+        #expect(Self.address(pieces[1]) == Self.address(second))
+    }
+
+    /// Small DATA frames are copied whole as before: two pieces would cost more than the copy.
+    @Test func aSmallDataFrameIsCopiedWhole() throws {
+        let payload = [UInt8](repeating: 9, count: 1_000)
+        let bytes = SampleMessages.encoded(.data(DataChunk(ByteBuffer(bytes: payload))))
+        var parser = FrameParser.permissive()
+        parser.append(bytes: Self.read(bytes[..<500]))
+        #expect(try parser.nextFrame() == nil)
+        parser.append(bytes: Self.read(bytes[500...]))
+        let frame = try #require(try parser.nextFrame())
+        guard case .data(let chunk) = try Message(decoding: frame) else {
+            Issue.record("expected DATA")
+            return
+        }
+        var count = 0
+        chunk.forEachPiece { _ in count += 1 }
+        #expect(count == 1)
+        #expect(Array(chunk.bytes.readableBytesView) == payload)
+    }
+}

@@ -92,29 +92,37 @@ public struct FrameParser: Sendable {
             self.buffer = bytes
         } else if let missing = self.missingByteCount, missing > 0, missing <= bytes.readableBytes {
             // Only what completes the frame in progress is its; the frames after it are parsed where they landed.
+            let frameLength = self.expectedFrameLength
             var completion = bytes.readSlice(length: missing) ?? ByteBuffer()
-            if self.isSplittable {
+            if self.isSplittable, bytes.storageCapacity <= 2 * frameLength {
                 self.completion = completion
             } else {
-                // Copied after the frame's start, so that the frame's storage holds that frame alone.
-                self.makeRoomForFrame()
+                // Copied after the frame's start, so that the frame's storage holds that frame alone (its start
+                // copied out first if ``nextFrame()`` had left it in place for a completion of its own).
+                if self.isSplittable {
+                    self.makeRoomForFrame()
+                }
                 self.buffer.writeBuffer(&completion)
             }
             self.following = bytes
         } else {
-            self.makeRoomForFrame()
+            if self.isSplittable {
+                // Held in place by ``nextFrame()`` for a completion that did not come in one read: copied out now.
+                self.makeRoomForFrame()
+            }
             self.buffer.writeBuffer(&bytes)
         }
     }
 
     /// Whether the frame at the start of ``buffer`` may be completed in a piece of its own (``completion``): a DATA
-    /// frame of at least ``smallestSplitPayload`` bytes whose start holds no more storage than twice the frame, so that
-    /// holding the read it started in, rather than copying its start out, at most doubles what the frame costs.
+    /// frame of at least ``smallestSplitPayload`` bytes whose start lies in storage no larger than twice the frame,
+    /// so that holding the read it started in, rather than copying its start out, at most doubles what the frame
+    /// costs. (``append(bytes:)`` holds the read that completes it on the same condition.)
     private var isSplittable: Bool {
         guard self.buffer.getInteger(at: self.buffer.readerIndex, as: UInt8.self) == FrameType.data.rawValue,
             let declared = self.declaredPayloadLength, declared >= self.smallestSplitPayload
         else { return false }
-        return self.buffer.capacity <= 2 * (FrameLayout.overhead + declared)
+        return self.buffer.storageCapacity <= 2 * (FrameLayout.overhead + declared)
     }
 
     /// How many bytes the frame at the start of the buffer still lacks, once its header is in (and within the
@@ -149,6 +157,10 @@ public struct FrameParser: Sendable {
             }
         } catch {
             self.failure = error
+            // Nothing more will be parsed: what was held goes now, not when the connection is done draining.
+            self.buffer = ByteBuffer()
+            self.completion = nil
+            self.following = ByteBuffer()
             throw error
         }
     }
@@ -203,11 +215,14 @@ public struct FrameParser: Sendable {
         guard
             let rawType = self.buffer.getInteger(at: start, as: UInt8.self),
             let flags = self.buffer.getInteger(at: start + 1, as: UInt8.self),
-            let declaredLength = self.buffer.getInteger(at: start + 2, as: UInt64.self),
-            declaredLength <= UInt64(self.maximumPayloadLength)
+            let declaredLength = self.buffer.getInteger(at: start + 2, as: UInt64.self)
         else {
-            // Cannot happen: a completion is only taken for a frame whose header was in and within the limit.
+            // Cannot happen: a completion is only taken for a frame whose header was in.
             throw FerryProtocolError(.malformedPayload, "a frame in two pieces lost its header")
+        }
+        // Checked again in case the limit was lowered since the completion was taken.
+        guard declaredLength <= UInt64(self.maximumPayloadLength) else {
+            throw FerryProtocolError.frameTooLarge(declared: declaredLength, limit: self.maximumPayloadLength)
         }
         let payloadLength = Int(declaredLength)
         let coveredLength = FrameLayout.headerLength + payloadLength

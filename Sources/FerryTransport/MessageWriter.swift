@@ -73,7 +73,10 @@ public struct MessageWriter: Sendable {
     /// write.
     public func write(_ chunk: DataChunk) async throws {
         let (header, trailer) = FrameSerializer.dataFrameEnvelope(for: chunk, allocator: self.allocator)
-        try await self.outbound.write(contentsOf: [.byteBuffer(header), .byteBuffer(chunk.bytes), .byteBuffer(trailer)])
+        var parts: [IOData] = [.byteBuffer(header)]
+        chunk.forEachPiece { parts.append(.byteBuffer($0)) }
+        parts.append(.byteBuffer(trailer))
+        try await self.outbound.write(contentsOf: parts)
     }
 
     /// Writes raw bytes: the text line a server sends to a peer that is not speaking Ferry.

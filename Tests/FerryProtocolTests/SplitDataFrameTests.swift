@@ -39,7 +39,7 @@ struct SplitDataFrameTests {
         var pieces: [ByteBuffer] = []
         for case .data(let chunk) in messages {
             chunk.forEachPiece { pieces.append($0) }
-            #expect(chunk.length == Self.payload.count)
+            #expect(chunk.length == chunk.bytes.readableBytes)
         }
         return (messages, pieces)
     }
@@ -72,23 +72,37 @@ struct SplitDataFrameTests {
         }
     }
 
+    /// A flipped bit in either piece, or in the header, fails the frame's check, and the parser stays failed.
     @Test(arguments: [100, 200_000, 300_011])
-    func aCorruptedByteInTheSecondReadIsABadChecksum(cutIntoFrame: Int) {
+    func aCorruptedByteInEitherPieceIsABadChecksum(cutIntoFrame: Int) {
         let cut = Self.dataStart + cutIntoFrame
-        for corrupted in [cut, cut + 1, Self.dataEnd - 1] {
+        let corruptions = [Self.dataStart + 1, Self.dataStart + 50, cut - 1, cut, cut + 1, Self.dataEnd - 1]
+        for corrupted in corruptions where corrupted >= Self.dataStart + 1 {
             var bytes = Self.stream
             bytes[corrupted] ^= 0x01
             var parser = FrameParser.permissive()
-            #expect(throws: FerryProtocolError.self) {
+            var failure: FerryProtocolError?
+            do {
                 parser.append(bytes: Self.read(bytes[..<cut]))
                 while try parser.nextFrame() != nil {}
                 parser.append(bytes: Self.read(bytes[cut...]))
                 while try parser.nextFrame() != nil {}
+            } catch {
+                failure = error
+            }
+            #expect(failure?.kind == .badChecksum, "byte \(corrupted - Self.dataStart) of the frame")
+            #expect(parser.bufferedByteCount == 0, "nothing held after the failure")
+            do {
+                _ = try parser.nextFrame()
+                Issue.record("the parser recovered after a bad frame")
+            } catch {
+                #expect(error.kind == .badChecksum)
             }
         }
     }
 
-    @Test func threeReadsAreCopiedWhole() throws {
+    /// Up to the read that completes the frame, it is copied together; that read's part is held where it landed.
+    @Test func threeReadsCopyAllButTheLast() throws {
         let cuts = [Self.dataStart + 1_000, Self.dataStart + 200_000]
         let reads = [
             Self.read(Self.stream[..<cuts[0]]), Self.read(Self.stream[cuts[0]..<cuts[1]]),
@@ -96,9 +110,68 @@ struct SplitDataFrameTests {
         ]
         let (messages, pieces) = try Self.decode(reads)
         #expect(messages == Self.expected)
-        #expect(pieces.count == 2, "copied together up to the read that completes it, that read's part held")
+        #expect(pieces.count == 2)
         #expect(Self.address(pieces[1]) == Self.address(reads[2]))
         #expect(pieces[0].readableBytes == 200_000 - FrameLayout.headerLength)
+    }
+
+    /// Reads that arrive while a frame in two pieces waits to be taken are kept after it, in order.
+    @Test func readsAfterAPendingFrameInTwoPiecesKeepTheirOrder() throws {
+        let cut = Self.dataStart + 150_000
+        var parser = FrameParser.permissive()
+        parser.append(bytes: Self.read(Self.stream[..<cut]))
+        #expect(try parser.nextFrame().map { try Message(decoding: $0) } == .ok)
+        #expect(try parser.nextFrame() == nil)
+        #expect(!parser.hasCompleteFrame)
+        parser.append(bytes: Self.read(Self.stream[cut..<(Self.dataEnd + 3)]))
+        parser.append(bytes: Self.read(Self.stream[(Self.dataEnd + 3)...]))
+        #expect(parser.hasCompleteFrame)
+        #expect(parser.isInsideFrame)
+        #expect(parser.bufferedByteCount == Self.stream.count - Self.dataStart)
+        var messages: [Message] = []
+        while let frame = try parser.nextFrame() {
+            messages.append(try Message(decoding: frame))
+        }
+        #expect(messages == Array(Self.expected.dropFirst()))
+        #expect(parser.bufferedByteCount == 0)
+    }
+
+    /// A limit lowered after the completion arrived refuses the frame as too large, as it would a whole one.
+    @Test func aLimitLoweredBeforeTheFrameIsTakenRefusesIt() throws {
+        let cut = Self.dataStart + 150_000
+        var parser = FrameParser.permissive()
+        parser.append(bytes: Self.read(Self.stream[..<cut]))
+        while try parser.nextFrame() != nil {}
+        parser.append(bytes: Self.read(Self.stream[cut...]))
+        parser.maximumPayloadLength = 1_000
+        do {
+            _ = try parser.nextFrame()
+            Issue.record("a frame above the limit was returned")
+        } catch {
+            #expect(error.kind == .frameTooLarge)
+        }
+    }
+
+    /// From 64 KiB of payload: a frame of 65,535 bytes is copied whole, one of 65,536 comes in two pieces.
+    @Test(arguments: [(65_535, 1), (65_536, 2)])
+    func theSmallestSplitPayload(length: Int, expectedPieces: Int) throws {
+        let payload = (0..<length).map { UInt8(truncatingIfNeeded: $0) }
+        let bytes = SampleMessages.encoded(.data(DataChunk(ByteBuffer(bytes: payload))))
+        let (messages, pieces) = try Self.decode([Self.read(bytes[..<30_000]), Self.read(bytes[30_000...])])
+        #expect(messages == [.data(DataChunk(ByteBuffer(bytes: payload)))])
+        #expect(pieces.count == expectedPieces)
+        #expect(FrameParser.defaultSmallestSplitPayload == 65_536)
+    }
+
+    /// A frame completed by the start of a read far larger than the frame is copied together: its pieces would
+    /// hold the whole read.
+    @Test func aFrameCompletedByAMuchLargerReadIsCopiedTogether() throws {
+        let cut = Self.dataStart + 150_000
+        let first = Self.read(Self.stream[..<cut])
+        let second = Self.read(Self.stream[cut...], capacity: 4 << 20)
+        let (messages, pieces) = try Self.decode([first, second])
+        #expect(messages == Self.expected)
+        #expect(pieces.count == 1)
     }
 
     /// A frame that starts at the end of a read whose storage is more than twice the frame is copied out of it, so

@@ -343,7 +343,7 @@ static int receive_ring(int port, const char *destination) {
     pthread_mutex_unlock(&ring2.lock);
     pthread_join(writer, NULL);
     close(ring2.file);
-    report("ring receiver", started, total);
+    report(ring2.split ? "ring receiver, CRC split" : "ring receiver", started, total);
     return 0;
 }
 

@@ -12,9 +12,9 @@ public import NIOCore
 /// frame plus what arrived with it.
 ///
 /// A large DATA frame that straddles two reads is not copied together: its payload comes out in two pieces, each
-/// where it landed (``DataChunk/forEachPiece(_:)``), as long as the read it started in is no larger than twice the
-/// frame. With reads of one or two bulk frames, most frames straddle, and copying them cost the receiver a tenth
-/// of its CPU.
+/// where it landed (``DataChunk/forEachPiece(_:)``), as long as neither read's storage is larger than twice the
+/// frame (so holding them costs at most twice what copying would). With reads of one or two bulk frames, most
+/// frames straddle: copying them was 8.8 % of `ferry get`'s CPU samples (5.9 % left, for frames over three reads).
 ///
 /// After it has thrown, the parser stays failed: the stream has lost its framing and the connection must close.
 public struct FrameParser: Sendable {

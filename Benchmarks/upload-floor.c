@@ -88,7 +88,8 @@ static void trailer(unsigned char out[4], uint32_t crc) {
     for (int i = 0; i < 4; i++) out[i] = (unsigned char)(crc >> (24 - 8 * i));
 }
 
-static int receive(int port, const char *destination) {
+// The one connection a receiver takes, on 127.0.0.1:PORT.
+static int accept_one(int port) {
     int listener = socket(AF_INET, SOCK_STREAM, 0);
     int on = 1;
     setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
@@ -96,30 +97,54 @@ static int receive(int port, const char *destination) {
     if (bind(listener, (struct sockaddr *)&address, sizeof address) != 0 || listen(listener, 1) != 0) fail("listen");
     int connection = accept(listener, NULL, NULL);
     if (connection < 0) fail("accept");
-    int file = open(destination, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    return connection;
+}
+
+static int create_destination(const char *path) {
+    int file = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (file < 0) fail("open");
+    return file;
+}
+
+// A frame header's payload length and a trailer's CRC, big-endian.
+static uint64_t payload_length(const unsigned char head[10]) {
+    uint64_t length = 0;
+    for (int i = 0; i < 8; i++) length = length << 8 | head[2 + i];
+    return length;
+}
+
+static uint32_t carried_crc(const unsigned char tail[4]) {
+    return (uint32_t)tail[0] << 24 | (uint32_t)tail[1] << 16 | (uint32_t)tail[2] << 8 | tail[3];
+}
+
+// Reads one frame, its payload straight into `payload`, and checks it: 1 with its payload length, 0 at the end of
+// the stream; a frame too large or damaged ends the program.
+static int read_frame(int connection, unsigned char *payload, size_t capacity, uint64_t *length) {
+    unsigned char head[10], tail[4];
+    int got = read_exactly(connection, head, sizeof head);
+    if (got == 0) return 0;
+    if (got < 0) fail("header");
+    *length = payload_length(head);
+    if (*length > capacity) {
+        fprintf(stderr, "frame too large\n");
+        exit(1);
+    }
+    if (read_exactly(connection, payload, *length) != 1 || read_exactly(connection, tail, 4) != 1) fail("payload");
+    if ((uint32_t)crc32(crc32(0, head, sizeof head), payload, (uInt)*length) != carried_crc(tail)) {
+        fprintf(stderr, "bad CRC\n");
+        exit(1);
+    }
+    return 1;
+}
+
+static int receive(int port, const char *destination) {
+    int connection = accept_one(port);
+    int file = create_destination(destination);
     size_t capacity = 16 << 20;
     unsigned char *payload = malloc(capacity);
     double started = now();
     uint64_t offset = 0;
-    for (;;) {
-        unsigned char head[10], tail[4];
-        int got = read_exactly(connection, head, sizeof head);
-        if (got == 0) break;
-        if (got < 0) fail("header");
-        uint64_t length = 0;
-        for (int i = 0; i < 8; i++) length = length << 8 | head[2 + i];
-        if (length > capacity) {
-            fprintf(stderr, "frame too large\n");
-            return 1;
-        }
-        if (read_exactly(connection, payload, length) != 1 || read_exactly(connection, tail, 4) != 1) fail("payload");
-        uint32_t crc = crc32(crc32(0, head, sizeof head), payload, (uInt)length);
-        uint32_t carried = (uint32_t)tail[0] << 24 | tail[1] << 16 | tail[2] << 8 | tail[3];
-        if (crc != carried) {
-            fprintf(stderr, "bad CRC at %llu\n", (unsigned long long)offset);
-            return 1;
-        }
+    for (uint64_t length; read_frame(connection, payload, capacity, &length);) {
         for (uint64_t done = 0; done < length;) {
             ssize_t n = pwrite(file, payload + done, length - done, (off_t)(offset + done));
             if (n <= 0) fail("pwrite");
@@ -170,15 +195,8 @@ static void *write_slots(void *unused) {
 }
 
 static int receive_threaded(int port, const char *destination) {
-    int listener = socket(AF_INET, SOCK_STREAM, 0);
-    int on = 1;
-    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(0x7f000001)};
-    if (bind(listener, (struct sockaddr *)&address, sizeof address) != 0 || listen(listener, 1) != 0) fail("listen");
-    int connection = accept(listener, NULL, NULL);
-    if (connection < 0) fail("accept");
-    ring.file = open(destination, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (ring.file < 0) fail("open");
+    int connection = accept_one(port);
+    ring.file = create_destination(destination);
     size_t capacity = 16 << 20;
     for (int i = 0; i < SLOTS; i++) ring.buffer[i] = malloc(capacity);
     pthread_t writer;
@@ -190,24 +208,8 @@ static int receive_threaded(int port, const char *destination) {
         while (ring.filled - ring.emptied == SLOTS) pthread_cond_wait(&ring.changed, &ring.lock);
         unsigned slot = ring.filled % SLOTS;
         pthread_mutex_unlock(&ring.lock);
-        unsigned char head[10], tail[4];
-        int got = read_exactly(connection, head, sizeof head);
-        if (got == 0) break;
-        if (got < 0) fail("header");
-        uint64_t length = 0;
-        for (int i = 0; i < 8; i++) length = length << 8 | head[2 + i];
-        if (length > capacity) {
-            fprintf(stderr, "frame too large\n");
-            return 1;
-        }
-        unsigned char *payload = ring.buffer[slot];
-        if (read_exactly(connection, payload, length) != 1 || read_exactly(connection, tail, 4) != 1) fail("payload");
-        uint32_t crc = crc32(crc32(0, head, sizeof head), payload, (uInt)length);
-        uint32_t carried = (uint32_t)tail[0] << 24 | tail[1] << 16 | tail[2] << 8 | tail[3];
-        if (crc != carried) {
-            fprintf(stderr, "bad CRC at %llu\n", (unsigned long long)offset);
-            return 1;
-        }
+        uint64_t length;
+        if (!read_frame(connection, ring.buffer[slot], capacity, &length)) break;
         ring.length[slot] = length;
         ring.offset[slot] = offset;
         pthread_mutex_lock(&ring.lock);
@@ -278,15 +280,8 @@ static void *write_ring(void *unused) {
 }
 
 static int receive_ring(int port, const char *destination) {
-    int listener = socket(AF_INET, SOCK_STREAM, 0);
-    int on = 1;
-    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(0x7f000001)};
-    if (bind(listener, (struct sockaddr *)&address, sizeof address) != 0 || listen(listener, 1) != 0) fail("listen");
-    int connection = accept(listener, NULL, NULL);
-    if (connection < 0) fail("accept");
-    ring2.file = open(destination, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (ring2.file < 0) fail("open");
+    int connection = accept_one(port);
+    ring2.file = create_destination(destination);
     int memory = memfd_create("ring", 0);
     if (memory < 0 || ftruncate(memory, RING) != 0) fail("memfd");
     unsigned char *base = mmap(NULL, 2 * (size_t)RING, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -309,15 +304,14 @@ static int receive_ring(int port, const char *destination) {
         received += (uint64_t)n;
         while (received - parsed >= 10) {
             unsigned char *frame = base + parsed % RING;
-            uint64_t length = 0;
-            for (int i = 0; i < 8; i++) length = length << 8 | frame[2 + i];
+            uint64_t length = payload_length(frame);
             if (length > RING - RING_READ - 14) {
                 fprintf(stderr, "frame too large\n");
                 return 1;
             }
             if (received - parsed < 14 + length) break;
             unsigned char *tail = frame + 10 + length;
-            uint32_t carried = (uint32_t)tail[0] << 24 | tail[1] << 16 | tail[2] << 8 | tail[3];
+            uint32_t carried = carried_crc(tail);
             uint32_t crc = crc32(0, frame, (uInt)(10 + (ring2.split ? length / 2 : length)));
             if (!ring2.split && crc != carried) {
                 fprintf(stderr, "bad CRC\n");

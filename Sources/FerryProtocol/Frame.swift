@@ -41,11 +41,7 @@ public struct Frame: Hashable, Sendable {
 
     /// The payload whole.
     public var payload: ByteBuffer {
-        guard var continuation = self.continuation else { return self.head }
-        var whole = ByteBufferAllocator().buffer(capacity: self.payloadLength)
-        whole.writeImmutableBuffer(self.head)
-        whole.writeBuffer(&continuation)
-        return whole
+        ByteBuffer.joining(self.head, self.continuation)
     }
 
     public var payloadLength: Int {

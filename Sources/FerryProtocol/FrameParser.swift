@@ -170,15 +170,8 @@ public struct FrameParser: Sendable {
             return try self.parseSplitFrame(completion)
         }
         let start = self.buffer.readerIndex
-        guard
-            let rawType = self.buffer.getInteger(at: start, as: UInt8.self),
-            let flags = self.buffer.getInteger(at: start + 1, as: UInt8.self),
-            let declaredLength = self.buffer.getInteger(at: start + 2, as: UInt64.self)
-        else {
+        guard let (rawType, flags, declaredLength) = try self.header() else {
             return nil
-        }
-        guard declaredLength <= UInt64(self.maximumPayloadLength) else {
-            throw FerryProtocolError.frameTooLarge(declared: declaredLength, limit: self.maximumPayloadLength)
         }
         // Safe: the length is at most `maximumPayloadLength`, an `Int`.
         let payloadLength = Int(declaredLength)
@@ -207,22 +200,33 @@ public struct FrameParser: Sendable {
         return Frame(type: FrameType(rawValue: rawType), flags: flags, payload: payload, payloadCRC32: payloadCRC)
     }
 
-    /// The frame made of ``buffer`` and `completion` (which ``append(bytes:)`` cut to end exactly where the frame
-    /// does), checked as one: its payload is returned in the two pieces, its trailer read across them if it
-    /// straddles.
-    private mutating func parseSplitFrame(_ completion: ByteBuffer) throws(FerryProtocolError) -> Frame? {
+    /// The header of the frame at the start of ``buffer``, or `nil` if it is not all in yet.
+    ///
+    /// - Throws: ``FerryProtocolError/Kind/frameTooLarge`` for a payload length above ``maximumPayloadLength``.
+    private func header() throws(FerryProtocolError) -> (type: UInt8, flags: UInt8, payloadLength: UInt64)? {
         let start = self.buffer.readerIndex
         guard
             let rawType = self.buffer.getInteger(at: start, as: UInt8.self),
             let flags = self.buffer.getInteger(at: start + 1, as: UInt8.self),
             let declaredLength = self.buffer.getInteger(at: start + 2, as: UInt64.self)
         else {
-            // Cannot happen: a completion is only taken for a frame whose header was in.
-            throw FerryProtocolError(.malformedPayload, "a frame in two pieces lost its header")
+            return nil
         }
-        // Checked again in case the limit was lowered since the completion was taken.
         guard declaredLength <= UInt64(self.maximumPayloadLength) else {
             throw FerryProtocolError.frameTooLarge(declared: declaredLength, limit: self.maximumPayloadLength)
+        }
+        return (rawType, flags, declaredLength)
+    }
+
+    /// The frame made of ``buffer`` and `completion` (which ``append(bytes:)`` cut to end exactly where the frame
+    /// does), checked as one: its payload is returned in the two pieces, its trailer read across them if it
+    /// straddles.
+    private mutating func parseSplitFrame(_ completion: ByteBuffer) throws(FerryProtocolError) -> Frame? {
+        let start = self.buffer.readerIndex
+        // Checked against the limit again, in case it was lowered since the completion was taken.
+        guard let (rawType, flags, declaredLength) = try self.header() else {
+            // Cannot happen: a completion is only taken for a frame whose header was in.
+            throw FerryProtocolError(.malformedPayload, "a frame in two pieces lost its header")
         }
         let payloadLength = Int(declaredLength)
         let coveredLength = FrameLayout.headerLength + payloadLength

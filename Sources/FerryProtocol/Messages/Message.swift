@@ -378,11 +378,7 @@ public struct DataChunk: Hashable, Sendable {
 
     /// The payload whole.
     public var bytes: ByteBuffer {
-        guard var continuation = self.continuation else { return self.head }
-        var whole = ByteBufferAllocator().buffer(capacity: self.length)
-        whole.writeImmutableBuffer(self.head)
-        whole.writeBuffer(&continuation)
-        return whole
+        ByteBuffer.joining(self.head, self.continuation)
     }
 
     public var length: Int {

@@ -179,20 +179,10 @@ final class LocalDownload {
                 failure = try await handle.withUnsafeDescriptor { descriptor in
                     var offset = start
                     for chunk in chunks {
-                        do throws(SystemCallError) {
-                            try chunk.forEachPiece { (piece) throws(SystemCallError) in
-                                if let failure = BlockingFileIO.writeHandingToDisk(
-                                    descriptor.rawValue,
-                                    piece,
-                                    at: offset
-                                ) {
-                                    throw failure
-                                }
-                                offset += Int64(piece.readableBytes)
-                            }
-                        } catch {
-                            return error
+                        if let failure = BlockingFileIO.writeHandingToDisk(descriptor.rawValue, chunk, at: offset) {
+                            return failure
                         }
+                        offset += Int64(chunk.length)
                         if kept {
                             PartialDownloads.advance(
                                 path.string,

@@ -30,14 +30,3 @@ extension ByteBuffer {
         return bytes
     }
 }
-
-extension ByteBuffer {
-    /// A payload received in two pieces (``FrameParser``), copied together into one buffer.
-    static func joining(_ head: ByteBuffer, _ continuation: ByteBuffer?) -> ByteBuffer {
-        guard var continuation else { return head }
-        var whole = ByteBufferAllocator().buffer(capacity: head.readableBytes + continuation.readableBytes)
-        whole.writeImmutableBuffer(head)
-        whole.writeBuffer(&continuation)
-        return whole
-    }
-}

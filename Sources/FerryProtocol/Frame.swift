@@ -19,12 +19,8 @@ public import NIOCore
 public struct Frame: Hashable, Sendable {
     public var type: FrameType
     public var flags: UInt8
-    /// The payload, or its first piece.
-    private var head: ByteBuffer
-    /// The rest of a payload that arrived in two pieces.
-    private var continuation: ByteBuffer?
-    /// The zlib CRC-32 of ``payload`` alone.
-    public private(set) var payloadCRC32: UInt32
+    /// The payload with its CRC-32, in one piece or, for a DATA frame that straddled two reads, two.
+    private var body: DataChunk
 
     public init(type: FrameType, flags: UInt8 = 0, payload: ByteBuffer) {
         self.init(type: type, flags: flags, payload: payload, payloadCRC32: CRC32.checksum(payload))
@@ -34,35 +30,26 @@ public struct Frame: Hashable, Sendable {
     init(type: FrameType, flags: UInt8, payload: ByteBuffer, continuation: ByteBuffer? = nil, payloadCRC32: UInt32) {
         self.type = type
         self.flags = flags
-        self.head = payload
-        self.continuation = continuation
-        self.payloadCRC32 = payloadCRC32
+        self.body = DataChunk(head: payload, continuation: continuation, crc32: payloadCRC32)
     }
 
     /// The payload whole.
     public var payload: ByteBuffer {
-        ByteBuffer.joining(self.head, self.continuation)
+        self.body.bytes
     }
 
     public var payloadLength: Int {
-        self.head.readableBytes + (self.continuation?.readableBytes ?? 0)
+        self.body.length
+    }
+
+    /// The zlib CRC-32 of ``payload`` alone.
+    public var payloadCRC32: UInt32 {
+        self.body.crc32
     }
 
     /// A DATA frame's payload as it arrived, in one piece or two.
     var dataChunk: DataChunk {
-        DataChunk(head: self.head, continuation: self.continuation, crc32: self.payloadCRC32)
-    }
-
-    public static func == (lhs: Frame, rhs: Frame) -> Bool {
-        lhs.type == rhs.type && lhs.flags == rhs.flags && lhs.payloadCRC32 == rhs.payloadCRC32
-            && lhs.payload == rhs.payload
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(self.type)
-        hasher.combine(self.flags)
-        hasher.combine(self.payloadCRC32)
-        hasher.combine(self.payload)
+        self.body
     }
 }
 

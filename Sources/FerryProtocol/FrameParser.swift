@@ -93,13 +93,14 @@ public struct FrameParser: Sendable {
         } else if let missing = self.missingByteCount, missing > 0, missing <= bytes.readableBytes {
             // Only what completes the frame in progress is its; the frames after it are parsed where they landed.
             let frameLength = self.expectedFrameLength
+            let splittable = self.isSplittable
             var completion = bytes.readSlice(length: missing) ?? ByteBuffer()
-            if self.isSplittable, bytes.storageCapacity <= 2 * frameLength {
+            if splittable, bytes.storageCapacity <= 2 * frameLength {
                 self.completion = completion
             } else {
                 // Copied after the frame's start, so that the frame's storage holds that frame alone (its start
                 // copied out first if ``nextFrame()`` had left it in place for a completion of its own).
-                if self.isSplittable {
+                if splittable {
                     self.makeRoomForFrame()
                 }
                 self.buffer.writeBuffer(&completion)

@@ -1,5 +1,5 @@
 import CFileCalls
-import FerryProtocol
+public import FerryProtocol
 public import NIOCore
 
 #if canImport(Glibc)
@@ -107,6 +107,26 @@ public enum BlockingFileIO {
         if to > from {
             // Only a hint: a failure to start now shows in the `fsync` that publishing waits for.
             _ = ferry_start_writeback(descriptor, from, to - from)
+        }
+        return nil
+    }
+
+    /// Writes a DATA chunk's pieces one after the other from `offset` (see ``writeHandingToDisk(_:_:at:)``).
+    public static func writeHandingToDisk(
+        _ descriptor: Int32,
+        _ chunk: DataChunk,
+        at offset: Int64
+    ) -> SystemCallError? {
+        var at = offset
+        do throws(SystemCallError) {
+            try chunk.forEachPiece { (piece) throws(SystemCallError) in
+                if let failure = Self.writeHandingToDisk(descriptor, piece, at: at) {
+                    throw failure
+                }
+                at += Int64(piece.readableBytes)
+            }
+        } catch {
+            return error
         }
         return nil
     }

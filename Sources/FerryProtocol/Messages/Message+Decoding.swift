@@ -7,7 +7,7 @@ extension Message {
     /// receivers skip (SPEC.md §5.1). Missing bytes are an error: a frame is never half-read.
     public init(decoding frame: Frame) throws(FerryProtocolError) {
         if frame.type == .data {
-            // Taken as it arrived, perhaps in two pieces: never copied whole.
+            // Taken as it arrived, perhaps in two pieces: never copied whole (as `frame.payload` below would).
             self = .data(frame.dataChunk)
             return
         }
@@ -104,8 +104,6 @@ extension Message {
                 ready.token = try payload.readToken(in: frame)
             }
             self = .ready(ready)
-        case .data:
-            self = .data(frame.dataChunk)
         case .end:
             var end = EndOfData(
                 length: try payload.read(UInt64.self, in: frame),

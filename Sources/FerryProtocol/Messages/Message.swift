@@ -378,7 +378,11 @@ public struct DataChunk: Hashable, Sendable {
 
     /// The payload whole.
     public var bytes: ByteBuffer {
-        ByteBuffer.joining(self.head, self.continuation)
+        guard var continuation = self.continuation else { return self.head }
+        var whole = ByteBufferAllocator().buffer(capacity: self.length)
+        whole.writeImmutableBuffer(self.head)
+        whole.writeBuffer(&continuation)
+        return whole
     }
 
     public var length: Int {

@@ -940,12 +940,8 @@ struct ServerSession {
                     let due = checkpoint
                     writes.addTask {
                         try await handle.withUnsafeDescriptor { descriptor in
-                            var at = offset
-                            try chunk.forEachPiece { (piece) throws(SystemCallError) in
-                                if let failure = BlockingFileIO.writeHandingToDisk(descriptor.rawValue, piece, at: at) {
-                                    throw failure
-                                }
-                                at += Int64(piece.readableBytes)
+                            if let failure = BlockingFileIO.writeHandingToDisk(descriptor.rawValue, chunk, at: offset) {
+                                throw failure
                             }
                             if let checkpoint = due,
                                 let failure = KeptUploads.checkpoint(

@@ -214,7 +214,11 @@ public struct FerryClient: Sendable {
     ) async throws -> Result {
         try await channel.executeThenClose { inbound, outbound in
             let connection = FerryConnection(
-                reader: MessageReader(inbound, inputWait: inputWait),
+                reader: MessageReader(
+                    inbound,
+                    inputWait: inputWait,
+                    maximumFramePieces: ChannelTuning.clientFramePieces
+                ),
                 writer: MessageWriter(outbound, allocator: channel.channel.allocator),
                 server: server
             )

@@ -14,12 +14,12 @@ public import NIOCore
 /// The payload's own CRC-32 travels with it, so a receiver can fold DATA payloads into a whole-file checksum
 /// without reading the bytes a second time (see ``DataChunk``).
 ///
-/// A large DATA frame that straddled two reads keeps its payload in the two pieces it arrived in (see
-/// ``FrameParser``): ``payload`` then copies them together, and ``Message/init(decoding:)`` does not.
+/// A large DATA frame that straddled reads keeps its payload in the pieces it arrived in (see ``FrameParser``):
+/// ``payload`` then copies them together, and ``Message/init(decoding:)`` does not.
 public struct Frame: Hashable, Sendable {
     public var type: FrameType
     public var flags: UInt8
-    /// The payload with its CRC-32, in one piece or, for a DATA frame that straddled two reads, two.
+    /// The payload with its CRC-32, in one piece or, for a DATA frame that straddled reads, several.
     private var body: DataChunk
 
     public init(type: FrameType, flags: UInt8 = 0, payload: ByteBuffer) {
@@ -27,10 +27,17 @@ public struct Frame: Hashable, Sendable {
     }
 
     /// For callers that have just computed the payload's checksum themselves.
-    init(type: FrameType, flags: UInt8, payload: ByteBuffer, continuation: ByteBuffer? = nil, payloadCRC32: UInt32) {
+    init(type: FrameType, flags: UInt8, payload: ByteBuffer, payloadCRC32: UInt32) {
         self.type = type
         self.flags = flags
-        self.body = DataChunk(head: payload, continuation: continuation, crc32: payloadCRC32)
+        self.body = DataChunk(bytes: payload, crc32: payloadCRC32)
+    }
+
+    /// For a payload that arrived in `pieces`, in order, checked together.
+    init(type: FrameType, flags: UInt8, pieces: [ByteBuffer], payloadCRC32: UInt32) {
+        self.type = type
+        self.flags = flags
+        self.body = DataChunk(pieces: pieces, crc32: payloadCRC32)
     }
 
     /// The payload whole.
@@ -47,7 +54,7 @@ public struct Frame: Hashable, Sendable {
         self.body.crc32
     }
 
-    /// A DATA frame's payload as it arrived, in one piece or two.
+    /// A DATA frame's payload as it arrived, in one piece or several.
     var dataChunk: DataChunk {
         self.body
     }

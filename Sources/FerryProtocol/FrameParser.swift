@@ -11,10 +11,11 @@ public import NIOCore
 /// buffer more than one frame's worth. Consumed bytes are discarded, so the buffer never holds more than one
 /// frame plus what arrived with it.
 ///
-/// A large DATA frame that straddles two reads is not copied together: its payload comes out in two pieces, each
-/// where it landed (``DataChunk/forEachPiece(_:)``), as long as neither read's storage is larger than twice the
-/// frame (so holding them costs at most twice what copying would). With reads of one or two bulk frames, most
-/// frames straddle: copying them was 8.8 % of `ferry get`'s CPU samples (5.9 % left, for frames over three reads).
+/// A large DATA frame that straddles reads is not copied together: its payload comes out in the pieces where it
+/// landed (``DataChunk/forEachPiece(_:)``), up to ``maximumPieces`` of them, as long as no read's storage is larger
+/// than twice the frame (so holding each costs at most twice what copying it would). With reads of one or two bulk
+/// frames, most frames straddle: copying them was 8.8 % of `ferry get`'s CPU samples; kept in two pieces, 6.8 % was
+/// left, for the 30 % of frames that spanned three reads or more.
 ///
 /// After it has thrown, the parser stays failed: the stream has lost its framing and the connection must close.
 public struct FrameParser: Sendable {
@@ -26,25 +27,39 @@ public struct FrameParser: Sendable {
 
     /// The frame being parsed, or the frames of one read.
     private var buffer: ByteBuffer
-    /// The rest of the DATA frame at the start of ``buffer``, held where it landed (the start of a later read)
-    /// instead of being copied after it: ``buffer`` and this are then exactly one whole frame.
-    private var completion: ByteBuffer?
+    /// The rest of the DATA frame at the start of ``buffer`` so far, held in the later reads where it landed instead
+    /// of being copied after it: once ``continuationLength`` is all the frame lacked, ``buffer`` and these pieces are
+    /// exactly one whole frame (``holdsWholeSplitFrame``).
+    private var continuation: [ByteBuffer] = []
+    private var continuationLength = 0
     /// What arrived after the end of the frame in ``buffer``, kept as it arrived: parsed once that frame is done.
     private var following = ByteBuffer()
     private var failure: FerryProtocolError?
 
-    /// The smallest DATA payload received in two pieces rather than copied whole.
+    /// The smallest DATA payload received in pieces rather than copied whole.
     private let smallestSplitPayload: Int
+    /// The most pieces a DATA payload is held in; beyond them, what has arrived of the frame is copied together.
+    public let maximumPieces: Int
 
-    /// - Parameter smallestSplitPayload: below ``defaultSmallestSplitPayload`` only to let tests and fuzzing reach
-    ///   two-piece frames with small inputs.
-    public init(maximumPayloadLength: Int, smallestSplitPayload: Int = Self.defaultSmallestSplitPayload) {
+    /// - Parameters:
+    ///   - smallestSplitPayload: below ``defaultSmallestSplitPayload`` only to let tests and fuzzing reach frames
+    ///     in pieces with small inputs.
+    ///   - maximumPieces: how many reads one frame may hold where they landed: 1 copies every straddling frame
+    ///     together. A frame in `n` pieces keeps up to `n` reads' storage, each at most twice the frame: a server,
+    ///     whose ``FrameBudget`` counts declared lengths, keeps the default of two; a client, with one connection
+    ///     and reads of up to two bulk frames, may hold more.
+    public init(
+        maximumPayloadLength: Int,
+        smallestSplitPayload: Int = Self.defaultSmallestSplitPayload,
+        maximumPieces: Int = 2
+    ) {
         self.maximumPayloadLength = Self.clamp(maximumPayloadLength)
         self.smallestSplitPayload = max(smallestSplitPayload, 1)
+        self.maximumPieces = max(maximumPieces, 1)
         self.buffer = ByteBuffer()
     }
 
-    /// Below it, copying a straddling DATA payload costs less than keeping a second read's storage for it.
+    /// Below it, copying a straddling DATA payload costs less than keeping another read's storage for it.
     public static let defaultSmallestSplitPayload = 64 * 1024
 
     /// A `ByteBuffer` holds at most 4 GiB, and keeping the limit far below `Int.max` keeps every offset sum
@@ -55,7 +70,7 @@ public struct FrameParser: Sendable {
 
     /// Bytes received but not yet returned as frames.
     public var bufferedByteCount: Int {
-        self.buffer.readableBytes + (self.completion?.readableBytes ?? 0) + self.following.readableBytes
+        self.buffer.readableBytes + self.continuationLength + self.following.readableBytes
     }
 
     /// The payload length the frame in progress declares, once its header is in (and within the limit).
@@ -73,8 +88,8 @@ public struct FrameParser: Sendable {
 
     /// Whether ``nextFrame()`` can answer without more bytes: a whole frame is buffered, or a header that fails.
     public var hasCompleteFrame: Bool {
-        if self.completion != nil {
-            return true
+        if !self.continuation.isEmpty {
+            return self.holdsWholeSplitFrame
         }
         guard let declared = self.buffer.getInteger(at: self.buffer.readerIndex + 2, as: UInt64.self) else {
             return false
@@ -85,40 +100,43 @@ public struct FrameParser: Sendable {
 
     public mutating func append(bytes: ByteBuffer) {
         var bytes = bytes
-        if self.completion != nil || self.following.readableBytes > 0 {
+        if self.holdsWholeSplitFrame || self.following.readableBytes > 0 {
             self.following.writeBuffer(&bytes)
         } else if self.buffer.readableBytes == 0 {
             // Take the read as it is: no copy for the common case of a frame arriving whole.
             self.buffer = bytes
-        } else if let missing = self.missingByteCount, missing > 0, missing <= bytes.readableBytes {
-            // Only what completes the frame in progress is its; the frames after it are parsed where they landed.
-            let frameLength = self.expectedFrameLength
-            let splittable = self.isSplittable
-            var completion = bytes.readSlice(length: missing) ?? ByteBuffer()
-            if splittable, bytes.storageCapacity <= 2 * frameLength {
-                self.completion = completion
+        } else if let missing = self.missingByteCount, missing > 0 {
+            // Only what belongs to the frame in progress is its; the frames after it are parsed where they landed.
+            let completes = missing <= bytes.readableBytes
+            var piece = bytes.readSlice(length: min(missing, bytes.readableBytes)) ?? ByteBuffer()
+            if self.mayHold(piece, completing: completes) {
+                self.continuation.append(piece)
+                self.continuationLength += piece.readableBytes
             } else {
-                // Copied after the frame's start, so that the frame's storage holds that frame alone (its start
-                // copied out first if ``nextFrame()`` had left it in place for a completion of its own).
-                if splittable {
+                // Copied after the frame's start, so that the frame's storage holds that frame alone (its start and
+                // pieces copied out first if they were held where they landed).
+                if self.isSplittable {
                     self.makeRoomForFrame()
                 }
-                self.buffer.writeBuffer(&completion)
+                self.buffer.writeBuffer(&piece)
             }
-            self.following = bytes
+            if bytes.readableBytes > 0 {
+                self.following = bytes
+            }
         } else {
+            // The header is not all in yet, or the frame is whole and not yet taken: the read goes after it (a
+            // frame start that ``nextFrame()`` left in place in a read's storage copied out first).
             if self.isSplittable {
-                // Held in place by ``nextFrame()`` for a completion that did not come in one read: copied out now.
                 self.makeRoomForFrame()
             }
             self.buffer.writeBuffer(&bytes)
         }
     }
 
-    /// Whether the frame at the start of ``buffer`` may be completed in a piece of its own (``completion``): a DATA
+    /// Whether the frame at the start of ``buffer`` may be continued in pieces of its own (``continuation``): a DATA
     /// frame of at least ``smallestSplitPayload`` bytes whose start lies in storage no larger than twice the frame,
     /// so that holding the read it started in, rather than copying its start out, at most doubles what the frame
-    /// costs. (``append(bytes:)`` holds the read that completes it on the same condition.)
+    /// costs. (``mayHold(_:completing:)`` holds the later reads on the same condition.)
     private var isSplittable: Bool {
         guard self.buffer.getInteger(at: self.buffer.readerIndex, as: UInt8.self) == FrameType.data.rawValue,
             let declared = self.declaredPayloadLength, declared >= self.smallestSplitPayload
@@ -126,13 +144,30 @@ public struct FrameParser: Sendable {
         return self.buffer.storageCapacity <= 2 * (FrameLayout.overhead + declared)
     }
 
+    /// Whether `piece`, the next part of the splittable frame at the start of ``buffer``, is held where it landed:
+    /// its storage is no larger than twice the frame, and the frame stays within ``maximumPieces`` (one kept free for
+    /// the piece that completes it).
+    private func mayHold(_ piece: ByteBuffer, completing: Bool) -> Bool {
+        guard self.isSplittable, piece.storageCapacity <= 2 * self.expectedFrameLength else { return false }
+        let pieces = 1 + self.continuation.count + 1
+        return completing ? pieces <= self.maximumPieces : pieces < self.maximumPieces
+    }
+
     /// How many bytes the frame at the start of the buffer still lacks, once its header is in (and within the
-    /// limit); zero or less when the buffer holds all of it, and perhaps more.
+    /// limit); zero or less when the buffer and the pieces held after it have all of it, and perhaps more.
     private var missingByteCount: Int? {
         guard let declared = self.buffer.getInteger(at: self.buffer.readerIndex + 2, as: UInt64.self),
             declared <= UInt64(self.maximumPayloadLength)
         else { return nil }
-        return FrameLayout.overhead + Int(declared) - self.buffer.readableBytes
+        return FrameLayout.overhead + Int(declared) - self.buffer.readableBytes - self.continuationLength
+    }
+
+    /// Whether ``continuation`` holds all the rest of the frame at the start of ``buffer`` (or the limit was lowered
+    /// under it since, which ``nextFrame()`` then reports).
+    private var holdsWholeSplitFrame: Bool {
+        guard !self.continuation.isEmpty else { return false }
+        guard let missing = self.missingByteCount else { return true }
+        return missing <= 0
     }
 
     /// The next complete frame, or `nil` when more bytes are needed. Frames of unknown optional types are
@@ -160,15 +195,16 @@ public struct FrameParser: Sendable {
             self.failure = error
             // Nothing more will be parsed: what was held goes now, not when the connection is done draining.
             self.buffer = ByteBuffer()
-            self.completion = nil
+            self.continuation = []
+            self.continuationLength = 0
             self.following = ByteBuffer()
             throw error
         }
     }
 
     private mutating func parseFrame() throws(FerryProtocolError) -> Frame? {
-        if let completion = self.completion {
-            return try self.parseSplitFrame(completion)
+        if self.holdsWholeSplitFrame {
+            return try self.parseSplitFrame()
         }
         let start = self.buffer.readerIndex
         guard let (rawType, flags, declaredLength) = try self.header() else {
@@ -219,48 +255,59 @@ public struct FrameParser: Sendable {
         return (rawType, flags, declaredLength)
     }
 
-    /// The frame made of ``buffer`` and `completion` (which ``append(bytes:)`` cut to end exactly where the frame
-    /// does), checked as one: its payload is returned in the two pieces, its trailer read across them if it
+    /// The frame made of ``buffer`` and the pieces in ``continuation`` (the last one cut to end exactly where the
+    /// frame does), checked as one: its payload is returned in those pieces, its trailer read across them if it
     /// straddles.
-    private mutating func parseSplitFrame(_ completion: ByteBuffer) throws(FerryProtocolError) -> Frame? {
-        let start = self.buffer.readerIndex
-        // Checked against the limit again, in case it was lowered since the completion was taken.
+    private mutating func parseSplitFrame() throws(FerryProtocolError) -> Frame? {
+        // Checked against the limit again, in case it was lowered since the pieces were taken.
         guard let (rawType, flags, declaredLength) = try self.header() else {
-            // Cannot happen: a completion is only taken for a frame whose header was in.
-            throw FerryProtocolError(.malformedPayload, "a frame in two pieces lost its header")
+            // Cannot happen: pieces are only taken for a frame whose header was in.
+            throw FerryProtocolError(.malformedPayload, "a frame in pieces lost its header")
         }
         let payloadLength = Int(declaredLength)
         let coveredLength = FrameLayout.headerLength + payloadLength
-        let headLength = self.buffer.readableBytes
-        guard headLength + completion.readableBytes == coveredLength + FrameLayout.trailerLength,
-            let header = self.buffer.getSlice(at: start, length: FrameLayout.headerLength),
-            let first = self.buffer.getSlice(
-                at: start + FrameLayout.headerLength,
-                length: min(headLength, coveredLength) - FrameLayout.headerLength
-            ),
-            let second = completion.getSlice(
-                at: completion.readerIndex,
-                length: max(coveredLength - headLength, 0)
-            )
+        guard self.buffer.readableBytes + self.continuationLength == coveredLength + FrameLayout.trailerLength,
+            let header = self.buffer.getSlice(at: self.buffer.readerIndex, length: FrameLayout.headerLength)
         else {
-            throw FerryProtocolError(.malformedPayload, "a frame in two pieces does not add up")
+            throw FerryProtocolError(.malformedPayload, "a frame in pieces does not add up")
         }
-        // The trailer's four bytes, wherever each lies: after the payload in the completion, or partly still in
-        // the frame's start.
+        var payload: [ByteBuffer] = []
+        payload.reserveCapacity(1 + self.continuation.count)
+        var payloadCRC = CRC32()
+        // The trailer's four bytes, wherever each lies: after the payload in the last piece, or partly before.
         var carried: UInt32 = 0
-        for index in coveredLength..<(coveredLength + FrameLayout.trailerLength) {
-            let byte =
-                index < headLength
-                ? self.buffer.getInteger(at: start + index, as: UInt8.self)
-                : completion.getInteger(at: completion.readerIndex + index - headLength, as: UInt8.self)
-            carried = carried << 8 | UInt32(byte ?? 0)
+        // Where the piece being taken starts in the frame.
+        var offset = 0
+        func take(_ piece: ByteBuffer) throws(FerryProtocolError) {
+            let end = offset + piece.readableBytes
+            let payloadStart = max(offset, FrameLayout.headerLength)
+            let payloadEnd = min(end, coveredLength)
+            if payloadStart < payloadEnd {
+                guard
+                    let slice = piece.getSlice(
+                        at: piece.readerIndex + payloadStart - offset,
+                        length: payloadEnd - payloadStart
+                    )
+                else {
+                    throw FerryProtocolError(.malformedPayload, "a frame in pieces does not add up")
+                }
+                payloadCRC.update(slice)
+                payload.append(slice)
+            }
+            let trailerStart = max(offset, coveredLength)
+            for index in trailerStart..<max(end, trailerStart) {
+                let byte = piece.getInteger(at: piece.readerIndex + index - offset, as: UInt8.self)
+                carried = carried << 8 | UInt32(byte ?? 0)
+            }
+            offset = end
         }
-        var payload = CRC32()
-        payload.update(first)
-        payload.update(second)
+        try take(self.buffer)
+        for piece in self.continuation {
+            try take(piece)
+        }
         let computed = CRC32.combine(
             CRC32.checksum(header),
-            payload.value,
+            payloadCRC.value,
             secondLength: UInt64(payloadLength)
         )
         guard computed == carried else {
@@ -268,14 +315,13 @@ public struct FrameParser: Sendable {
         }
         self.buffer = self.following
         self.following = ByteBuffer()
-        self.completion = nil
-        // One piece when the other is empty: the header alone came first, or the trailer alone came last.
+        self.continuation.removeAll(keepingCapacity: true)
+        self.continuationLength = 0
         return Frame(
             type: FrameType(rawValue: rawType),
             flags: flags,
-            payload: first.readableBytes > 0 ? first : second,
-            continuation: first.readableBytes > 0 && second.readableBytes > 0 ? second : nil,
-            payloadCRC32: payload.value
+            pieces: payload,
+            payloadCRC32: payloadCRC.value
         )
     }
 
@@ -292,17 +338,26 @@ public struct FrameParser: Sendable {
     /// copied exactly once, the storage shared with payloads already returned is released, and the buffer never
     /// holds more than one frame.
     private mutating func makeRoomForFrame() {
-        guard self.buffer.readerIndex > 0 || self.buffer.capacity < self.expectedFrameLength else { return }
+        guard
+            !self.continuation.isEmpty || self.buffer.readerIndex > 0
+                || self.buffer.capacity < self.expectedFrameLength
+        else { return }
         var partial = self.buffer
+        let arrived = partial.readableBytes + self.continuationLength
         // Reserve for the whole frame up to the size of a normal DATA frame, or up to four times what has arrived
         // of it: a peer that announces a large frame and then trickles cannot make every connection hold the
         // maximum in advance, while a large frame that is really coming is copied once, not regrown.
         let reserve = min(
             self.expectedFrameLength,
-            max(ProtocolLimits.defaultDataChunkLength + FrameLayout.overhead, 4 * partial.readableBytes)
+            max(ProtocolLimits.defaultDataChunkLength + FrameLayout.overhead, 4 * arrived)
         )
-        var fresh = ByteBufferAllocator().buffer(capacity: max(partial.readableBytes, reserve))
+        var fresh = ByteBufferAllocator().buffer(capacity: max(arrived, reserve))
         fresh.writeBuffer(&partial)
+        for var piece in self.continuation {
+            fresh.writeBuffer(&piece)
+        }
+        self.continuation.removeAll(keepingCapacity: true)
+        self.continuationLength = 0
         self.buffer = fresh
     }
 

@@ -23,14 +23,20 @@ public struct MessageReader {
     ///   - inputWait: set while this reader waits for the peer, for the connection's idle timeout.
     ///   - frameBudget: if given, a frame larger than ``FrameBudget/freeLength`` is received only once its length
     ///     is reserved there, and must then arrive within the deadline ``InputWait`` keeps.
+    ///   - maximumFramePieces: how many reads a large DATA frame may be held in where they landed
+    ///     (``FrameParser/maximumPieces``).
     public init(
         _ inbound: NIOAsyncChannelInboundStream<ByteBuffer>,
         inputWait: InputWait? = nil,
         frameBudget: FrameBudget? = nil,
-        frameBudgetPatience: Duration = .seconds(60)
+        frameBudgetPatience: Duration = .seconds(60),
+        maximumFramePieces: Int = 2
     ) {
         self.iterator = inbound.makeAsyncIterator()
-        self.parser = FrameParser(maximumPayloadLength: ProtocolLimits.handshakeFramePayload)
+        self.parser = FrameParser(
+            maximumPayloadLength: ProtocolLimits.handshakeFramePayload,
+            maximumPieces: maximumFramePieces
+        )
         self.inputWait = inputWait
         self.frameBudget = frameBudget
         self.frameBudgetPatience = frameBudgetPatience

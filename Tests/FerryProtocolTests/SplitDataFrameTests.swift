@@ -2,8 +2,8 @@ import FerryProtocol
 import NIOCore
 import Testing
 
-/// A large DATA frame that straddles two reads comes out in two pieces where they landed, not copied together; any
-/// other way of arriving is copied whole as before, and every byte is checked either way.
+/// A large DATA frame that straddles reads comes out in pieces where they landed, up to the parser's most pieces, not
+/// copied together; any other way of arriving is copied whole as before, and every byte is checked either way.
 @Suite("DATA frames across reads")
 struct SplitDataFrameTests {
     static let payload = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9) }
@@ -26,8 +26,11 @@ struct SplitDataFrameTests {
     }
 
     /// Feeds `reads` and returns the messages with the DATA chunk's pieces.
-    static func decode(_ reads: [ByteBuffer]) throws -> (messages: [Message], pieces: [ByteBuffer]) {
-        var parser = FrameParser.permissive()
+    static func decode(
+        _ reads: [ByteBuffer],
+        maximumPieces: Int = 2
+    ) throws -> (messages: [Message], pieces: [ByteBuffer]) {
+        var parser = FrameParser(maximumPayloadLength: 1 << 20, maximumPieces: maximumPieces)
         var messages: [Message] = []
         for read in reads {
             parser.append(bytes: read)
@@ -101,7 +104,8 @@ struct SplitDataFrameTests {
         }
     }
 
-    /// Up to the read that completes the frame, it is copied together; that read's part is held where it landed.
+    /// With two pieces at most (a server's parser), up to the read that completes the frame it is copied together;
+    /// that read's part is held where it landed.
     @Test func threeReadsCopyAllButTheLast() throws {
         let cuts = [Self.dataStart + 1_000, Self.dataStart + 200_000]
         let reads = [
@@ -206,5 +210,101 @@ struct SplitDataFrameTests {
         chunk.forEachPiece { _ in count += 1 }
         #expect(count == 1)
         #expect(Array(chunk.bytes.readableBytesView) == payload)
+    }
+
+    /// The reads of a frame cut at `cuts` (offsets into the frame), as a socket would hand them over.
+    static func reads(cutInto cuts: [Int]) -> [ByteBuffer] {
+        let bounds = [0] + cuts.map { Self.dataStart + $0 } + [Self.stream.count]
+        return zip(bounds, bounds.dropFirst()).map { Self.read(Self.stream[$0..<$1]) }
+    }
+
+    /// Cut into three, four or five reads, in the header's last byte, the payload and the trailer: with four pieces
+    /// allowed, every read of the frame up to four is held where it landed; a fifth has the frame copied together.
+    @Test(arguments: [
+        [10, 150_000],
+        [100, 150_000, 299_999],
+        [5_000, 100_000, 200_000],
+        [100, 150_000, 300_011],
+        [100, 300_010, 300_012],
+        [1_000, 70_000, 140_000, 210_000],
+        [1_000, 2_000, 3_000, 4_000, 5_000, 6_000],
+    ])
+    func readsUpToTheMostPiecesAreHeldWhereTheyLanded(cuts: [Int]) throws {
+        let reads = Self.reads(cutInto: cuts)
+        let (messages, pieces) = try Self.decode(reads, maximumPieces: 4)
+        #expect(messages == Self.expected)
+        #expect(pieces.count <= 4)
+        // Where each read's part of the payload begins, in the frame and in the read.
+        let payloadEnd = FrameLayout.headerLength + Self.payload.count
+        let starts = [0] + cuts
+        let held = zip(starts, reads).filter { start, read in
+            let end = start + read.readableBytes - (start == 0 ? Self.dataStart : 0)
+            return start < payloadEnd && end > FrameLayout.headerLength
+        }
+        guard cuts.count + 1 <= 4 else {
+            #expect(pieces.count < held.count, "more reads than pieces: copied together")
+            return
+        }
+        #expect(pieces.count == held.count)
+        for (piece, (start, read)) in zip(pieces, held) {
+            let offset =
+                start == 0 ? Self.dataStart + FrameLayout.headerLength : max(FrameLayout.headerLength - start, 0)
+            #expect(Self.address(piece) == Self.address(read).map { $0 + offset }, "piece from frame offset \(start)")
+        }
+    }
+
+    /// While a frame's middle pieces are held, it is not complete, and every byte received is counted as buffered.
+    @Test func aFrameWaitingForItsLastPieceIsNotComplete() throws {
+        let reads = Self.reads(cutInto: [1_000, 100_000, 200_000])
+        var parser = FrameParser(maximumPayloadLength: 1 << 20, maximumPieces: 4)
+        var appended = 0
+        var messages: [Message] = []
+        for (index, read) in reads.enumerated() {
+            parser.append(bytes: read)
+            appended += read.readableBytes
+            if index == 1 || index == 2 {
+                #expect(!parser.hasCompleteFrame)
+                #expect(parser.isInsideFrame)
+                #expect(parser.bufferedByteCount == appended - Self.dataStart)
+            }
+            while let frame = try parser.nextFrame() {
+                messages.append(try Message(decoding: frame))
+            }
+        }
+        #expect(messages == Self.expected)
+        #expect(parser.bufferedByteCount == 0)
+    }
+
+    /// A flipped bit in a middle piece, or in the trailer split between the last two, fails the frame's check.
+    @Test(arguments: [50_000, 150_000, 300_011, 300_013])
+    func aCorruptedByteInAMiddlePieceIsABadChecksum(corruptedInFrame: Int) {
+        var bytes = Self.stream
+        bytes[Self.dataStart + corruptedInFrame] ^= 0x80
+        let bounds = [0] + [1_000, 100_000, 200_000, 300_012].map { Self.dataStart + $0 } + [bytes.count]
+        var parser = FrameParser(maximumPayloadLength: 1 << 20, maximumPieces: 8)
+        var failure: FerryProtocolError?
+        do {
+            for (start, end) in zip(bounds, bounds.dropFirst()) {
+                parser.append(bytes: Self.read(bytes[start..<end]))
+                while try parser.nextFrame() != nil {}
+            }
+        } catch {
+            failure = error
+        }
+        #expect(failure?.kind == .badChecksum)
+        #expect(parser.bufferedByteCount == 0, "nothing held after the failure")
+    }
+
+    /// A middle read in storage more than twice the frame is not held: what has arrived is copied together, and
+    /// later reads are held again after that copy.
+    @Test func aMiddleReadInMuchLargerStorageIsCopied() throws {
+        let bounds = [0] + [1_000, 100_000, 200_000].map { Self.dataStart + $0 } + [Self.stream.count]
+        var reads = zip(bounds, bounds.dropFirst()).map { Self.read(Self.stream[$0..<$1]) }
+        reads[2] = Self.read(Self.stream[bounds[2]..<bounds[3]], capacity: 4 << 20)
+        let (messages, pieces) = try Self.decode(reads, maximumPieces: 4)
+        #expect(messages == Self.expected)
+        #expect(pieces.count == 2)
+        #expect(pieces.first?.readableBytes == 200_000 - FrameLayout.headerLength)
+        #expect(Self.address(pieces[1]) == Self.address(reads[3]))
     }
 }

@@ -2,7 +2,7 @@
 //
 // Invariants: it never traps; it never holds more than one frame plus the reads not yet parsed; every frame it
 // returns re-serializes to exactly the bytes it came from (so nothing is invented or lost), DATA frames that came in
-// two pieces included.
+// pieces included.
 import FerryProtocol
 import FuzzSupport
 import NIOCore
@@ -15,10 +15,14 @@ public func fuzzFrameParser(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let splitSeed = Int(input.byte()) + 1
     let stream = input.rest()
 
-    // DATA payloads from 8 bytes up (8 × the split seed) come out in two pieces when the read that completes them is
-    // not copied after their start, so small inputs reach that path too. With every third seed, reads arrive in
-    // pairs before frames are asked for: a read may then land while a frame in two pieces waits to be taken.
-    var parser = FrameParser(maximumPayloadLength: limit, smallestSplitPayload: splitSeed * 8)
+    // DATA payloads from 8 bytes up (8 × the split seed) come out in the pieces they landed in, up to one to five
+    // pieces by the seed, so small inputs reach that path too. With every third seed, reads arrive in pairs before
+    // frames are asked for: a read may then land while a frame in pieces waits to be taken.
+    var parser = FrameParser(
+        maximumPayloadLength: limit,
+        smallestSplitPayload: splitSeed * 8,
+        maximumPieces: 1 + splitSeed % 5
+    )
     let readsInPairs = splitSeed % 3 == 0
     var position = 0
     var read = 0

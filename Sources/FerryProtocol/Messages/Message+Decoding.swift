@@ -7,7 +7,7 @@ extension Message {
     /// receivers skip (SPEC.md §5.1). Missing bytes are an error: a frame is never half-read.
     public init(decoding frame: Frame) throws(FerryProtocolError) {
         if frame.type == .data {
-            // Taken as it arrived, perhaps in two pieces: never copied whole (as `frame.payload` below would).
+            // Taken as it arrived, perhaps in pieces: never copied whole (as `frame.payload` below would).
             self = .data(frame.dataChunk)
             return
         }

@@ -355,11 +355,12 @@ public struct EndOfData: Hashable, Sendable {
 /// The payload of one DATA frame with its CRC-32, computed once and used twice: for the frame's own check
 /// and, through ``CRC32/combine(_:_:secondLength:)``, for the whole file's.
 ///
-/// A received chunk may be in two pieces, where a frame straddled two reads (``FrameParser``): file data is written
+/// A received chunk may be in several pieces, where a frame straddled reads (``FrameParser``): file data is written
 /// from them as they are (``forEachPiece(_:)``); ``bytes`` copies them together.
 public struct DataChunk: Hashable, Sendable {
     private let head: ByteBuffer
-    private let continuation: ByteBuffer?
+    /// The pieces after ``head``, for a frame that straddled reads; empty otherwise.
+    private let rest: ArraySlice<ByteBuffer>
     public let crc32: UInt32
 
     public init(_ bytes: ByteBuffer) {
@@ -367,33 +368,34 @@ public struct DataChunk: Hashable, Sendable {
     }
 
     init(bytes: ByteBuffer, crc32: UInt32) {
-        self.init(head: bytes, continuation: nil, crc32: crc32)
+        self.head = bytes
+        self.rest = []
+        self.crc32 = crc32
     }
 
-    init(head: ByteBuffer, continuation: ByteBuffer?, crc32: UInt32) {
-        self.head = head
-        self.continuation = continuation
+    init(pieces: [ByteBuffer], crc32: UInt32) {
+        self.head = pieces.first ?? ByteBuffer()
+        self.rest = pieces.dropFirst()
         self.crc32 = crc32
     }
 
     /// The payload whole.
     public var bytes: ByteBuffer {
-        guard var continuation = self.continuation else { return self.head }
+        guard !self.rest.isEmpty else { return self.head }
         var whole = ByteBufferAllocator().buffer(capacity: self.length)
-        whole.writeImmutableBuffer(self.head)
-        whole.writeBuffer(&continuation)
+        self.forEachPiece { whole.writeImmutableBuffer($0) }
         return whole
     }
 
     public var length: Int {
-        self.head.readableBytes + (self.continuation?.readableBytes ?? 0)
+        self.rest.reduce(self.head.readableBytes) { $0 + $1.readableBytes }
     }
 
-    /// Calls `body` with each piece of the payload, in order: one, or two for a frame that straddled two reads.
+    /// Calls `body` with each piece of the payload, in order: one, or several for a frame that straddled reads.
     public func forEachPiece<Failure: Error>(_ body: (ByteBuffer) throws(Failure) -> Void) throws(Failure) {
         try body(self.head)
-        if let continuation = self.continuation {
-            try body(continuation)
+        for piece in self.rest {
+            try body(piece)
         }
     }
 

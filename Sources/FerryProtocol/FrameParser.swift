@@ -28,10 +28,17 @@ public struct FrameParser: Sendable {
     /// The frame being parsed, or the frames of one read.
     private var buffer: ByteBuffer
     /// The rest of the DATA frame at the start of ``buffer`` so far, held in the later reads where it landed instead
-    /// of being copied after it: once ``continuationLength`` is all the frame lacked, ``buffer`` and these pieces are
-    /// exactly one whole frame (``holdsWholeSplitFrame``).
+    /// of being copied after it: once ``buffer`` and these pieces come to ``splitFrameLength``, they are exactly one
+    /// whole frame (``holdsWholeSplitFrame``).
     private var continuation: [ByteBuffer] = []
     private var continuationLength = 0
+    /// The whole length of the frame held in pieces, fixed when its first piece was taken (so that a limit changed
+    /// meanwhile cannot change where it ends; ``nextFrame()`` checks the limit when it takes the frame).
+    private var splitFrameLength = 0
+    /// Whether part of the frame at the start of ``buffer`` has been copied after its start: the rest of that frame
+    /// is then copied too, into the same storage, but for the piece that completes it, and never held in middle
+    /// pieces again (which would copy it all once more when they ran out).
+    private var assemblingFrame = false
     /// What arrived after the end of the frame in ``buffer``, kept as it arrived: parsed once that frame is done.
     private var following = ByteBuffer()
     private var failure: FerryProtocolError?
@@ -89,7 +96,8 @@ public struct FrameParser: Sendable {
     /// Whether ``nextFrame()`` can answer without more bytes: a whole frame is buffered, or a header that fails.
     public var hasCompleteFrame: Bool {
         if !self.continuation.isEmpty {
-            return self.holdsWholeSplitFrame
+            // Or the limit was lowered under the frame since its first piece was taken: nextFrame() refuses it.
+            return self.holdsWholeSplitFrame || self.declaredPayloadLength == nil
         }
         guard let declared = self.buffer.getInteger(at: self.buffer.readerIndex + 2, as: UInt64.self) else {
             return false
@@ -99,34 +107,44 @@ public struct FrameParser: Sendable {
     }
 
     public mutating func append(bytes: ByteBuffer) {
+        // After a failure nothing more is parsed; an empty read would only take a piece's place.
+        guard self.failure == nil, bytes.readableBytes > 0 else { return }
         var bytes = bytes
         if self.holdsWholeSplitFrame || self.following.readableBytes > 0 {
             self.following.writeBuffer(&bytes)
         } else if self.buffer.readableBytes == 0 {
             // Take the read as it is: no copy for the common case of a frame arriving whole.
             self.buffer = bytes
+            self.assemblingFrame = false
         } else if let missing = self.missingByteCount, missing > 0 {
             // Only what belongs to the frame in progress is its; the frames after it are parsed where they landed.
             let completes = missing <= bytes.readableBytes
             var piece = bytes.readSlice(length: min(missing, bytes.readableBytes)) ?? ByteBuffer()
             if self.mayHold(piece, completing: completes) {
+                if self.continuation.isEmpty {
+                    self.splitFrameLength = self.expectedFrameLength
+                }
                 self.continuation.append(piece)
                 self.continuationLength += piece.readableBytes
             } else {
                 // Copied after the frame's start, so that the frame's storage holds that frame alone (its start and
-                // pieces copied out first if they were held where they landed).
-                if self.isSplittable {
+                // pieces copied out first if they were held where they landed), and so is the rest of the frame.
+                // (Pieces held are copied out even if the frame is no longer splittable: the limit lowered since.)
+                if !self.continuation.isEmpty
+                    || self.isSplittable && (!self.assemblingFrame || self.buffer.writableBytes < piece.readableBytes)
+                {
                     self.makeRoomForFrame()
                 }
+                self.assemblingFrame = true
                 self.buffer.writeBuffer(&piece)
             }
             if bytes.readableBytes > 0 {
                 self.following = bytes
             }
         } else {
-            // The header is not all in yet, or the frame is whole and not yet taken: the read goes after it (a
-            // frame start that ``nextFrame()`` left in place in a read's storage copied out first).
-            if self.isSplittable {
+            // The header is not all in yet, or the frame is whole and not yet taken (or over the limit): the read goes
+            // after it (a frame start that ``nextFrame()`` left in place in a read's storage copied out first).
+            if self.isSplittable, !self.assemblingFrame || self.buffer.writableBytes < bytes.readableBytes {
                 self.makeRoomForFrame()
             }
             self.buffer.writeBuffer(&bytes)
@@ -146,28 +164,30 @@ public struct FrameParser: Sendable {
 
     /// Whether `piece`, the next part of the splittable frame at the start of ``buffer``, is held where it landed:
     /// its storage is no larger than twice the frame, and the frame stays within ``maximumPieces`` (one kept free for
-    /// the piece that completes it).
+    /// the piece that completes it, the only one taken once the frame is being copied together).
     private func mayHold(_ piece: ByteBuffer, completing: Bool) -> Bool {
         guard self.isSplittable, piece.storageCapacity <= 2 * self.expectedFrameLength else { return false }
         let pieces = 1 + self.continuation.count + 1
-        return completing ? pieces <= self.maximumPieces : pieces < self.maximumPieces
+        // A frame being copied together takes no more middle pieces; its last may still be held.
+        return completing ? pieces <= self.maximumPieces : !self.assemblingFrame && pieces < self.maximumPieces
     }
 
-    /// How many bytes the frame at the start of the buffer still lacks, once its header is in (and within the
-    /// limit); zero or less when the buffer and the pieces held after it have all of it, and perhaps more.
+    /// How many bytes the frame at the start of the buffer still lacks, once its header is in (and within the limit,
+    /// unless pieces of it are held already); zero or less when the buffer has all of it, and perhaps more.
     private var missingByteCount: Int? {
+        if !self.continuation.isEmpty {
+            return self.splitFrameLength - self.buffer.readableBytes - self.continuationLength
+        }
         guard let declared = self.buffer.getInteger(at: self.buffer.readerIndex + 2, as: UInt64.self),
             declared <= UInt64(self.maximumPayloadLength)
         else { return nil }
-        return FrameLayout.overhead + Int(declared) - self.buffer.readableBytes - self.continuationLength
+        return FrameLayout.overhead + Int(declared) - self.buffer.readableBytes
     }
 
-    /// Whether ``continuation`` holds all the rest of the frame at the start of ``buffer`` (or the limit was lowered
-    /// under it since, which ``nextFrame()`` then reports).
+    /// Whether ``continuation`` holds all the rest of the frame at the start of ``buffer``.
     private var holdsWholeSplitFrame: Bool {
-        guard !self.continuation.isEmpty else { return false }
-        guard let missing = self.missingByteCount else { return true }
-        return missing <= 0
+        !self.continuation.isEmpty
+            && self.buffer.readableBytes + self.continuationLength == self.splitFrameLength
     }
 
     /// The next complete frame, or `nil` when more bytes are needed. Frames of unknown optional types are
@@ -197,6 +217,7 @@ public struct FrameParser: Sendable {
             self.buffer = ByteBuffer()
             self.continuation = []
             self.continuationLength = 0
+            self.assemblingFrame = false
             self.following = ByteBuffer()
             throw error
         }
@@ -233,6 +254,7 @@ public struct FrameParser: Sendable {
         // Cannot fail: the CRC read above proved these bytes are present.
         let payload = self.buffer.readSlice(length: payloadLength) ?? ByteBuffer()
         self.buffer.moveReaderIndex(forwardBy: FrameLayout.trailerLength)
+        self.assemblingFrame = false
         self.reclaimConsumedBytes()
         return Frame(type: FrameType(rawValue: rawType), flags: flags, payload: payload, payloadCRC32: payloadCRC)
     }
@@ -317,6 +339,7 @@ public struct FrameParser: Sendable {
         self.following = ByteBuffer()
         self.continuation.removeAll(keepingCapacity: true)
         self.continuationLength = 0
+        self.assemblingFrame = false
         return Frame(
             type: FrameType(rawValue: rawType),
             flags: flags,
@@ -333,10 +356,11 @@ public struct FrameParser: Sendable {
         }
     }
 
-    /// Called when only part of a frame is buffered and more is to be copied after it: moves that part to storage
-    /// of its own, sized for the whole frame once its header is in. The reads that complete the frame are then
-    /// copied exactly once, the storage shared with payloads already returned is released, and the buffer never
-    /// holds more than one frame.
+    /// Called when only part of a frame is buffered and more is to be copied after it: moves that part (its start and
+    /// the pieces held after it) to storage of its own, with room for four times what has arrived, at most the whole
+    /// frame. The reads that follow are copied after it, and it is moved again only when that room runs out, so a
+    /// large frame trickling in small reads is moved a few times, not once per read; the storage shared with payloads
+    /// already returned is released, and the buffer never holds more than one frame.
     private mutating func makeRoomForFrame() {
         guard
             !self.continuation.isEmpty || self.buffer.readerIndex > 0

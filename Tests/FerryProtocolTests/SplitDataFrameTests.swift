@@ -140,7 +140,7 @@ struct SplitDataFrameTests {
         #expect(parser.bufferedByteCount == 0)
     }
 
-    /// A limit lowered after the completion arrived refuses the frame as too large, as it would a whole one.
+    /// A limit lowered after the frame's last piece arrived refuses the frame as too large, as it would a whole one.
     @Test func aLimitLoweredBeforeTheFrameIsTakenRefusesIt() throws {
         let cut = Self.dataStart + 150_000
         var parser = FrameParser.permissive()
@@ -219,7 +219,8 @@ struct SplitDataFrameTests {
     }
 
     /// Cut into three, four or five reads, in the header's last byte, the payload and the trailer: with four pieces
-    /// allowed, every read of the frame up to four is held where it landed; a fifth has the frame copied together.
+    /// allowed, a frame in up to four reads is held where it landed; in more, it is copied together from the fourth
+    /// read on (which would not complete it), and so is the rest of it.
     @Test(arguments: [
         [10, 150_000],
         [100, 150_000, 299_999],
@@ -295,16 +296,67 @@ struct SplitDataFrameTests {
         #expect(parser.bufferedByteCount == 0, "nothing held after the failure")
     }
 
-    /// A middle read in storage more than twice the frame is not held: what has arrived is copied together, and
-    /// later reads are held again after that copy.
+    /// A middle read in storage more than twice the frame is not held: what has arrived is copied together, and so
+    /// is the rest of the frame but for its last read, held where it landed.
     @Test func aMiddleReadInMuchLargerStorageIsCopied() throws {
-        let bounds = [0] + [1_000, 100_000, 200_000].map { Self.dataStart + $0 } + [Self.stream.count]
-        var reads = zip(bounds, bounds.dropFirst()).map { Self.read(Self.stream[$0..<$1]) }
-        reads[2] = Self.read(Self.stream[bounds[2]..<bounds[3]], capacity: 4 << 20)
+        var reads = Self.reads(cutInto: [1_000, 100_000, 200_000])
+        reads[2] = Self.read(ArraySlice(reads[2].readableBytesView), capacity: 4 << 20)
         let (messages, pieces) = try Self.decode(reads, maximumPieces: 4)
         #expect(messages == Self.expected)
         #expect(pieces.count == 2)
         #expect(pieces.first?.readableBytes == 200_000 - FrameLayout.headerLength)
         #expect(Self.address(pieces[1]) == Self.address(reads[3]))
+    }
+
+    /// A frame trickling in small reads is copied together once its pieces run out, and the rest of it is copied after
+    /// that but for its last read, not held in middle pieces again (which would copy everything once more each time
+    /// they ran out).
+    @Test(arguments: [1_000, 1_024, 3_000, 7_000])
+    func aFrameInManySmallReadsIsCopiedTogetherOnce(readLength: Int) throws {
+        let cuts = Array(stride(from: readLength - Self.dataStart, to: Self.payload.count, by: readLength))
+        let reads = Self.reads(cutInto: cuts)
+        let (messages, pieces) = try Self.decode(reads, maximumPieces: 4)
+        #expect(messages == Self.expected)
+        #expect(pieces.count == 2)
+        #expect(Self.address(pieces.last ?? ByteBuffer()) == Self.address(reads[reads.count - 1]))
+    }
+
+    /// An empty read takes no piece's place: three reads in three pieces where they landed, with empty reads between.
+    @Test func emptyReadsAreIgnored() throws {
+        let reads = Self.reads(cutInto: [1_000, 100_000])
+        let withEmpty = [reads[0], ByteBuffer(), reads[1], ByteBufferAllocator().buffer(capacity: 64), reads[2]]
+        let (messages, pieces) = try Self.decode(withEmpty, maximumPieces: 3)
+        #expect(messages == Self.expected)
+        #expect(pieces.count == 3)
+        #expect(Self.address(pieces[2]) == Self.address(reads[2]))
+    }
+
+    /// Where a frame held in pieces ends was fixed by its header when its first piece was taken: a limit lowered and
+    /// raised again before the frame is taken changes nothing, and one left lowered refuses it.
+    @Test(arguments: [true, false])
+    func aLimitChangedWhilePiecesAreHeld(raisedAgain: Bool) throws {
+        let reads = Self.reads(cutInto: [1_000, 100_000, 200_000])
+        var parser = FrameParser(maximumPayloadLength: 1 << 20, maximumPieces: 4)
+        parser.append(bytes: reads[0])
+        #expect(try parser.nextFrame().map { try Message(decoding: $0) } == .ok)
+        #expect(try parser.nextFrame() == nil)
+        parser.append(bytes: reads[1])
+        parser.maximumPayloadLength = 50_000
+        parser.append(bytes: reads[2])
+        parser.append(bytes: reads[3])
+        #expect(parser.hasCompleteFrame)
+        if raisedAgain {
+            parser.maximumPayloadLength = 1 << 20
+            var messages: [Message] = []
+            while let frame = try parser.nextFrame() {
+                messages.append(try Message(decoding: frame))
+            }
+            #expect(messages == Array(Self.expected.dropFirst()))
+            #expect(parser.bufferedByteCount == 0)
+        } else {
+            #expect(throws: FerryProtocolError.self) { try parser.nextFrame() }
+            parser.append(bytes: Self.read(Self.stream[..<10]))
+            #expect(parser.bufferedByteCount == 0, "nothing kept after the failure")
+        }
     }
 }

@@ -17,19 +17,26 @@ public func fuzzFrameParser(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
 
     // DATA payloads from 8 bytes up (8 × the split seed) come out in the pieces they landed in, up to one to five
     // pieces by the seed, so small inputs reach that path too. With every third seed, reads arrive in pairs before
-    // frames are asked for: a read may then land while a frame in pieces waits to be taken.
+    // frames are asked for: a read may then land while a frame in pieces waits to be taken. With every fourth, each
+    // read is appended under half the limit, restored before frames are asked for.
+    let maximumPieces = 1 + splitSeed % 5
     var parser = FrameParser(
         maximumPayloadLength: limit,
         smallestSplitPayload: splitSeed * 8,
-        maximumPieces: 1 + splitSeed % 5
+        maximumPieces: maximumPieces
     )
     let readsInPairs = splitSeed % 3 == 0
+    let limitLoweredWhileAppending = splitSeed % 4 == 0
     var position = 0
     var read = 0
     outer: while position < stream.count {
         read += 1
         let length = min(stream.count - position, (read * splitSeed) % 97 + 1)
+        if limitLoweredWhileAppending {
+            parser.maximumPayloadLength = limit / 2
+        }
         parser.append(bytes: ByteBuffer(bytes: stream[position..<(position + length)]))
+        parser.maximumPayloadLength = limit
         position += length
         if readsInPairs, read % 2 == 1, position < stream.count {
             continue
@@ -56,7 +63,11 @@ public func fuzzFrameParser(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
                 Array(stream[(end - reencoded.readableBytes)..<end]) == Array(reencoded.readableBytesView),
                 "a frame differs from the bytes it was parsed from"
             )
-            _ = try? Message(decoding: frame)
+            if case .data(let chunk)? = try? Message(decoding: frame) {
+                var pieces = 0
+                chunk.forEachPiece { _ in pieces += 1 }
+                precondition(pieces <= maximumPieces, "a DATA frame in more pieces than allowed")
+            }
         }
         precondition(
             parser.bufferedByteCount <= max(limit, 0) + FrameLayout.overhead + 2 * 97,

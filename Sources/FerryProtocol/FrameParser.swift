@@ -39,6 +39,12 @@ public struct FrameParser: Sendable {
     /// is then copied too, into the same storage, but for the piece that completes it, and never held in middle
     /// pieces again (which would copy it all once more when they ran out).
     private var assemblingFrame = false
+    /// Whether ``buffer`` is storage ``makeRoomForFrame()`` made for the frame in progress (not a read's), so that it
+    /// is moved again only when it runs short.
+    private var ownsBuffer = false
+    /// Bytes copied to put frames together, for tests: a frame should cost a small multiple of its length at most,
+    /// however it arrives.
+    private(set) var copiedByteCount = 0
     /// What arrived after the end of the frame in ``buffer``, kept as it arrived: parsed once that frame is done.
     private var following = ByteBuffer()
     private var failure: FerryProtocolError?
@@ -111,11 +117,13 @@ public struct FrameParser: Sendable {
         guard self.failure == nil, bytes.readableBytes > 0 else { return }
         var bytes = bytes
         if self.holdsWholeSplitFrame || self.following.readableBytes > 0 {
+            self.copiedByteCount += bytes.readableBytes
             self.following.writeBuffer(&bytes)
         } else if self.buffer.readableBytes == 0 {
             // Take the read as it is: no copy for the common case of a frame arriving whole.
             self.buffer = bytes
             self.assemblingFrame = false
+            self.ownsBuffer = false
         } else if let missing = self.missingByteCount, missing > 0 {
             // Only what belongs to the frame in progress is its; the frames after it are parsed where they landed.
             let completes = missing <= bytes.readableBytes
@@ -136,6 +144,7 @@ public struct FrameParser: Sendable {
                     self.makeRoomForFrame()
                 }
                 self.assemblingFrame = true
+                self.copiedByteCount += piece.readableBytes
                 self.buffer.writeBuffer(&piece)
             }
             if bytes.readableBytes > 0 {
@@ -147,6 +156,7 @@ public struct FrameParser: Sendable {
             if self.isSplittable, !self.assemblingFrame || self.buffer.writableBytes < bytes.readableBytes {
                 self.makeRoomForFrame()
             }
+            self.copiedByteCount += bytes.readableBytes
             self.buffer.writeBuffer(&bytes)
         }
     }
@@ -218,6 +228,7 @@ public struct FrameParser: Sendable {
             self.continuation = []
             self.continuationLength = 0
             self.assemblingFrame = false
+            self.ownsBuffer = false
             self.following = ByteBuffer()
             throw error
         }
@@ -336,6 +347,7 @@ public struct FrameParser: Sendable {
             throw FerryProtocolError.badChecksum(type: rawType, expected: carried, actual: computed)
         }
         self.buffer = self.following
+        self.ownsBuffer = false
         self.following = ByteBuffer()
         self.continuation.removeAll(keepingCapacity: true)
         self.continuationLength = 0
@@ -352,20 +364,30 @@ public struct FrameParser: Sendable {
         if self.buffer.readableBytes == 0 {
             // Drop the storage entirely: the returned payloads keep it alive only as long as they need to.
             self.buffer = self.following
+            self.ownsBuffer = false
             self.following = ByteBuffer()
         }
     }
 
     /// Called when only part of a frame is buffered and more is to be copied after it: moves that part (its start and
     /// the pieces held after it) to storage of its own, with room for four times what has arrived, at most the whole
-    /// frame. The reads that follow are copied after it, and it is moved again only when that room runs out, so a
-    /// large frame trickling in small reads is moved a few times, not once per read; the storage shared with payloads
-    /// already returned is released, and the buffer never holds more than one frame.
+    /// frame. The reads that follow are copied after it, and it is moved again only once it is more than half full
+    /// and short of the frame, so a large frame trickling in small reads is moved a few times, not once per read (a
+    /// 1 MB frame in 1 KiB reads: 1.26 MB copied in all, 7.5–9.8 MB when it was moved at every read while its storage
+    /// was short of the frame); the storage shared with payloads already returned is released, and the buffer never
+    /// holds more than one frame.
     private mutating func makeRoomForFrame() {
-        guard
-            !self.continuation.isEmpty || self.buffer.readerIndex > 0
-                || self.buffer.capacity < self.expectedFrameLength
-        else { return }
+        if self.ownsBuffer, self.continuation.isEmpty, self.buffer.readerIndex == 0 {
+            // Its own storage already: moved again only once it is more than half full and still short of the frame,
+            // so a frame trickling in is moved a few times in all, not at every read.
+            guard self.buffer.capacity < self.expectedFrameLength, 2 * self.buffer.readableBytes > self.buffer.capacity
+            else { return }
+        } else {
+            guard
+                !self.continuation.isEmpty || self.buffer.readerIndex > 0
+                    || self.buffer.capacity < self.expectedFrameLength
+            else { return }
+        }
         var partial = self.buffer
         let arrived = partial.readableBytes + self.continuationLength
         // Reserve for the whole frame up to the size of a normal DATA frame, or up to four times what has arrived
@@ -380,9 +402,11 @@ public struct FrameParser: Sendable {
         for var piece in self.continuation {
             fresh.writeBuffer(&piece)
         }
+        self.copiedByteCount += arrived
         self.continuation.removeAll(keepingCapacity: true)
         self.continuationLength = 0
         self.buffer = fresh
+        self.ownsBuffer = true
     }
 
     /// The whole size of the frame being received, once its header is in (and within the limit); otherwise what

@@ -1,6 +1,7 @@
-import FerryProtocol
 import NIOCore
 import Testing
+
+@testable import FerryProtocol
 
 /// A large DATA frame that straddles reads comes out in pieces where they landed, up to the parser's most pieces, not
 /// copied together; any other way of arriving is copied whole as before, and every byte is checked either way.
@@ -358,5 +359,47 @@ struct SplitDataFrameTests {
             parser.append(bytes: Self.read(Self.stream[..<10]))
             #expect(parser.bufferedByteCount == 0, "nothing kept after the failure")
         }
+    }
+
+    /// However a large frame trickles in, putting it together copies a small multiple of its length: it is moved to
+    /// storage of its own a few times as it grows (about 4/3 of its length in all), not at every read. A DATA frame
+    /// (which may be held in pieces) and a frame of another type, in reads of 1 KiB, 1 KiB after the first 64 KiB, and
+    /// one byte at a time for its first 4 KiB.
+    @Test(arguments: [FrameType.data, FrameType.listEntries], [1_024, 0, 1])
+    func aTricklingFrameIsCopiedAFewTimesAtMost(type: FrameType, trickle: Int) throws {
+        let payload = ByteBuffer(bytes: (0..<1_000_000).map { UInt8(truncatingIfNeeded: $0 &* 13) })
+        var encoded = ByteBuffer()
+        FrameSerializer.serialize(Frame(type: type, payload: payload), into: &encoded)
+        let bytes = Array(encoded.readableBytesView)
+        var parser = FrameParser(maximumPayloadLength: 1 << 20, maximumPieces: type == .data ? 4 : 2)
+        var position = 0
+        var frames: [Frame] = []
+        while position < bytes.count {
+            let length =
+                switch trickle {
+                case 0: position < 65_536 ? 65_536 : 1_024
+                case 1: position < 4_096 ? 1 : 60_000
+                default: trickle
+                }
+            let end = min(bytes.count, position + length)
+            parser.append(bytes: Self.read(bytes[position..<end]))
+            position = end
+            while let frame = try parser.nextFrame() {
+                frames.append(frame)
+            }
+        }
+        #expect(frames.map(\.payload) == [payload])
+        #expect(frames.first?.type == type)
+        #expect(parser.copiedByteCount <= 2 * bytes.count, "copied \(parser.copiedByteCount) bytes")
+    }
+
+    /// A frame that arrives whole, or over two reads as a DATA frame, is not copied at all.
+    @Test func framesArrivingWholeOrInPiecesAreNotCopied() throws {
+        var parser = FrameParser(maximumPayloadLength: 1 << 20, maximumPieces: 4)
+        for read in Self.reads(cutInto: [1_000, 100_000, 200_000]) + [Self.read(Self.stream[...])] {
+            parser.append(bytes: read)
+            while try parser.nextFrame() != nil {}
+        }
+        #expect(parser.copiedByteCount == 0)
     }
 }

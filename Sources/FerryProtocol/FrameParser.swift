@@ -138,9 +138,7 @@ public struct FrameParser: Sendable {
                 // Copied after the frame's start, so that the frame's storage holds that frame alone (its start and
                 // pieces copied out first if they were held where they landed), and so is the rest of the frame.
                 // (Pieces held are copied out even if the frame is no longer splittable: the limit lowered since.)
-                if !self.continuation.isEmpty
-                    || self.isSplittable && (!self.assemblingFrame || self.buffer.writableBytes < piece.readableBytes)
-                {
+                if !self.continuation.isEmpty || self.isSplittable {
                     self.makeRoomForFrame()
                 }
                 self.assemblingFrame = true
@@ -153,7 +151,7 @@ public struct FrameParser: Sendable {
         } else {
             // The header is not all in yet, or the frame is whole and not yet taken (or over the limit): the read goes
             // after it (a frame start that ``nextFrame()`` left in place in a read's storage copied out first).
-            if self.isSplittable, !self.assemblingFrame || self.buffer.writableBytes < bytes.readableBytes {
+            if self.isSplittable {
                 self.makeRoomForFrame()
             }
             self.copiedByteCount += bytes.readableBytes
